@@ -1,0 +1,1 @@
+"""Physics backends, robot tasks, randomization and the virtual robot."""

@@ -1,0 +1,178 @@
+"""The networks SAC trains: a squashed-Gaussian actor, a fused critic ensemble, an observation normalizer.
+
+Shapes: observations ``[B, obs_dim]``, actions ``[B, act_dim]`` in [-1, 1]; critic values ``[E, B]`` for an
+ensemble of ``E`` critics (two for the paper's twin critics).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOG_STD_MIN = -20.0
+LOG_STD_MAX = 2.0
+_LOG2 = math.log(2.0)
+
+
+def squashed_gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, pre_tanh: torch.Tensor) -> torch.Tensor:
+    """log pi(tanh(u)) for u ~ N(mean, exp(log_std)), summed over the action dimensions -> ``[B]``.
+
+    The change of variables subtracts log(1 - tanh(u)^2), written as 2 (log 2 - u - softplus(-2u)) because
+    the naive form returns -inf once tanh(u) rounds to +-1 near the action bounds.
+    """
+    std = log_std.exp()
+    normal_lp = -0.5 * ((pre_tanh - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    correction = 2.0 * (_LOG2 - pre_tanh - F.softplus(-2.0 * pre_tanh))
+    return (normal_lp - correction).sum(-1)
+
+
+def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class Actor(nn.Module):
+    """Tanh-squashed Gaussian policy over normalized observations."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256)):
+        super().__init__()
+        self.trunk = mlp([obs_dim, *hidden], nn.ReLU)
+        self.trunk.append(nn.ReLU())
+        self.head = nn.Linear(hidden[-1], 2 * act_dim)
+        self.act_dim = act_dim
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean ``[B, A]`` and clamped log-std ``[B, A]`` of the pre-tanh Gaussian."""
+        mean, log_std = self.head(self.trunk(obs)).chunk(2, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterized action ``[B, A]`` in (-1, 1) and its log-probability ``[B]``."""
+        mean, log_std = self(obs)
+        pre_tanh = mean + log_std.exp() * torch.randn_like(mean)
+        return torch.tanh(pre_tanh), squashed_gaussian_log_prob(mean, log_std, pre_tanh)
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        """The action a deployed policy takes: tanh of the mean."""
+        return torch.tanh(self(obs)[0])
+
+
+class EnsembleLinear(nn.Module):
+    """``E`` independent linear layers evaluated as one batched matrix product."""
+
+    def __init__(self, ensemble: int, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(ensemble, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(ensemble, 1, out_features))
+        # The same distribution as nn.Linear's default, so a fused critic starts like two separate ones.
+        bound = 1.0 / math.sqrt(in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[E, B, in]`` (or ``[B, in]``, shared by all members) -> ``[E, B, out]``."""
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.weight.shape[0], -1, -1)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleLayerNorm(nn.Module):
+    """Layer norm with a separate affine transform per ensemble member."""
+
+    def __init__(self, ensemble: int, features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ensemble, 1, features))
+        self.bias = nn.Parameter(torch.zeros(ensemble, 1, features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:]), self.weight)
+
+
+class CriticEnsemble(nn.Module):
+    """``E`` soft Q networks fused into one: Q(s, a) for all members in one pass.
+
+    With ``dropout > 0`` and ``layer_norm`` this is the DroQ critic (Hiraoka et al., 2022), which stays
+    stable at high update-to-data ratios.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: tuple[int, ...] = (256, 256),
+        ensemble: int = 2,
+        dropout: float = 0.0,
+        layer_norm: bool = False,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        sizes = [obs_dim + act_dim, *hidden]
+        for i in range(len(hidden)):
+            layers.append(EnsembleLinear(ensemble, sizes[i], sizes[i + 1]))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            if layer_norm:
+                layers.append(EnsembleLayerNorm(ensemble, sizes[i + 1]))
+            layers.append(nn.ReLU())
+        layers.append(EnsembleLinear(ensemble, hidden[-1], 1))
+        self.net = nn.Sequential(*layers)
+        self.ensemble = ensemble
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Q-values ``[E, B]``."""
+        return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1)
+
+
+class ObservationNormalizer(nn.Module):
+    """Running mean and variance of observations; the statistics are buffers, so export folds them in."""
+
+    def __init__(self, obs_dim: int, enabled: bool = True, clip: float = 10.0, eps: float = 1e-8):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(obs_dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(obs_dim, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(0.0, dtype=torch.float64))
+        self.enabled = enabled
+        self.clip = clip
+        self.eps = eps
+        self._scale_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def update(self, batch: torch.Tensor) -> None:
+        """Merge a batch ``[B, obs_dim]`` into the statistics (Chan et al.'s parallel variance)."""
+        if not self.enabled:
+            return
+        batch = batch.to(torch.float64).reshape(-1, self.mean.shape[0])
+        n = batch.shape[0]
+        b_mean = batch.mean(0)
+        b_var = batch.var(0, unbiased=False)
+        total = self.count + n
+        delta = b_mean - self.mean
+        self.mean += delta * n / total
+        self.var.copy_((self.var * self.count + b_var * n + delta**2 * self.count * n / total) / total)
+        self.count.copy_(total)
+        self._scale_cache = None
+
+    def _loc_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._scale_cache is None:
+            self._scale_cache = (
+                self.mean.to(torch.float32),
+                (self.var + self.eps).sqrt().reciprocal().to(torch.float32),
+            )
+        return self._scale_cache
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return obs
+        loc, inv_scale = self._loc_scale()
+        return ((obs - loc) * inv_scale).clamp(-self.clip, self.clip)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._scale_cache = None
+        super()._load_from_state_dict(*args, **kwargs)

@@ -1,0 +1,107 @@
+"""Replay buffer: preallocated contiguous arrays, O(1) insert, vectorized sampling, saved with the checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Batch:
+    """A sampled minibatch on the training device. ``terminated`` is 1.0 where the bootstrap stops."""
+
+    obs: torch.Tensor  # [B, obs_dim]
+    action: torch.Tensor  # [B, act_dim]
+    reward: torch.Tensor  # [B]
+    next_obs: torch.Tensor  # [B, obs_dim]
+    terminated: torch.Tensor  # [B]
+
+
+class ReplayBuffer:
+    """A ring buffer of transitions.
+
+    Only terminations are stored, never time-limit truncations: a transition cut by the time limit still
+    bootstraps from its next observation (the state did not end, the episode did).
+    """
+
+    _FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
+
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int, device: torch.device | str = "cpu"):
+        self.capacity = int(capacity)
+        self.device = torch.device(device)
+        self.obs = np.zeros((self.capacity, obs_dim), dtype=np.float32)
+        self.action = np.zeros((self.capacity, act_dim), dtype=np.float32)
+        self.reward = np.zeros(self.capacity, dtype=np.float32)
+        self.next_obs = np.zeros((self.capacity, obs_dim), dtype=np.float32)
+        self.terminated = np.zeros(self.capacity, dtype=np.float32)
+        self.pos = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs, action, reward: float, next_obs, terminated: bool) -> None:
+        i = self.pos
+        self.obs[i] = obs
+        self.action[i] = action
+        self.reward[i] = reward
+        self.next_obs[i] = next_obs
+        self.terminated[i] = float(terminated)
+        self.pos = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def add_batch(self, obs, action, reward, next_obs, terminated) -> None:
+        """Insert ``N`` transitions at once (vectorized collection, transitions from a robot)."""
+        n = len(reward)
+        if n > self.capacity:
+            raise ValueError(f"batch of {n} transitions exceeds the buffer capacity {self.capacity}")
+        idx = (self.pos + np.arange(n)) % self.capacity
+        self.obs[idx] = obs
+        self.action[idx] = action
+        self.reward[idx] = reward
+        self.next_obs[idx] = next_obs
+        self.terminated[idx] = np.asarray(terminated, dtype=np.float32)
+        self.pos = int((self.pos + n) % self.capacity)
+        self.size = min(self.size + n, self.capacity)
+
+    def sample_indices(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        return rng.integers(0, self.size, size=batch_size)
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        idx = self.sample_indices(rng, batch_size)
+        to = lambda a: torch.from_numpy(a[idx]).to(self.device, non_blocking=True)  # noqa: E731
+        return Batch(to(self.obs), to(self.action), to(self.reward), to(self.next_obs), to(self.terminated))
+
+    def save(self, path: str | Path) -> None:
+        """Write the filled part and the write position; the file is replaced atomically."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(
+                f,
+                pos=self.pos,
+                size=self.size,
+                capacity=self.capacity,
+                **{name: getattr(self, name)[: self.size] for name in self._FIELDS},
+            )
+        tmp.replace(path)
+
+    def load(self, path: str | Path) -> None:
+        with np.load(path) as data:
+            if int(data["capacity"]) != self.capacity:
+                raise ValueError(f"{path}: buffer capacity {int(data['capacity'])} != configured {self.capacity}")
+            size = int(data["size"])
+            for name in self._FIELDS:
+                stored = data[name]
+                if stored.shape[1:] != getattr(self, name).shape[1:]:
+                    raise ValueError(
+                        f"{path}: field {name} has shape {stored.shape[1:]}, expected {getattr(self, name).shape[1:]}"
+                    )
+                getattr(self, name)[:size] = stored
+            self.size = size
+            self.pos = int(data["pos"])

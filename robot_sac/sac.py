@@ -1,0 +1,184 @@
+"""Soft Actor-Critic (Haarnoja et al., "Soft Actor-Critic Algorithms and Applications", 2018).
+
+One ``update(batch)`` in the paper's order: critic target, critic step, actor step, temperature step,
+Polyak averaging. The caller samples, logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from robot_sac.networks import Actor, CriticEnsemble, ObservationNormalizer
+from robot_sac.replay import Batch
+
+
+@dataclass
+class SACConfig:
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak averaging rate of the target critics."""
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    batch_size: int = 256
+    actor_hidden: tuple[int, ...] = (256, 256)
+    critic_hidden: tuple[int, ...] = (256, 256)
+    n_critics: int = 2
+    """Critics in the fused ensemble; the target takes the minimum over ``n_target_critics`` of them."""
+    n_target_critics: int = 2
+    """REDQ draws this many ensemble members per update for the min in the target (2 = clipped double Q)."""
+    critic_dropout: float = 0.0
+    """DroQ's dropout rate in the critics (0.01 in the paper); 0 turns it off."""
+    critic_layer_norm: bool = False
+    """Layer norm after each critic hidden layer (DroQ)."""
+    utd: int = 1
+    """Update-to-data ratio: gradient updates per environment step."""
+    actor_update_every: int = 1
+    """Update the actor and temperature on every k-th critic update (high-UTD setups use k > 1)."""
+    autotune_alpha: bool = True
+    """Learn the temperature toward ``target_entropy``; when false, ``alpha`` stays fixed."""
+    alpha: float = 1.0
+    """Initial (or fixed) temperature."""
+    target_entropy: float | None = None
+    """Entropy target for the temperature; None means -|A|."""
+    normalize_observations: bool = False
+    """Keep running observation statistics and feed normalized observations to every network."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this before they enter the critic target."""
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """CUDA when present and asked for (or ``auto``), CPU otherwise."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {requested!r} requested but CUDA is not available")
+    return device
+
+
+class SAC:
+    def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig, device: torch.device | str = "cpu"):
+        if cfg.n_target_critics > cfg.n_critics:
+            raise ValueError(f"n_target_critics={cfg.n_target_critics} exceeds n_critics={cfg.n_critics}")
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.normalizer = ObservationNormalizer(obs_dim, enabled=cfg.normalize_observations).to(self.device)
+        self.actor = Actor(obs_dim, act_dim, cfg.actor_hidden).to(self.device)
+        critic_args = (obs_dim, act_dim, cfg.critic_hidden, cfg.n_critics, cfg.critic_dropout, cfg.critic_layer_norm)
+        self.critic = CriticEnsemble(*critic_args).to(self.device)
+        self.critic_target = CriticEnsemble(*critic_args).to(self.device)
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.requires_grad_(False)
+        self.log_alpha = torch.tensor(float(np.log(cfg.alpha)), device=self.device, requires_grad=True)
+        self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
+        fused = self.device.type in ("cpu", "cuda")
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=fused)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=fused)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, fused=fused)
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.critic_target.parameters())
+        self.updates = 0
+
+    @property
+    def alpha(self) -> float:
+        return float(self.log_alpha.detach().exp())
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Actions ``[B, A]`` (or ``[A]`` for one observation) in [-1, 1] for raw observations."""
+        single = obs.ndim == 1
+        x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).reshape(-1, self.obs_dim)
+        x = self.normalizer(x)
+        action = self.actor.deterministic(x) if deterministic else self.actor.sample(x)[0]
+        out = action.cpu().numpy()
+        return out[0] if single else out
+
+    def _target_min(self, q: torch.Tensor) -> torch.Tensor:
+        """The pessimistic target value ``[B]`` from ensemble values ``[E, B]``."""
+        n = self.cfg.n_target_critics
+        if n < q.shape[0]:
+            # REDQ: the minimum over a random subset keeps the bias low with a large ensemble.
+            q = q[torch.randperm(q.shape[0], device=q.device)[:n]]
+        return q.min(0).values
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One gradient step on the critics, and (every ``actor_update_every``) on the actor and alpha."""
+        cfg = self.cfg
+        obs = self.normalizer(batch.obs)
+        next_obs = self.normalizer(batch.next_obs)
+        alpha = self.log_alpha.detach().exp()
+
+        with torch.no_grad():
+            next_action, next_log_prob = self.actor.sample(next_obs)
+            next_q = self._target_min(self.critic_target(next_obs, next_action)) - alpha * next_log_prob
+            # Terminations stop the bootstrap; truncated transitions were stored with terminated=0.
+            target_q = cfg.reward_scale * batch.reward + cfg.gamma * (1.0 - batch.terminated) * next_q
+
+        q = self.critic(obs, batch.action)
+        critic_loss = 0.5 * F.mse_loss(q, target_q.expand_as(q), reduction="none").mean(1).sum()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+
+        info = {"losses/critic": critic_loss.item(), "losses/q_mean": q.mean().item()}
+        self.updates += 1
+        if self.updates % cfg.actor_update_every == 0:
+            # The actor's gradient flows through the critics' inputs only; freezing their weights skips
+            # computing parameter gradients that the next critic step would discard anyway.
+            self.critic.requires_grad_(False)
+            action, log_prob = self.actor.sample(obs)
+            q_all = self.critic(obs, action)
+            # Clipped double Q for the paper's twin critics; REDQ's actor uses the whole ensemble's mean.
+            q_pi = q_all.mean(0) if cfg.n_target_critics < cfg.n_critics else q_all.min(0).values
+            actor_loss = (alpha * log_prob - q_pi).mean()
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_opt.step()
+            self.critic.requires_grad_(True)
+
+            entropy = -log_prob.detach().mean()
+            info.update({"losses/actor": actor_loss.item(), "charts/entropy": entropy.item()})
+            if cfg.autotune_alpha:
+                # d loss / d log_alpha = -(entropy_target - entropy): entropy below its target raises alpha.
+                alpha_loss = self.log_alpha * (entropy - self.target_entropy)
+                self.alpha_opt.zero_grad(set_to_none=True)
+                alpha_loss.backward()
+                self.alpha_opt.step()
+                info["losses/alpha"] = alpha_loss.item()
+
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
+        info["charts/alpha"] = self.alpha
+        return info
+
+    def state_dict(self) -> dict:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "alpha_opt": self.alpha_opt.state_dict(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        self.normalizer.load_state_dict(state["normalizer"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        self.updates = int(state["updates"])

@@ -1,0 +1,337 @@
+"""The training runner: glue only (act, step, store, update, evaluate, log, checkpoint).
+
+A run directory holds ``config.yaml``, ``checkpoints/`` (``last.pt`` + ``replay.npz`` for resuming,
+``best.pt`` for export), TensorBoard events in ``tb/``, ``curve.png`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from firmware_bridge.typed_yaml import from_mapping, to_mapping
+from robot_sac.config import TrainConfig
+from robot_sac.envs import episode_success, make_env
+from robot_sac.plots import plot_learning_curve
+from robot_sac.replay import ReplayBuffer
+from robot_sac.sac import SAC, select_device
+
+CHECKPOINT_VERSION = 1
+
+
+class EpisodeTape:
+    """What it takes to rebuild the training env mid-episode: its RNG before the reset, then the actions.
+
+    Simulator state cannot be pickled portably (MuJoCo envs re-create their model when unpickled), but
+    every env here is deterministic given its RNG, so replaying the episode's actions rebuilds it exactly.
+    """
+
+    def __init__(self) -> None:
+        self.rng_state: dict | None = None
+        self.actions: list[np.ndarray] = []
+
+    def start(self, env) -> None:
+        self.rng_state = env.unwrapped.np_random.bit_generator.state
+        self.actions = []
+
+    def state_dict(self) -> dict:
+        return {"rng_state": self.rng_state, "actions": np.array(self.actions, dtype=np.float32)}
+
+    def replay(self, env, seed: int, state: dict) -> np.ndarray:
+        env.reset(seed=seed)
+        env.unwrapped.np_random.bit_generator.state = state["rng_state"]
+        obs, _ = env.reset()
+        self.rng_state = state["rng_state"]
+        self.actions = []
+        for action in state["actions"]:
+            obs, *_ = env.step(action)
+            self.actions.append(action)
+        return obs
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, show_progress: bool = True):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.show_progress = show_progress
+        if cfg.torch_threads > 0:
+            torch.set_num_threads(cfg.torch_threads)
+        self.device = select_device(cfg.device)
+
+        self.env = make_env(cfg.env, cfg.env_kwargs)
+        self.eval_env = make_env(cfg.env, cfg.env_kwargs)
+        obs_dim = self.env.observation_space.shape[0]
+        act_dim = self.env.action_space.shape[0]
+        torch.manual_seed(cfg.seed)
+        self.agent = SAC(obs_dim, act_dim, cfg.sac, self.device)
+        self.buffer = ReplayBuffer(obs_dim, act_dim, min(cfg.buffer_size, max(cfg.total_steps, 1)), self.device)
+        self.rng = np.random.default_rng(cfg.seed)
+
+        self.step = 0
+        self.episodes = 0
+        self.wall_s = 0.0
+        self.update_wall_s = 0.0
+        self.learning_steps = 0
+        self.episode_returns: list[tuple[int, float]] = []
+        self.evals: list[dict[str, float]] = []
+        self.best_return = -float("inf")
+        self.tape = EpisodeTape()
+        self.tape.start(self.env)
+        self.obs, _ = self.env.reset(seed=cfg.seed)
+        self.ep_return = 0.0
+        self.ep_len = 0
+        self.last_update_info: dict[str, float] = {}
+        self._writer = None
+
+    # -- construction from a run directory -------------------------------------------------------
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, total_steps: int | None = None, show_progress: bool = True) -> "Trainer":
+        run_dir = Path(run_dir)
+        ckpt = run_dir / "checkpoints" / "last.pt"
+        if not ckpt.exists():
+            raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from ({ckpt} is missing)")
+        mapping = yaml.safe_load((run_dir / "config.yaml").read_text())
+        if total_steps is not None:
+            mapping["total_steps"] = total_steps
+        trainer = cls(from_mapping(TrainConfig, mapping), run_dir, show_progress)
+        trainer._load_checkpoint(ckpt)
+        return trainer
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def train(self, until: int | None = None) -> dict[str, Any]:
+        """Train until ``until`` environment steps (default: the config's total) and return the summary."""
+        cfg = self.cfg
+        until = cfg.total_steps if until is None else until
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir.mkdir(exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_mapping(cfg), sort_keys=False))
+        start_step, start_time = self.step, time.perf_counter()
+        base_wall = self.wall_s
+
+        with self._progress() as progress:
+            task = progress.add_task(
+                "train", total=until, completed=self.step, ret=float("nan"), alpha=self.agent.alpha, sps=0.0
+            )
+            while self.step < until:
+                self._collect_one()
+                if self.step > cfg.learning_starts:
+                    t0 = time.perf_counter()
+                    for _ in range(cfg.sac.utd):
+                        self.last_update_info = self.agent.update(self.buffer.sample(self.rng, cfg.sac.batch_size))
+                    self.update_wall_s += time.perf_counter() - t0
+                    self.learning_steps += 1
+                self.wall_s = base_wall + time.perf_counter() - start_time
+                if self.step % cfg.log_interval == 0:
+                    self._log_scalars()
+                if self.step % cfg.eval_interval == 0:
+                    self.evaluate()
+                if self.step % cfg.checkpoint_interval == 0 or self.step == until:
+                    self.save_checkpoint()
+                recent = self.episode_returns[-10:]
+                progress.update(
+                    task,
+                    completed=self.step,
+                    ret=float(np.mean([r for _, r in recent])) if recent else float("nan"),
+                    alpha=self.agent.alpha,
+                    sps=(self.step - start_step) / max(time.perf_counter() - start_time, 1e-9),
+                )
+        summary = self.write_summary(steps_this_session=self.step - start_step)
+        if self._writer is not None:
+            self._writer.flush()
+        return summary
+
+    def _collect_one(self) -> None:
+        cfg = self.cfg
+        if self.step < cfg.learning_starts:
+            action = self.rng.uniform(-1.0, 1.0, size=self.env.action_space.shape).astype(np.float32)
+        else:
+            action = self.agent.act(self.obs)
+        next_obs, reward, terminated, truncated, info = self.env.step(action)
+        self.tape.actions.append(np.asarray(action, dtype=np.float32))
+        self.buffer.add(self.obs, action, reward, next_obs, terminated)
+        if cfg.sac.normalize_observations:
+            self.agent.normalizer.update(torch.as_tensor(next_obs, device=self.device).unsqueeze(0))
+        self.step += 1
+        self.ep_return += float(reward)
+        self.ep_len += 1
+        if terminated or truncated:
+            self.episodes += 1
+            self.episode_returns.append((self.step, self.ep_return))
+            writer = self.writer
+            writer.add_scalar("rewards/episode_return", self.ep_return, self.step)
+            writer.add_scalar("rewards/episode_length", self.ep_len, self.step)
+            success = episode_success(info)
+            if success is not None:
+                writer.add_scalar("rewards/episode_success", float(success), self.step)
+            self.ep_return, self.ep_len = 0.0, 0
+            self.tape.start(self.env)
+            next_obs, _ = self.env.reset()
+        self.obs = next_obs
+
+    def evaluate(self) -> dict[str, float]:
+        """Deterministic actions on a fixed set of seeded episodes, so evaluations compare across time."""
+        returns, lengths, successes = [], [], []
+        for ep in range(self.cfg.eval_episodes):
+            obs, _ = self.eval_env.reset(seed=self.cfg.seed + 1_000_003 + ep)
+            done, total, n, info = False, 0.0, 0, {}
+            while not done:
+                obs, reward, terminated, truncated, info = self.eval_env.step(self.agent.act(obs, deterministic=True))
+                total += float(reward)
+                n += 1
+                done = terminated or truncated
+            returns.append(total)
+            lengths.append(n)
+            success = episode_success(info)
+            if success is not None:
+                successes.append(float(success))
+        result = {
+            "step": self.step,
+            "return_mean": float(np.mean(returns)),
+            "return_std": float(np.std(returns)),
+            "length_mean": float(np.mean(lengths)),
+        }
+        if successes:
+            result["success_rate"] = float(np.mean(successes))
+        self.evals.append(result)
+        for key in ("return_mean", "return_std", "success_rate"):
+            if key in result:
+                self.writer.add_scalar(f"eval/{key}", result[key], self.step)
+        if result["return_mean"] > self.best_return:
+            self.best_return = result["return_mean"]
+            self._save_policy(self.ckpt_dir / "best.pt", result)
+        return result
+
+    # -- logging ------------------------------------------------------------------------------------
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events a crashed run wrote after its last checkpoint.
+            self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
+        return self._writer
+
+    def _log_scalars(self) -> None:
+        writer = self.writer
+        for key, value in self.last_update_info.items():
+            writer.add_scalar(key, value, self.step)
+        if self.wall_s > 0:
+            writer.add_scalar("charts/steps_per_s", self.step / self.wall_s, self.step)
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[sps]:>6.0f} steps/s"),
+            TextColumn("return {task.fields[ret]:>8.1f}"),
+            TextColumn("alpha {task.fields[alpha]:.3f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            disable=not self.show_progress,
+        )
+
+    def write_summary(self, steps_this_session: int = 0) -> dict[str, Any]:
+        final = self.evals[-1] if self.evals else {}
+        summary: dict[str, Any] = {
+            "env": self.cfg.env,
+            "seed": self.cfg.seed,
+            "steps": self.step,
+            "episodes": self.episodes,
+            "updates": self.agent.updates,
+            "wall_s": round(self.wall_s, 3),
+            "steps_per_s": self.step / self.wall_s if self.wall_s > 0 else None,
+            "updates_per_s": self.agent.updates / self.update_wall_s if self.update_wall_s > 0 else None,
+            "eval_return_final": final.get("return_mean"),
+            "eval_return_best": self.best_return if self.evals else None,
+            "device": str(self.device),
+            "evals": self.evals,
+        }
+        if "success_rate" in final:
+            summary["success_rate_final"] = final["success_rate"]
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_learning_curve(self.run_dir / "curve.png", self.cfg.env, self.episode_returns, self.evals)
+        return summary
+
+    # -- checkpoints --------------------------------------------------------------------------------
+
+    def _save_policy(self, path: Path, eval_result: dict[str, float]) -> None:
+        """The actor-side state export needs, without optimizers or replay."""
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "config": to_mapping(self.cfg),
+            "step": self.step,
+            "eval": eval_result,
+            "actor": self.agent.actor.state_dict(),
+            "normalizer": self.agent.normalizer.state_dict(),
+        }
+        _atomic_torch_save(state, path)
+
+    def save_checkpoint(self) -> Path:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.buffer.save(self.ckpt_dir / "replay.npz")
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "config": to_mapping(self.cfg),
+            "agent": self.agent.state_dict(),
+            "counters": {
+                "step": self.step,
+                "episodes": self.episodes,
+                "wall_s": self.wall_s,
+                "update_wall_s": self.update_wall_s,
+                "learning_steps": self.learning_steps,
+                "ep_return": self.ep_return,
+                "ep_len": self.ep_len,
+                "best_return": self.best_return,
+            },
+            "episode_returns": self.episode_returns,
+            "evals": self.evals,
+            "tape": self.tape.state_dict(),
+            "rng": {
+                "numpy": self.rng.bit_generator.state,
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+        }
+        path = self.ckpt_dir / "last.pt"
+        _atomic_torch_save(state, path)
+        return path
+
+    def _load_checkpoint(self, path: Path) -> None:
+        # Our own file, written by save_checkpoint: it holds numpy RNG states, so weights_only cannot load it.
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{path}: checkpoint version {state.get('version')} != {CHECKPOINT_VERSION}")
+        self.agent.load_state_dict(state["agent"])
+        self.buffer.load(self.ckpt_dir / "replay.npz")
+        c = state["counters"]
+        self.step, self.episodes = c["step"], c["episodes"]
+        self.wall_s, self.update_wall_s = c["wall_s"], c["update_wall_s"]
+        self.learning_steps, self.best_return = c["learning_steps"], c["best_return"]
+        self.episode_returns = [tuple(x) for x in state["episode_returns"]]
+        self.evals = state["evals"]
+        self.obs = self.tape.replay(self.env, self.cfg.seed, state["tape"])
+        self.ep_return, self.ep_len = c["ep_return"], c["ep_len"]
+        rng = state["rng"]
+        self.rng.bit_generator.state = rng["numpy"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)

@@ -1,0 +1,158 @@
+"""Observation building: the one piece of code that turns a ``RobotState`` into the policy's input,
+on the robot and in the simulator alike.
+
+A feature is a name in ``FEATURES``: its width, the sensor and goal it needs,
+and a function ``(state, history, spec) -> array``. The robot spec lists its
+features, the task appends its own; an unknown name is an error at
+construction, not a silently missing input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from firmware_bridge.spec import RobotSpec
+from firmware_bridge.state import RobotState
+from firmware_bridge.typed_yaml import ConfigError
+
+
+@dataclass
+class History:
+    """What the observation needs beyond the current state: the previous policy output and the goal."""
+
+    last_action: np.ndarray
+    """(n,) the policy output of the previous tick, in [-1, 1]; zeros at the start of an episode."""
+    goals: dict[str, float] = field(default_factory=dict)
+    """Goal values by name, e.g. ``valve_angle`` [rad]."""
+
+    def record(self, action: np.ndarray) -> None:
+        """Remember the policy output of this tick for the next observation."""
+        self.last_action = np.array(action, dtype=np.float64)
+
+
+class TaskObservation(Protocol):
+    """What the builder reads from a task: ``firmware_bridge.task.TaskInterface`` or ``sim``'s task spec."""
+
+    name: str
+    observation: list[str]
+    goals: dict[str, float]
+
+
+def _wrap_angle(angle: float) -> float:
+    return (angle + np.pi) % (2.0 * np.pi) - np.pi
+
+
+def _valve_error(state: RobotState, history: History) -> float:
+    return _wrap_angle(history.goals["valve_angle"] - state.extra("valve_angle"))
+
+
+@dataclass(frozen=True)
+class Feature:
+    width: Callable[[RobotSpec], int]
+    compute: Callable[[RobotState, History, RobotSpec], np.ndarray | list[float]]
+    sensor: str | None = None
+    goal: str | None = None
+
+
+def _per_joint(spec: RobotSpec) -> int:
+    return spec.num_joints
+
+
+def _fixed(n: int) -> Callable[[RobotSpec], int]:
+    return lambda spec: n
+
+
+FEATURES: dict[str, Feature] = {
+    "joint_pos": Feature(_per_joint, lambda s, h, spec: s.joint_pos, "joint_encoders"),
+    "joint_pos_from_start": Feature(_per_joint, lambda s, h, spec: s.joint_pos - spec.start, "joint_encoders"),
+    "joint_vel": Feature(_per_joint, lambda s, h, spec: s.joint_vel, "joint_encoders"),
+    "joint_current": Feature(_per_joint, lambda s, h, spec: s.joint_current, "joint_currents"),
+    "last_action": Feature(_per_joint, lambda s, h, spec: h.last_action),
+    "base_roll_pitch": Feature(_fixed(2), lambda s, h, spec: s.imu[0:2], "imu"),
+    "base_angular_velocity": Feature(_fixed(3), lambda s, h, spec: s.imu[3:6], "imu"),
+    "valve_angle_cos_sin": Feature(
+        _fixed(2), lambda s, h, spec: [np.cos(s.extra("valve_angle")), np.sin(s.extra("valve_angle"))], "valve_encoder"
+    ),
+    "valve_velocity": Feature(_fixed(1), lambda s, h, spec: [s.extra("valve_velocity")], "valve_encoder"),
+    # Wrapped to [-pi, pi]: the shortest way round, the quantity the turn reward is about.
+    "valve_target_error": Feature(
+        _fixed(1), lambda s, h, spec: [_valve_error(s, h)], "valve_encoder", goal="valve_angle"
+    ),
+    "valve_target_error_cos_sin": Feature(
+        _fixed(2),
+        lambda s, h, spec: [np.cos(_valve_error(s, h)), np.sin(_valve_error(s, h))],
+        "valve_encoder",
+        goal="valve_angle",
+    ),
+}
+
+
+class ObservationBuilder:
+    """``build(state, history)`` -> float32 observation laid out as ``layout``."""
+
+    def __init__(self, robot_spec: RobotSpec, task: TaskObservation | None = None) -> None:
+        self.robot_spec = robot_spec
+        self.task = task
+        names = list(robot_spec.observation) + (list(task.observation) if task is not None else [])
+        where = f"task {task.name}" if task is not None else f"robot {robot_spec.name}"
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"{where}: observation feature {duplicates[0]!r} listed twice")
+        self._features: list[tuple[str, Feature]] = []
+        for name in names:
+            feature = FEATURES.get(name)
+            if feature is None:
+                raise ConfigError(
+                    f"{where}: unknown observation feature {name!r} (known: {', '.join(sorted(FEATURES))})"
+                )
+            if feature.sensor is not None and feature.sensor not in robot_spec.sensors:
+                raise ConfigError(
+                    f"{where}: observation feature {name!r} needs sensor {feature.sensor!r}, "
+                    f"which robot {robot_spec.name} does not list"
+                )
+            self._features.append((name, feature))
+        self.layout: list[tuple[str, int]] = [(name, f.width(robot_spec)) for name, f in self._features]
+        self.dim = sum(width for _, width in self.layout)
+        self.required_goals = sorted({f.goal for _, f in self._features if f.goal is not None})
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [name for name, _ in self.layout]
+
+    def interface_hash(self) -> str:
+        """The robot spec's interface hash over this full observation layout (what a policy file records)."""
+        return self.robot_spec.interface_hash(self.feature_names)
+
+    def new_history(self, goals: dict[str, float] | None = None) -> History:
+        """A history for a new episode: zero last action, the task's goals updated with ``goals``."""
+        merged = dict(self.task.goals) if self.task is not None else {}
+        merged.update(goals or {})
+        missing = [g for g in self.required_goals if g not in merged]
+        if missing:
+            raise ConfigError(f"observation needs goal {missing[0]!r}, which neither the task nor the caller gives")
+        return History(last_action=np.zeros(self.robot_spec.num_joints), goals=merged)
+
+    def build(self, state: RobotState, history: History) -> np.ndarray:
+        if state.num_joints != self.robot_spec.num_joints:
+            raise ValueError(
+                f"RobotState has {state.num_joints} joints, robot {self.robot_spec.name} has "
+                f"{self.robot_spec.num_joints}"
+            )
+        out = np.empty(self.dim, dtype=np.float32)
+        offset = 0
+        for (name, width), (_, feature) in zip(self.layout, self._features):
+            value = feature.compute(state, history, self.robot_spec)
+            out[offset : offset + width] = value
+            offset += width
+        return out
+
+    def slices(self) -> dict[str, slice]:
+        """Where each feature lies in the observation vector."""
+        result, offset = {}, 0
+        for name, width in self.layout:
+            result[name] = slice(offset, offset + width)
+            offset += width
+        return result

@@ -108,6 +108,16 @@ class SAC:
             q = q[torch.randperm(q.shape[0], device=q.device)[:n]]
         return q.min(0).values
 
+    @torch.no_grad()
+    def critic_target_values(
+        self, reward: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor, alpha: torch.Tensor
+    ) -> torch.Tensor:
+        """The soft TD target ``[B]``: r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s'))."""
+        next_action, next_log_prob = self.actor.sample(next_obs)
+        next_q = self._target_min(self.critic_target(next_obs, next_action)) - alpha * next_log_prob
+        # Terminations stop the bootstrap; time-limit truncations were stored with terminated=0.
+        return self.cfg.reward_scale * reward + self.cfg.gamma * (1.0 - terminated) * next_q
+
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on the critics, and (every ``actor_update_every``) on the actor and alpha."""
         cfg = self.cfg
@@ -115,12 +125,7 @@ class SAC:
         next_obs = self.normalizer(batch.next_obs)
         alpha = self.log_alpha.detach().exp()
 
-        with torch.no_grad():
-            next_action, next_log_prob = self.actor.sample(next_obs)
-            next_q = self._target_min(self.critic_target(next_obs, next_action)) - alpha * next_log_prob
-            # Terminations stop the bootstrap; truncated transitions were stored with terminated=0.
-            target_q = cfg.reward_scale * batch.reward + cfg.gamma * (1.0 - batch.terminated) * next_q
-
+        target_q = self.critic_target_values(batch.reward, next_obs, batch.terminated, alpha)
         q = self.critic(obs, batch.action)
         critic_loss = 0.5 * F.mse_loss(q, target_q.expand_as(q), reduction="none").mean(1).sum()
         self.critic_opt.zero_grad(set_to_none=True)

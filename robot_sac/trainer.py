@@ -72,7 +72,7 @@ class Trainer:
         act_dim = self.env.action_space.shape[0]
         torch.manual_seed(cfg.seed)
         self.agent = SAC(obs_dim, act_dim, cfg.sac, self.device)
-        self.buffer = ReplayBuffer(obs_dim, act_dim, min(cfg.buffer_size, max(cfg.total_steps, 1)), self.device)
+        self.buffer = ReplayBuffer(obs_dim, act_dim, cfg.buffer_size, self.device)
         self.rng = np.random.default_rng(cfg.seed)
 
         self.step = 0

@@ -1,0 +1,185 @@
+"""The SAC math against references: log-probabilities, the TD target, the temperature, Polyak averaging."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Independent, Normal, TransformedDistribution
+from torch.distributions.transforms import TanhTransform
+
+from robot_sac.networks import Actor, CriticEnsemble, squashed_gaussian_log_prob
+from robot_sac.replay import Batch
+from robot_sac.sac import SAC, SACConfig
+
+
+def reference_log_prob(mean, log_std, pre_tanh):
+    dist = TransformedDistribution(Independent(Normal(mean, log_std.exp()), 1), [TanhTransform(cache_size=1)])
+    action = dist.transforms[0](pre_tanh)  # cached, so log_prob inverts exactly even where tanh rounds to 1
+    return dist.log_prob(action)
+
+
+def test_squashed_log_prob_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mean = torch.randn(64, 3, generator=g, dtype=torch.float64)
+    log_std = torch.randn(64, 3, generator=g, dtype=torch.float64).clamp(-3, 1)
+    pre_tanh = mean + log_std.exp() * torch.randn(64, 3, generator=g, dtype=torch.float64)
+    ours = squashed_gaussian_log_prob(mean, log_std, pre_tanh)
+    torch.testing.assert_close(ours, reference_log_prob(mean, log_std, pre_tanh), rtol=1e-10, atol=1e-10)
+
+
+def test_squashed_log_prob_is_finite_and_exact_at_the_action_bounds():
+    mean = torch.tensor([[9.0, -12.0]])
+    log_std = torch.tensor([[-1.0, -1.0]])
+    pre_tanh = torch.tensor([[10.0, -11.5]])  # tanh rounds to exactly +-1 in float32
+    assert torch.all(torch.tanh(pre_tanh).abs() == 1.0)
+    ours = squashed_gaussian_log_prob(mean, log_std, pre_tanh)
+    # float64 closed form: log N(u) + 2 log cosh(u), with log cosh u = |u| + log1p(exp(-2|u|)) - log 2
+    expected = 0.0
+    for m, s, u in [(9.0, -1.0, 10.0), (-12.0, -1.0, -11.5)]:
+        std = math.exp(s)
+        log_normal = -0.5 * ((u - m) / std) ** 2 - s - 0.5 * math.log(2 * math.pi)
+        log_cosh = abs(u) + math.log1p(math.exp(-2 * abs(u))) - math.log(2)
+        expected += log_normal + 2 * log_cosh
+    assert torch.isfinite(ours).all()
+    assert ours.item() == pytest.approx(expected, rel=1e-5)
+    naive = (Normal(mean, log_std.exp()).log_prob(pre_tanh) - torch.log(1 - torch.tanh(pre_tanh) ** 2)).sum()
+    assert not torch.isfinite(naive)  # what the stable form avoids
+
+
+def test_actor_sample_log_prob_is_the_density_of_its_own_sample():
+    torch.manual_seed(1)
+    actor = Actor(5, 2, (32, 32))
+    obs = torch.randn(16, 5)
+    torch.manual_seed(7)
+    action, log_prob = actor.sample(obs)
+    torch.manual_seed(7)
+    mean, log_std = actor(obs)
+    pre_tanh = mean + log_std.exp() * torch.randn_like(mean)
+    torch.testing.assert_close(action, torch.tanh(pre_tanh))
+    torch.testing.assert_close(log_prob, reference_log_prob(mean, log_std, pre_tanh), rtol=1e-5, atol=1e-5)
+    assert action.abs().max() < 1.0
+
+
+def test_log_std_is_clamped():
+    actor = Actor(3, 2, (8,))
+    with torch.no_grad():
+        actor.head.bias[2:] = 50.0
+        actor.head.weight.zero_()
+    _, log_std = actor(torch.zeros(4, 3))
+    assert torch.all(log_std == 2.0)
+
+
+def test_fused_critic_equals_separate_linear_networks():
+    torch.manual_seed(0)
+    critic = CriticEnsemble(4, 2, (16, 16), ensemble=2)
+    obs, act = torch.randn(8, 4), torch.randn(8, 2)
+    q = critic(obs, act)
+    assert q.shape == (2, 8)
+    x = torch.cat([obs, act], -1)
+    for i in range(2):
+        h = x
+        linears = [m for m in critic.net if hasattr(m, "weight")]
+        for j, layer in enumerate(linears):
+            h = h @ layer.weight[i] + layer.bias[i, 0]
+            if j < len(linears) - 1:
+                h = torch.relu(h)
+        torch.testing.assert_close(q[i], h.squeeze(-1))
+
+
+def _agent(**overrides):
+    cfg = SACConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), batch_size=4, **overrides)
+    torch.manual_seed(0)
+    return SAC(obs_dim=3, act_dim=2, cfg=cfg)
+
+
+def test_critic_target_on_a_hand_computed_batch_terminal_vs_truncated():
+    agent = _agent(gamma=0.9, alpha=0.5)
+    with torch.no_grad():  # target critics output constants 3.0 and 2.0, so the min is 2.0
+        last = agent.critic_target.net[-1]
+        last.weight.zero_()
+        last.bias[0].fill_(3.0)
+        last.bias[1].fill_(2.0)
+    reward = torch.tensor([1.0, 1.0])
+    next_obs = torch.randn(2, 3)
+    terminated = torch.tensor([1.0, 0.0])  # row 0 ended in a termination, row 1 was cut by the time limit
+    alpha = torch.tensor(0.5)
+    torch.manual_seed(3)
+    target = agent.critic_target_values(reward, next_obs, terminated, alpha)
+    torch.manual_seed(3)
+    _, next_log_prob = agent.actor.sample(next_obs)
+    assert target[0].item() == pytest.approx(1.0)  # no bootstrap after a termination
+    assert target[1].item() == pytest.approx(1.0 + 0.9 * (2.0 - 0.5 * next_log_prob[1].item()), rel=1e-6)
+
+
+def _batch(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Batch(
+        obs=torch.randn(n, 3, generator=g),
+        action=torch.rand(n, 2, generator=g) * 2 - 1,
+        reward=torch.randn(n, generator=g),
+        next_obs=torch.randn(n, 3, generator=g),
+        terminated=torch.zeros(n),
+    )
+
+
+@pytest.mark.parametrize("log_std_bias, direction", [(-6.0, +1), (0.0, -1)])
+def test_temperature_rises_when_entropy_is_below_target_and_falls_above(log_std_bias, direction):
+    agent = _agent(alpha=0.2, actor_lr=0.0)  # actor frozen, so its entropy is what we set
+    with torch.no_grad():
+        agent.actor.head.bias[2:] = log_std_bias
+    before = agent.alpha
+    info = agent.update(_batch())
+    entropy = info["charts/entropy"]
+    assert (entropy < agent.target_entropy) == (direction > 0)
+    assert (agent.alpha - before) * direction > 0
+
+
+def test_fixed_alpha_stays_fixed():
+    agent = _agent(alpha=0.3, autotune_alpha=False)
+    for seed in range(3):
+        agent.update(_batch(seed=seed))
+    assert agent.alpha == pytest.approx(0.3)
+
+
+def test_target_critics_are_polyak_averaged():
+    agent = _agent(tau=0.1)
+    target_before = [p.clone() for p in agent.critic_target.parameters()]
+    agent.update(_batch())
+    for old, new_target, online in zip(target_before, agent.critic_target.parameters(), agent.critic.parameters()):
+        torch.testing.assert_close(new_target, 0.9 * old + 0.1 * online)
+        assert not new_target.requires_grad
+
+
+def test_update_moves_the_critic_toward_the_target():
+    agent = _agent(alpha=0.1, autotune_alpha=False, critic_lr=1e-2)
+    batch = _batch(n=32)
+    losses = [agent.update(batch)["losses/critic"] for _ in range(50)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_redq_target_uses_a_subset_of_a_larger_ensemble():
+    agent = _agent(n_critics=5, n_target_critics=2, critic_dropout=0.01, critic_layer_norm=True)
+    q = torch.arange(10.0).reshape(5, 2)
+    torch.manual_seed(0)
+    picked = agent._target_min(q)
+    assert picked.shape == (2,)
+    # The min of two distinct rows of [[0,1],[2,3],...,[8,9]] is one of those rows' values.
+    assert picked[1] - picked[0] == 1.0
+    info = agent.update(_batch())
+    assert np.isfinite(info["losses/critic"])
+
+
+def test_observation_normalizer_matches_numpy_statistics():
+    from robot_sac.networks import ObservationNormalizer
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(3.0, 2.0, size=(500, 4))
+    norm = ObservationNormalizer(4)
+    for chunk in np.array_split(data, 7):
+        norm.update(torch.as_tensor(chunk))
+    np.testing.assert_allclose(norm.mean.numpy(), data.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(norm.var.numpy(), data.var(0), rtol=1e-10)
+    out = norm(torch.as_tensor(data[:3], dtype=torch.float32))
+    expected = (data[:3] - data.mean(0)) / np.sqrt(data.var(0) + 1e-8)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,81 @@
+"""The runner end to end on small budgets: run directory contents, bootstrap flags, exact resume."""
+
+import json
+
+import numpy as np
+import torch
+import yaml
+
+from robot_sac.cli import main
+from robot_sac.config import TrainConfig
+from robot_sac.sac import SACConfig
+from robot_sac.trainer import Trainer
+
+
+def _cfg(env="InvertedPendulum-v5", **kw):
+    base = dict(
+        env=env, total_steps=300, seed=3, learning_starts=100, buffer_size=5_000, eval_interval=150,
+        eval_episodes=2, checkpoint_interval=10_000, log_interval=50, torch_threads=1,
+        sac=SACConfig(batch_size=32, actor_hidden=(32, 32), critic_hidden=(32, 32)),
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_terminations_stop_the_bootstrap_and_truncations_do_not(tmp_path):
+    # Pendulum only truncates (200-step limit); InvertedPendulum terminates when the pole falls.
+    pend = Trainer(_cfg("Pendulum-v1", total_steps=250, learning_starts=250), tmp_path / "p", show_progress=False)
+    pend.train()
+    assert pend.episodes == 1 and pend.buffer.terminated[:250].sum() == 0
+
+    inv = Trainer(_cfg(total_steps=120, learning_starts=120), tmp_path / "i", show_progress=False)
+    inv.train()
+    ends = np.flatnonzero(inv.buffer.terminated[:120])
+    assert len(ends) == inv.episodes > 1
+    assert [s for s, _ in inv.episode_returns] == (ends + 1).tolist()
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    straight = Trainer(_cfg(), tmp_path / "a", show_progress=False)
+    straight.train()
+
+    first = Trainer(_cfg(), tmp_path / "b", show_progress=False)
+    first.train(until=170)  # mid-episode, after learning started
+    assert first.ep_len > 0
+    del first
+    resumed = Trainer.resume(tmp_path / "b", show_progress=False)
+    assert resumed.step == 170
+    resumed.train()
+
+    for name in ("actor", "critic", "critic_target"):
+        a = getattr(straight.agent, name).state_dict()
+        b = getattr(resumed.agent, name).state_dict()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}.{key} differs after resume"
+    assert straight.agent.log_alpha.item() == resumed.agent.log_alpha.item()
+    assert straight.episode_returns == resumed.episode_returns
+    np.testing.assert_array_equal(straight.buffer.obs, resumed.buffer.obs)
+
+
+def test_cli_writes_a_complete_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--env", "Pendulum-v1", "--steps", "400", "--seed", "1", "--out", str(out),
+                 "--set", "learning_starts=200", "--set", "eval_interval=200", "--set", "eval_episodes=1",
+                 "--set", "sac.batch_size=32", "--no-progress"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("steps", "wall_s", "steps_per_s", "updates_per_s", "eval_return_final", "eval_return_best"):
+        assert summary[key] is not None, key
+    assert summary["steps"] == 400 and summary["updates"] == 200
+    assert [e["step"] for e in summary["evals"]] == [200, 400]
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["env"] == "Pendulum-v1" and config["learning_starts"] == 200 and config["seed"] == 1
+    assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "checkpoints" / "last.pt").exists() and (out / "checkpoints" / "best.pt").exists()
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    assert '"eval_return_final"' in capsys.readouterr().out
+
+    # Resume with a longer budget continues the same run.
+    assert main(["train", "--resume", str(out), "--steps", "600", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 600 and [e["step"] for e in summary["evals"]] == [200, 400, 600]

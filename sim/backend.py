@@ -1,0 +1,92 @@
+"""The physics backend interface: one robot in one engine, stepped one control period at a time.
+
+The gym env, the virtual robot and the robustness tool drive a robot only
+through this class, so engines (MuJoCo now, PyBullet later) stay out of tasks
+and envs. Joint arrays follow the robot spec's joint order; shapes: n = number
+of actuated joints.
+
+The motor model is the motor board's PD law, run by the engine at the physics
+rate: torque = strength * clip(kp * (target - q) - kd * qd, +/-max_torque),
+with kp, kd the commanded gains times the episode's ``kp_scale``/``kd_scale``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from firmware_bridge.spec import RobotSpec
+from firmware_bridge.state import RobotState
+from sim.randomization import DynamicsParams
+
+# Sensors ``drop_sensor`` accepts besides ``joint:<joint name>``.
+DROPPABLE_SENSORS = ("imu", "valve_encoder", "joint_encoders")
+
+
+class Backend(ABC):
+    robot_spec: RobotSpec
+    physics_dt: float
+    """Seconds per physics step."""
+    body_names: list[str]
+    """Bodies whose masses ``DynamicsParams.mass_scale`` scales, in order; the first is the base."""
+    physics_steps: int
+    """Physics steps taken since construction (benchmarks compare env time to raw engine time)."""
+
+    @abstractmethod
+    def reset(self, params: DynamicsParams, joint_pos: np.ndarray | None = None) -> RobotState:
+        """Apply ``params``, clear perturbations, put the robot at ``joint_pos`` (n,) (default: the spec's start
+        pose) at rest, the valve (if any) at ``params.valve_start_angle``; gains back to the spec's; targets at
+        the pose. Returns the state there."""
+
+    @abstractmethod
+    def step(self, targets: np.ndarray, duration: float) -> RobotState:
+        """Hold position targets (n,) [rad] for ``duration`` seconds, rounded to whole physics steps (at least
+        one), and return the state at the end."""
+
+    @abstractmethod
+    def state(self) -> RobotState:
+        """The current sensor readings (dropped sensors frozen at their last value)."""
+
+    @abstractmethod
+    def set_gains(self, kp: np.ndarray, kd: np.ndarray) -> None:
+        """Commanded PD gains (n,) each, as a motor command would set them (episode scales still apply)."""
+
+    @abstractmethod
+    def set_safe_state(self, mode: str | None, kd: float = 0.0) -> None:
+        """``"damping"``: no stiffness, torque = -kd * qd; ``"torque_off"``: no torque; None: back to PD control."""
+
+    # Perturbation hooks.
+
+    @abstractmethod
+    def apply_force(self, body: str, force: np.ndarray, start: float, duration: float) -> None:
+        """Push ``body`` with ``force`` (3,) [N, world frame] from sim time ``start`` for ``duration`` seconds
+        (a short duration is an impulse of force x duration)."""
+
+    @abstractmethod
+    def set_motor_strength(self, joint: int, factor: float) -> None:
+        """Scale motor ``joint``'s torque (on top of the episode's strength): 0.5 weak, 0 failed limp."""
+
+    @abstractmethod
+    def stick_motor(self, joint: int) -> None:
+        """Motor ``joint`` holds its current position whatever it is commanded (a jammed gearbox)."""
+
+    @abstractmethod
+    def drop_sensor(self, sensor: str) -> None:
+        """Freeze a sensor at its current reading: one of ``DROPPABLE_SENSORS`` or ``joint:<joint name>``."""
+
+    @abstractmethod
+    def clear_perturbations(self) -> None:
+        """Remove pushes, motor faults and sensor drops (the episode's randomized parameters stay)."""
+
+    @property
+    @abstractmethod
+    def time(self) -> float:
+        """Simulated seconds since the last reset."""
+
+    @abstractmethod
+    def render(self, width: int = 480, height: int = 360) -> np.ndarray:
+        """(height, width, 3) uint8 image; raises RuntimeError where no renderer is available."""
+
+    def close(self) -> None:
+        """Release renderer and engine resources."""

@@ -1,0 +1,298 @@
+"""The MuJoCo backend: the robot's MJCF model from ``sim/assets``, the motor boards' PD law run by MuJoCo's
+position actuators at the physics rate, and ``mj_step(nstep=n)`` for one control period."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from firmware_bridge.spec import RobotSpec
+from firmware_bridge.state import RobotState
+from sim.backend import DROPPABLE_SENSORS, Backend
+from sim.randomization import DynamicsParams, nominal
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+VALVE_JOINT = "valve"
+
+
+def _roll_pitch_yaw(quat: np.ndarray) -> tuple[float, float, float]:
+    w, x, y, z = quat
+    roll = np.arctan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
+    pitch = np.arcsin(np.clip(2.0 * (w * y - z * x), -1.0, 1.0))
+    yaw = np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+    return float(roll), float(pitch), float(yaw)
+
+
+class MujocoBackend(Backend):
+    def __init__(self, robot_spec: RobotSpec, model_path: str | Path | None = None) -> None:
+        self.robot_spec = robot_spec
+        path = Path(model_path) if model_path is not None else ASSETS / f"{robot_spec.name}.xml"
+        if not path.is_file():
+            raise FileNotFoundError(f"no MuJoCo model for robot {robot_spec.name!r} at {path}")
+        self.model = mujoco.MjModel.from_xml_path(str(path))
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        self.physics_dt = float(m.opt.timestep)
+        self.physics_steps = 0
+
+        names = robot_spec.joint_names
+        missing = [n for n in names if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n) < 0]
+        missing += [f"actuator {n}" for n in names if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, n) < 0]
+        if missing:
+            raise ValueError(f"{path}: robot spec {robot_spec.name} names {missing[0]!r}, which the model lacks")
+        joint_ids = [m.joint(n).id for n in names]
+        self._qpos = np.array([m.jnt_qposadr[j] for j in joint_ids])
+        self._dof = np.array([m.jnt_dofadr[j] for j in joint_ids])
+        self._act = np.array([m.actuator(n).id for n in names])
+        self._joint_ids = np.array(joint_ids)
+        # The robot spec, not the model file, is the source of truth for limits.
+        m.jnt_range[self._joint_ids] = np.stack([robot_spec.lower, robot_spec.upper], axis=1)
+        m.jnt_limited[self._joint_ids] = 1
+        self._range0 = m.jnt_range.copy()
+
+        free = [j for j in range(m.njnt) if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE]
+        self._free_qpos = int(m.jnt_qposadr[free[0]]) if free else None
+        self._free_dof = int(m.jnt_dofadr[free[0]]) if free else None
+        self._base_body = int(m.jnt_bodyid[free[0]]) if free else None
+        valve = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, VALVE_JOINT)
+        if "valve_encoder" in robot_spec.sensors and valve < 0:
+            raise ValueError(f"{path}: robot {robot_spec.name} lists a valve_encoder but the model has no joint 'valve'")
+        self._valve_qpos = int(m.jnt_qposadr[valve]) if valve >= 0 else None
+        self._valve_dof = int(m.jnt_dofadr[valve]) if valve >= 0 else None
+        if "imu" in robot_spec.sensors and self._free_qpos is None:
+            raise ValueError(f"{path}: robot {robot_spec.name} lists an imu but the model has no free base")
+
+        self._mass_bodies = np.array([b for b in range(1, m.nbody) if m.body_mass[b] > 0])
+        self.body_names = [m.body(int(b)).name for b in self._mass_bodies]
+        self._mass0 = m.body_mass.copy()
+        self._inertia0 = m.body_inertia.copy()
+        self._friction0 = m.geom_friction.copy()
+        self._damping0 = m.dof_damping.copy()
+        self._armature0 = m.dof_armature.copy()
+
+        n = robot_spec.num_joints
+        self.params = nominal(len(self.body_names), n)
+        self._kp, self._kd = robot_spec.kp, robot_spec.kd
+        self._strength_factor = np.ones(n)
+        self._safe_mode: str | None = None
+        self._safe_kd = 0.0
+        self._forces: list[tuple[int, np.ndarray, float, float]] = []
+        self._frozen: dict[str, object] = {}
+        self._time0 = 0.0
+        self._renderer: mujoco.Renderer | None = None
+        self.reset(self.params)
+
+    # Parameters and motor model.
+
+    def _apply_params(self, params: DynamicsParams) -> None:
+        m = self.model
+        if len(params.mass_scale) != len(self.body_names):
+            raise ValueError(f"mass_scale has {len(params.mass_scale)} values for {len(self.body_names)} bodies")
+        m.body_mass[:] = self._mass0
+        m.body_inertia[:] = self._inertia0
+        m.body_mass[self._mass_bodies] *= params.mass_scale
+        m.body_inertia[self._mass_bodies] *= params.mass_scale[:, None]
+        if params.payload_mass:
+            if self._base_body is None:
+                raise ValueError(f"payload_mass: robot {self.robot_spec.name} has no free base to carry it")
+            m.body_mass[self._base_body] += params.payload_mass
+        m.geom_friction[:] = self._friction0
+        m.geom_friction[:, 0] *= params.friction_scale
+        m.dof_damping[:] = self._damping0
+        m.dof_armature[:] = self._armature0
+        m.dof_damping[self._dof] *= params.damping_scale
+        m.dof_armature[self._dof] *= params.armature_scale
+        if self._valve_dof is not None:
+            m.dof_damping[self._valve_dof] *= params.valve_damping_scale
+        # Masses and armature feed constants MuJoCo precomputes (e.g. dof_invweight0).
+        mujoco.mj_setConst(m, self.data)
+
+    def _apply_motor_model(self) -> None:
+        m, p, a = self.model, self.params, self._act
+        strength = p.motor_strength * self._strength_factor
+        if self._safe_mode is None:
+            kp = strength * self._kp * p.kp_scale
+            kd = strength * self._kd * p.kd_scale
+        else:
+            kp = np.zeros_like(strength)
+            kd = np.full_like(strength, self._safe_kd if self._safe_mode == "damping" else 0.0)
+        # MuJoCo position actuator: force = gain * ctrl + bias1 * q + bias2 * qd, clipped to forcerange.
+        m.actuator_gainprm[a, 0] = kp
+        m.actuator_biasprm[a, 1] = -kp
+        m.actuator_biasprm[a, 2] = -kd
+        limit = strength * self.robot_spec.max_torque
+        m.actuator_forcerange[a] = np.stack([-limit, limit], axis=1)
+        m.actuator_forcelimited[a] = 1
+
+    # Backend interface.
+
+    def reset(self, params: DynamicsParams, joint_pos: np.ndarray | None = None) -> RobotState:
+        m, d = self.model, self.data
+        self.params = params
+        self._kp, self._kd = self.robot_spec.kp, self.robot_spec.kd
+        self._safe_mode = None
+        self.clear_perturbations()
+        self._apply_params(params)
+        self._apply_motor_model()
+        mujoco.mj_resetData(m, d)
+        q = self.robot_spec.start if joint_pos is None else np.asarray(joint_pos, dtype=np.float64)
+        if q.shape != (self.robot_spec.num_joints,):
+            raise ValueError(f"joint_pos: expected shape ({self.robot_spec.num_joints},), got {q.shape}")
+        d.qpos[self._qpos] = q
+        d.ctrl[self._act] = q
+        if self._valve_qpos is not None:
+            d.qpos[self._valve_qpos] = params.valve_start_angle
+        mujoco.mj_forward(m, d)
+        self._time0 = d.time
+        return self.state()
+
+    def step(self, targets: np.ndarray, duration: float) -> RobotState:
+        m, d = self.model, self.data
+        d.ctrl[self._act] = targets
+        n = max(1, int(round(duration / self.physics_dt)))
+        if not self._forces:
+            mujoco.mj_step(m, d, nstep=n)
+        else:
+            self._step_with_forces(n)
+        self.physics_steps += n
+        return self.state()
+
+    def _step_with_forces(self, n: int) -> None:
+        m, d = self.model, self.data
+        while n > 0:
+            now = d.time - self._time0
+            d.xfrc_applied[:] = 0.0
+            # Step up to the next moment a push starts or ends, so a push lasts exactly its duration.
+            horizon = n
+            for body, force, start, end in self._forces:
+                if start <= now + 1e-9 < end:
+                    d.xfrc_applied[body, :3] += force
+                for edge in (start, end):
+                    if edge > now + 1e-9:
+                        horizon = min(horizon, max(1, int(round((edge - now) / self.physics_dt))))
+            mujoco.mj_step(m, d, nstep=horizon)
+            n -= horizon
+        d.xfrc_applied[:] = 0.0
+        self._forces = [f for f in self._forces if f[3] > d.time - self._time0 + 1e-9]
+
+    def state(self) -> RobotState:
+        d = self.data
+        spec = self.robot_spec
+        imu = np.zeros(6)
+        extras: dict[str, float] = {}
+        if self._free_qpos is not None:
+            fq, fd = self._free_qpos, self._free_dof
+            imu[:3] = _roll_pitch_yaw(d.qpos[fq + 3 : fq + 7])
+            imu[3:] = d.qvel[fd + 3 : fd + 6]  # free-joint angular velocity is in the body frame, as a gyro reads
+            extras["base_velocity_x"], extras["base_velocity_y"], extras["base_velocity_z"] = d.qvel[fd : fd + 3]
+            extras["base_height"] = float(d.qpos[fq + 2])
+        if self._valve_qpos is not None:
+            extras["valve_angle"] = float(d.qpos[self._valve_qpos])
+            extras["valve_velocity"] = float(d.qvel[self._valve_dof])
+        state = RobotState(
+            timestamp=float(d.time - self._time0),
+            joint_pos=d.qpos[self._qpos],
+            joint_vel=d.qvel[self._dof],
+            joint_current=d.actuator_force[self._act] / spec.torque_constant,
+            imu=imu,
+            extras=extras,
+        )
+        if self._frozen:
+            self._apply_frozen(state)
+        return state
+
+    def _apply_frozen(self, state: RobotState) -> None:
+        for sensor, value in self._frozen.items():
+            if sensor == "imu":
+                state.imu = value.copy()
+            elif sensor == "valve_encoder":
+                state.extras.update(value)
+            elif sensor == "joint_encoders":
+                state.joint_pos, state.joint_vel = value[0].copy(), value[1].copy()
+            else:
+                index = self.robot_spec.joint_names.index(sensor.split(":", 1)[1])
+                state.joint_pos[index], state.joint_vel[index] = value
+
+    def set_gains(self, kp: np.ndarray, kd: np.ndarray) -> None:
+        n = self.robot_spec.num_joints
+        kp, kd = np.asarray(kp, dtype=np.float64), np.asarray(kd, dtype=np.float64)
+        if kp.shape != (n,) or kd.shape != (n,):
+            raise ValueError(f"set_gains: expected kp and kd of shape ({n},), got {kp.shape} and {kd.shape}")
+        self._kp, self._kd = kp, kd
+        self._apply_motor_model()
+
+    def set_safe_state(self, mode: str | None, kd: float = 0.0) -> None:
+        if mode not in (None, "damping", "torque_off"):
+            raise ValueError(f"safe state mode {mode!r}: expected 'damping', 'torque_off' or None")
+        self._safe_mode, self._safe_kd = mode, kd
+        self._apply_motor_model()
+
+    def apply_force(self, body: str, force: np.ndarray, start: float, duration: float) -> None:
+        body_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, body)
+        if body_id < 0:
+            raise ValueError(f"apply_force: no body {body!r} (bodies: {', '.join(self.body_names)})")
+        force = np.asarray(force, dtype=np.float64)
+        if force.shape != (3,):
+            raise ValueError(f"apply_force: force must have shape (3,), got {force.shape}")
+        self._forces.append((body_id, force, float(start), float(start + duration)))
+
+    def _joint_index(self, joint: int) -> int:
+        if not 0 <= joint < self.robot_spec.num_joints:
+            raise ValueError(f"joint index {joint} out of range for {self.robot_spec.num_joints} joints")
+        return joint
+
+    def set_motor_strength(self, joint: int, factor: float) -> None:
+        self._strength_factor[self._joint_index(joint)] = factor
+        self._apply_motor_model()
+
+    def stick_motor(self, joint: int) -> None:
+        j = self._joint_ids[self._joint_index(joint)]
+        q = self.data.qpos[self._qpos[joint]]
+        # A jammed gearbox: the joint's limits close in on where it is now.
+        self.model.jnt_range[j] = (q - 1e-3, q + 1e-3)
+
+    def drop_sensor(self, sensor: str) -> None:
+        state = self.state()
+        if sensor == "imu":
+            self._frozen[sensor] = state.imu.copy()
+        elif sensor == "valve_encoder":
+            if "valve_angle" not in state.extras:
+                raise ValueError(f"drop_sensor: robot {self.robot_spec.name} has no valve encoder")
+            self._frozen[sensor] = {k: state.extras[k] for k in ("valve_angle", "valve_velocity")}
+        elif sensor == "joint_encoders":
+            self._frozen[sensor] = (state.joint_pos.copy(), state.joint_vel.copy())
+        elif sensor.startswith("joint:") and sensor[6:] in self.robot_spec.joint_names:
+            index = self.robot_spec.joint_names.index(sensor[6:])
+            self._frozen[sensor] = (state.joint_pos[index], state.joint_vel[index])
+        else:
+            raise ValueError(
+                f"drop_sensor: unknown sensor {sensor!r} (known: {', '.join(DROPPABLE_SENSORS)}, joint:<name>)"
+            )
+
+    def clear_perturbations(self) -> None:
+        self._forces = []
+        self._frozen = {}
+        self._strength_factor = np.ones(self.robot_spec.num_joints)
+        self.model.jnt_range[:] = self._range0
+        self.data.xfrc_applied[:] = 0.0
+        self._apply_motor_model()
+
+    @property
+    def time(self) -> float:
+        return float(self.data.time - self._time0)
+
+    def render(self, width: int = 480, height: int = 360) -> np.ndarray:
+        if self._renderer is None or (self._renderer.width, self._renderer.height) != (width, height):
+            try:
+                self._renderer = mujoco.Renderer(self.model, height, width)
+            except Exception as exc:  # no GL context on a headless machine: EGL/OSMesa missing
+                raise RuntimeError(f"MuJoCo rendering unavailable: {exc}") from exc
+        self._renderer.update_scene(self.data, camera=0)
+        return self._renderer.render()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

@@ -1,0 +1,176 @@
+"""Reward terms, termination and success: numpy functions of ``RobotState`` (+ action), so the learner
+scores real robot transitions with the code that scored simulated ones.
+
+Each task kind has an explicit ``{term name: function}`` table. A term
+returns its raw value (documented on the function); the task file weights it
+(signs live in the weights). A weight for a term not in the table is an error
+when the task loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from firmware_bridge.spec import RobotSpec
+from firmware_bridge.state import RobotState
+from sim.task import Criteria
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One control tick as the reward sees it."""
+
+    previous_state: RobotState
+    state: RobotState
+    """The state after the action (true state in simulation, measured on a robot)."""
+    action: np.ndarray
+    """(n,) policy output in [-1, 1] of this tick."""
+    previous_action: np.ndarray
+    """(n,) policy output of the tick before (zeros at episode start)."""
+    goals: dict[str, float]
+    robot: RobotSpec
+    criteria: Criteria
+
+
+def wrap_angle(angle: float) -> float:
+    return float((angle + np.pi) % (2.0 * np.pi) - np.pi)
+
+
+def valve_error(state: RobotState, goals: dict[str, float]) -> float:
+    """Goal minus valve angle, the short way round [rad]."""
+    return wrap_angle(goals["valve_angle"] - state.extra("valve_angle"))
+
+
+# Quadruped walk terms.
+
+
+def forward_velocity(t: Transition) -> float:
+    """Base velocity along world +x [m/s]."""
+    return float(t.state.extra("base_velocity_x"))
+
+
+def lateral_velocity(t: Transition) -> float:
+    """|base velocity along world y| [m/s]."""
+    return abs(float(t.state.extra("base_velocity_y")))
+
+
+def alive(t: Transition) -> float:
+    """1 per tick not fallen."""
+    return 1.0
+
+
+def upright(t: Transition) -> float:
+    """cos(roll) cos(pitch): 1 level, 0 on its side."""
+    return float(np.cos(t.state.imu[0]) * np.cos(t.state.imu[1]))
+
+
+def torque(t: Transition) -> float:
+    """Sum of squared motor torques [N^2 m^2], from the measured currents."""
+    tau = t.state.joint_current * t.robot.torque_constant
+    return float(np.dot(tau, tau))
+
+
+def action_smoothness(t: Transition) -> float:
+    """Sum of squared changes of the policy output since the last tick."""
+    delta = t.action - t.previous_action
+    return float(np.dot(delta, delta))
+
+
+# Claw turn terms.
+
+
+def angle_error(t: Transition) -> float:
+    """|valve goal error| [rad], in [0, pi]."""
+    return abs(valve_error(t.state, t.goals))
+
+
+def progress(t: Transition) -> float:
+    """Decrease of |valve goal error| this tick [rad]: dense shaping that pays for turning the right way."""
+    return abs(valve_error(t.previous_state, t.goals)) - abs(valve_error(t.state, t.goals))
+
+
+def within_tolerance(t: Transition) -> float:
+    """1 while the valve is within the success tolerance of its goal."""
+    return float(valve_at_goal(t.state, t.goals, t.criteria))
+
+
+def joint_velocity(t: Transition) -> float:
+    """Mean squared joint velocity [rad^2/s^2]."""
+    return float(np.mean(t.state.joint_vel**2))
+
+
+def effort(t: Transition) -> float:
+    """Mean squared motor current [A^2]."""
+    return float(np.mean(t.state.joint_current**2))
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    terms: dict[str, Callable[[Transition], float]]
+    terminated: Callable[[RobotState, Criteria], bool]
+    """A failure that ends the episode (a fall); not the time limit."""
+    success: Callable[[RobotState, dict[str, float], Criteria], bool] | None
+    """Whether the episode counts as a success if it ends in this state; None: the task has no success."""
+
+
+def quadruped_fallen(state: RobotState, criteria: Criteria) -> bool:
+    max_tilt = np.deg2rad(criteria.max_tilt_deg) if criteria.max_tilt_deg is not None else np.inf
+    if abs(state.imu[0]) > max_tilt or abs(state.imu[1]) > max_tilt:
+        return True
+    height = state.extras.get("base_height")
+    return criteria.min_base_height is not None and height is not None and height < criteria.min_base_height
+
+
+def never_terminates(state: RobotState, criteria: Criteria) -> bool:
+    return False
+
+
+def valve_at_goal(state: RobotState, goals: dict[str, float], criteria: Criteria) -> bool:
+    if criteria.success_tolerance_deg is None:
+        raise ValueError("criteria.success_tolerance_deg: the claw turn task needs a success tolerance")
+    return abs(valve_error(state, goals)) < np.deg2rad(criteria.success_tolerance_deg)
+
+
+TASK_KINDS: dict[str, TaskKind] = {
+    "quadruped_walk": TaskKind(
+        terms={
+            "forward_velocity": forward_velocity,
+            "lateral_velocity": lateral_velocity,
+            "alive": alive,
+            "upright": upright,
+            "torque": torque,
+            "action_smoothness": action_smoothness,
+        },
+        terminated=quadruped_fallen,
+        success=None,
+    ),
+    "claw_turn": TaskKind(
+        terms={
+            "angle_error": angle_error,
+            "progress": progress,
+            "within_tolerance": within_tolerance,
+            "joint_velocity": joint_velocity,
+            "effort": effort,
+        },
+        terminated=never_terminates,
+        success=valve_at_goal,
+    ),
+}
+
+
+class Reward:
+    """The weighted sum of a task's terms: ``reward(transition) -> (total, {term: weighted value})``."""
+
+    def __init__(self, kind: str, weights: dict[str, float]) -> None:
+        table = TASK_KINDS[kind].terms
+        unknown = sorted(set(weights) - set(table))
+        if unknown:
+            raise ValueError(f"reward.{unknown[0]}: unknown reward term for {kind} (known: {', '.join(table)})")
+        self._terms = [(name, table[name], weight) for name, weight in weights.items()]
+
+    def __call__(self, transition: Transition) -> tuple[float, dict[str, float]]:
+        parts = {name: weight * fn(transition) for name, fn, weight in self._terms}
+        return float(sum(parts.values())), parts

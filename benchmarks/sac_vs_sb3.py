@@ -1,0 +1,201 @@
+"""Our SAC against Stable-Baselines3's SAC, same hyperparameters, same process, same machine.
+
+Prints, per implementation: environment steps/s once learning has started, gradient updates/s, and the
+deterministic evaluation return at equal step counts (mean over seeds), then the ratios. Also prints the
+floor: the floating-point work of one update (counted by torch's FlopCounterMode) divided by the
+matrix-multiply rate measured here, and how far each update time sits above it.
+
+    python benchmarks/sac_vs_sb3.py [--env Pendulum-v1] [--steps 6000] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from robot_sac.config import TrainConfig
+from robot_sac.envs import make_env
+from robot_sac.sac import SACConfig
+from robot_sac.trainer import Trainer
+
+
+def evaluate(act, env: gym.Env, episodes: int, seed: int) -> float:
+    returns = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + 10_000 + ep)
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    return float(np.mean(returns))
+
+
+def run_ours(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd):
+    cfg = TrainConfig(
+        env=env_id, total_steps=steps, seed=seed, learning_starts=learning_starts, buffer_size=steps,
+        eval_interval=10**9, checkpoint_interval=10**9, log_interval=10**9, sac=SACConfig(utd=utd),
+    )
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(cfg, Path(run_dir), show_progress=False)
+        trainer._log_scalars = lambda: None  # timing the algorithm, not TensorBoard
+        eval_env = make_env(env_id)
+        trainer.train(until=learning_starts)
+        train_s, returns = 0.0, {}
+        for point in eval_at:
+            t0 = time.perf_counter()
+            trainer.train(until=point)
+            train_s += time.perf_counter() - t0
+            returns[point] = evaluate(lambda o: trainer.agent.act(o, deterministic=True), eval_env, eval_episodes, seed)
+        updates = trainer.agent.updates
+        update_s = trainer.update_wall_s
+    return {"steps_per_s": (steps - learning_starts) / train_s, "updates_per_s": updates / update_s,
+            "update_ms": 1000 * update_s / updates, "returns": returns}
+
+
+def run_sb3(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd):
+    from stable_baselines3 import SAC as SB3SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class UpdateTimer(BaseCallback):
+        """SB3 trains in _on_rollout_end -> train(); time the train() calls by wrapping them."""
+
+        update_s = 0.0
+
+        def _on_training_start(self):
+            if getattr(self.model, "_timed", False):  # learn() is called once per evaluation chunk
+                return
+            self.model._timed = True
+            original = self.model.train
+
+            def timed(*a, **kw):
+                t0 = time.perf_counter()
+                original(*a, **kw)
+                self.update_s += time.perf_counter() - t0
+
+            self.model.train = timed
+
+        def _on_step(self):
+            return True
+
+    model = SB3SAC(
+        "MlpPolicy", gym.make(env_id), learning_rate=3e-4, buffer_size=steps, learning_starts=learning_starts,
+        batch_size=256, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=utd, ent_coef="auto",
+        policy_kwargs={"net_arch": [256, 256]}, seed=seed, device="cpu", verbose=0,
+    )
+    timer = UpdateTimer()
+    model.learn(learning_starts, callback=timer, reset_num_timesteps=True)
+    eval_env = gym.make(env_id)
+    train_s, returns, done = 0.0, {}, learning_starts
+    for point in eval_at:
+        t0 = time.perf_counter()
+        model.learn(point - done, callback=timer, reset_num_timesteps=False)
+        train_s += time.perf_counter() - t0
+        done = point
+        returns[point] = evaluate(lambda o: model.predict(o, deterministic=True)[0], eval_env, eval_episodes, seed)
+    updates = model._n_updates
+    return {"steps_per_s": (steps - learning_starts) / train_s, "updates_per_s": updates / timer.update_s,
+            "update_ms": 1000 * timer.update_s / updates, "returns": returns}
+
+
+def update_flops(env_id: str) -> float:
+    """Floating-point operations of one of our updates at batch 256, counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from robot_sac.replay import ReplayBuffer
+    from robot_sac.sac import SAC
+
+    env = make_env(env_id)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    agent = SAC(obs_dim, act_dim, SACConfig())
+    buf = ReplayBuffer(obs_dim, act_dim, 512)
+    rng = np.random.default_rng(0)
+    buf.add_batch(rng.normal(size=(512, obs_dim)), rng.uniform(-1, 1, (512, act_dim)), rng.normal(size=512),
+                  rng.normal(size=(512, obs_dim)), np.zeros(512))
+    batch = buf.sample(rng, 256)
+    with FlopCounterMode(display=False) as counter:
+        agent.update(batch)
+    return float(counter.get_total_flops())
+
+
+def matmul_rate(n: int = 256, repeats: int = 2000) -> float:
+    """Sustained float32 FLOP/s of n x n matrix products, the shape that dominates an update."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+    for _ in range(50):
+        torch.mm(a, b, out=out)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b, out=out)
+    return 2 * n**3 * repeats / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="Pendulum-v1")
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--learning-starts", type=int, default=1000)
+    parser.add_argument("--eval-every", type=int, default=1000)
+    parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--utd", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: all cores)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    eval_at = list(range(args.learning_starts + args.eval_every, args.steps + 1, args.eval_every))
+    if not eval_at or eval_at[-1] != args.steps:
+        eval_at.append(args.steps)
+    console = Console()
+    console.print(f"[bold]{args.env}[/]: {args.steps} steps, {args.seeds} seeds, UTD {args.utd}, batch 256, "
+                  f"256x256, torch threads {torch.get_num_threads()}")
+
+    results = {"ours": [], "sb3": []}
+    for seed in range(args.seeds):
+        # Alternate the order so neither implementation always runs on a warmer (or busier) machine.
+        order = [("ours", run_ours), ("sb3", run_sb3)] if seed % 2 == 0 else [("sb3", run_sb3), ("ours", run_ours)]
+        for name, fn in order:
+            r = fn(args.env, args.steps, seed, args.learning_starts, eval_at, args.eval_episodes, args.utd)
+            results[name].append(r)
+            console.print(f"  seed {seed} {name:>4}: {r['steps_per_s']:6.1f} steps/s, {r['updates_per_s']:6.1f} "
+                          f"updates/s, return at {args.steps}: {r['returns'][args.steps]:8.1f}")
+
+    def med(name, key):
+        return statistics.median(r[key] for r in results[name])
+
+    table = Table(title=f"SAC throughput and returns on {args.env} (median over {args.seeds} seeds; returns: mean)")
+    table.add_column("metric")
+    table.add_column("ours", justify="right")
+    table.add_column("SB3", justify="right")
+    table.add_column("ours / SB3", justify="right")
+    for key, label in (("steps_per_s", "env steps/s (learning)"), ("updates_per_s", "gradient updates/s"),
+                       ("update_ms", "ms per update")):
+        o, s = med("ours", key), med("sb3", key)
+        table.add_row(label, f"{o:.1f}", f"{s:.1f}", f"{o / s:.2f}x")
+    for point in eval_at:
+        o = np.mean([r["returns"][point] for r in results["ours"]])
+        s = np.mean([r["returns"][point] for r in results["sb3"]])
+        table.add_row(f"eval return @ {point}", f"{o:.1f}", f"{s:.1f}", f"{o - s:+.1f}")
+    console.print(table)
+
+    flops = update_flops(args.env)
+    rate = matmul_rate()
+    floor_ms = 1000 * flops / rate
+    console.print(f"floor: one update = {flops / 1e6:.1f} MFLOP; float32 256x256 matmul rate here "
+                  f"{rate / 1e9:.1f} GFLOP/s -> {floor_ms:.2f} ms per update at best")
+    console.print(f"       ours {med('ours', 'update_ms'):.2f} ms = {med('ours', 'update_ms') / floor_ms:.1f}x the floor; "
+                  f"SB3 {med('sb3', 'update_ms'):.2f} ms = {med('sb3', 'update_ms') / floor_ms:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -143,7 +143,3 @@ def decode_raw(register: XM430, data: bytes) -> int:
 
 def encode_raw(register: XM430, raw: int) -> bytes:
     return int(raw).to_bytes(register.value.size, "little", signed=register.value.signed)
-
-
-def by_address() -> dict[int, XM430]:
-    return {reg.value.address: reg for reg in XM430}

@@ -73,20 +73,19 @@ KP_SCALE = 1e-2  # N m/rad per count, u16: 0..655.35
 KD_SCALE = 1e-4  # N m s/rad per count, u16: 0..6.5535
 ORIENTATION_SCALE = 1e-4  # rad per count, i16 (roll, pitch, yaw)
 GYRO_SCALE = 1e-3  # rad/s per count, i16
-ACCEL_SCALE = 2e-3  # m/s^2 per count, i16: +/-65.534 m/s^2
 
 COMMAND_MOTOR = np.dtype([("position", "<i2"), ("kp", "<u2"), ("kd", "<u2"), ("torque", "<i2")])
 STATE_MOTOR = np.dtype([("position", "<i2"), ("velocity", "<i2"), ("current", "<i2"), ("status", "u1")])
 INFO_MOTOR = np.dtype([("id", "u1"), ("model", "<u2")])
 COMMAND_HEAD = struct.Struct("<BB")  # flags, motor count
 STATE_HEAD = struct.Struct("<IHBHB")  # board time us, last command seq, mode, faults, motor count
-IMU = struct.Struct("<9h")  # roll, pitch, yaw, gyro x/y/z, accel x/y/z
+IMU = struct.Struct("<6h")  # roll, pitch, yaw, gyro x/y/z
 DISARM_BODY = struct.Struct("<B")
 INFO_HEAD = struct.Struct("<BBBB")  # firmware major, minor, patch, motor count
 
 COMMAND_SCALES = {"position": POSITION_SCALE, "kp": KP_SCALE, "kd": KD_SCALE, "torque": TORQUE_SCALE}
 STATE_SCALES = {"position": POSITION_SCALE, "velocity": VELOCITY_SCALE, "current": CURRENT_SCALE}
-IMU_SCALES = (ORIENTATION_SCALE,) * 3 + (GYRO_SCALE,) * 3 + (ACCEL_SCALE,) * 3
+IMU_SCALES = (ORIENTATION_SCALE,) * 3 + (GYRO_SCALE,) * 3
 
 
 class MessageError(ValueError):
@@ -130,7 +129,10 @@ class InfoRequest:
 
 @dataclasses.dataclass(frozen=True)
 class State:
-    """What the board reports: per-motor arrays in motor order, IMU (rad, rad/s, m/s^2), board time."""
+    """What the board reports: per-motor arrays in motor order, IMU (rad, rad/s), board time.
+
+    ``last_command_seq`` is the sequence number of the host frame this state answers.
+    """
 
     board_time_us: int
     last_command_seq: int
@@ -141,8 +143,7 @@ class State:
     current: np.ndarray
     status: np.ndarray
     orientation: np.ndarray  # roll, pitch, yaw
-    gyro: np.ndarray
-    accel: np.ndarray
+    gyro: np.ndarray  # body rates about x, y, z
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,9 +212,9 @@ def _encode_payload(msg: Message) -> bytes:
         for field, scale in STATE_SCALES.items():
             records[field] = _to_fixed(getattr(msg, field), scale, STATE_MOTOR[field], field, saturate=True)
         records["status"] = msg.status
-        imu_values = np.concatenate([msg.orientation, msg.gyro, msg.accel]).astype(np.float64)
-        if imu_values.size != 9:
-            raise MessageError(f"imu: expected 3 orientation, 3 gyro and 3 accel values, got {imu_values.size}")
+        imu_values = np.concatenate([msg.orientation, msg.gyro]).astype(np.float64)
+        if imu_values.size != 6:
+            raise MessageError(f"imu: expected 3 orientation and 3 gyro values, got {imu_values.size}")
         imu = [int(_to_fixed([v], s, np.dtype("<i2"), "imu", saturate=True)[0]) for v, s in zip(imu_values, IMU_SCALES)]
         head = STATE_HEAD.pack(msg.board_time_us & 0xFFFFFFFF, msg.last_command_seq & 0xFFFF, int(msg.mode),
                                int(msg.faults), n)
@@ -265,7 +266,7 @@ def _decode_payload(kind: MessageType, payload: bytes) -> Message:
             raise MessageError(f"STATE: mode byte {mode} is not one of {[m.value for m in BoardMode]}") from None
         return State(
             board_time_us=time_us, last_command_seq=last_seq, mode=board_mode, faults=FaultFlags(faults),
-            status=rec["status"].copy(), orientation=imu[0:3], gyro=imu[3:6], accel=imu[6:9],
+            status=rec["status"].copy(), orientation=imu[0:3], gyro=imu[3:6],
             **{f: rec[f].astype(np.float64) * s for f, s in STATE_SCALES.items()},
         )
     if kind is MessageType.DISARM:

@@ -14,6 +14,7 @@ import dataclasses
 from cobs import cobs
 
 from firmware_bridge.motor_messages import (
+    HEADER,
     Arm,
     Command,
     CommandFlags,
@@ -27,7 +28,7 @@ from firmware_bridge.motor_messages import (
 
 DELIMITER = b"\x00"
 CRC_SIZE = 2
-# COBS spends one byte per 254 and the largest body (STATE, 16 motors) is 146 bytes with its CRC,
+# COBS spends one byte per 254 and the largest body (STATE, 16 motors) is 140 bytes with its CRC,
 # so every legal frame is a single COBS block; anything longer is noise or a lost delimiter.
 MAX_ENCODED_SIZE = 254
 # A frame whose sequence number is at most this far behind the newest accepted one is a stale
@@ -73,14 +74,47 @@ def _restarts_sequence(msg: Message) -> bool:
     return isinstance(msg, (Arm, Disarm)) or (isinstance(msg, Command) and CommandFlags.ARM in msg.flags)
 
 
+class BodyDecoder:
+    """Decodes bare message bodies (what ZMQ carries), counting bad ones and dropping stale sequence numbers."""
+
+    def __init__(self, counters: FrameCounters | None = None) -> None:
+        self.counters = counters or FrameCounters()
+        self._last_seq: int | None = None
+
+    def reset_sequence(self) -> None:
+        """Forget the newest sequence number, e.g. after reopening a link."""
+        self._last_seq = None
+
+    def decode(self, body: bytes) -> tuple[int, Message] | None:
+        try:
+            seq, msg = decode_body(body)
+        except UnknownMessageType:
+            self.counters.unknown_type += 1
+            return None
+        except MessageError:
+            self.counters.malformed += 1
+            return None
+        if self._last_seq is not None and not _restarts_sequence(msg):
+            behind = (self._last_seq - seq) & 0xFFFF
+            if behind < REORDER_WINDOW:
+                self.counters.out_of_order += 1
+                return None
+            ahead = (seq - self._last_seq) & 0xFFFF
+            if ahead < 0x8000:
+                self.counters.missed += ahead - 1
+        self._last_seq = seq
+        self.counters.frames += 1
+        return seq, msg
+
+
 class FrameDecoder:
     """Streaming decoder: ``feed(bytes) -> [(seq, message), ...]``, with ``counters``."""
 
     def __init__(self) -> None:
         self.counters = FrameCounters()
+        self._bodies = BodyDecoder(self.counters)
         self._buffer = bytearray()
         self._overflowed = False
-        self._last_seq: int | None = None
 
     def feed(self, data: bytes) -> list[tuple[int, Message]]:
         out = []
@@ -106,8 +140,7 @@ class FrameDecoder:
         return out
 
     def reset_sequence(self) -> None:
-        """Forget the newest sequence number, e.g. after reopening a link."""
-        self._last_seq = None
+        self._bodies.reset_sequence()
 
     def _decode_frame(self, frame: bytes) -> tuple[int, Message] | None:
         if not frame:
@@ -117,29 +150,11 @@ class FrameDecoder:
         except cobs.DecodeError:
             self.counters.malformed += 1
             return None
-        if len(raw) < 4 + CRC_SIZE:
+        if len(raw) < HEADER.size + CRC_SIZE:
             self.counters.truncated += 1
             return None
         body, crc = raw[:-CRC_SIZE], int.from_bytes(raw[-CRC_SIZE:], "little")
         if crc16_ccitt_false(body) != crc:
             self.counters.crc_errors += 1
             return None
-        try:
-            seq, msg = decode_body(body)
-        except UnknownMessageType:
-            self.counters.unknown_type += 1
-            return None
-        except MessageError:
-            self.counters.malformed += 1
-            return None
-        if self._last_seq is not None and not _restarts_sequence(msg):
-            behind = (self._last_seq - seq) & 0xFFFF
-            if behind < REORDER_WINDOW:
-                self.counters.out_of_order += 1
-                return None
-            ahead = (seq - self._last_seq) & 0xFFFF
-            if ahead < 0x8000:
-                self.counters.missed += ahead - 1
-        self._last_seq = seq
-        self.counters.frames += 1
-        return seq, msg
+        return self._bodies.decode(body)

@@ -39,7 +39,6 @@ STATE = State(
     status=np.array([0x01, 0x11], dtype=np.uint8),
     orientation=np.array([0.01, -0.02, 3.0]),
     gyro=np.array([0.1, 0.0, -0.1]),
-    accel=np.array([0.0, 0.0, 9.81]),
 )
 
 # Worked by hand from the tables in docs/protocol.md: header (version, type, seq LE), then the payload.
@@ -59,7 +58,6 @@ GOLDEN_BODIES = [
      " 15 cd 5b 07 02 01 02 03 00 02"  # 123456789 us, last command 0x0102, ARMED, WATCHDOG|MOTOR_FAULT, 2 motors
      " 64 00 38 ff 30 75"  # roll 0.01, pitch -0.02, yaw 3.0 (1e-4 rad)
      " 64 00 00 00 9c ff"  # gyro 0.1, 0, -0.1 (1e-3 rad/s)
-     " 00 00 00 00 29 13"  # accel 0, 0, 9.81 (2e-3 m/s^2)
      " 88 13 e8 03 dc 05 01"  # 0.5 rad, 2 rad/s = 1000, 1.5 A = 1500, ENABLED
      " 2c cf fe ff 00 00 11"),  # -1.25 rad, -0.004 rad/s = -2, 0 A, ENABLED|FAILED
     (Info((1, 2, 3), (1, 2), (0x5001, 0x5001)), 9, "01 85 09 00 01 02 03 02 01 01 50 02 01 50"),

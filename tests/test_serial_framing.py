@@ -34,8 +34,8 @@ GOLDEN_FRAMES = [
     (InfoRequest(), 0xFFFF, "07 01 05 ff ff 8b 04 00"),
     (COMMAND, 0x0102, "0d 01 01 02 01 01 02 88 13 d0 07 88 13 01 03 2c cf 01 01 01 05 24 fa e9 09 00"),
     (STATE, 0x0203,
-     "0d 01 81 03 02 15 cd 5b 07 02 01 02 03 03 02 64 06 38 ff 30 75 64 01 01 03 9c ff 01 01 01 0e 29 13 88"
-     " 13 e8 03 dc 05 01 2c cf fe ff 01 04 11 8b 49 00"),
+     "0d 01 81 03 02 15 cd 5b 07 02 01 02 03 03 02 64 06 38 ff 30 75 64 01 01 0e 9c ff 88 13 e8 03 dc 05 01"
+     " 2c cf fe ff 01 04 11 c7 cf 00"),
     (Info((1, 2, 3), (1, 2), (0x5001, 0x5001)), 9, "04 01 85 09 0d 01 02 03 02 01 01 50 02 01 50 62 a3 00"),
 ]  # fmt: skip
 
@@ -125,4 +125,4 @@ def test_command_body_fits_the_bandwidth_budget_in_docs():
     state8 = type(STATE)(**{**vars(STATE), **{k: np.zeros(8) for k in ("position", "velocity", "current")},
                            "status": np.zeros(8, np.uint8)})  # fmt: skip
     assert len(encode_body(eight, 0)) == 70 and len(encode_frame(eight, 0)) == 74
-    assert len(encode_body(state8, 0)) == 88 and len(encode_frame(state8, 0)) == 92
+    assert len(encode_body(state8, 0)) == 82 and len(encode_frame(state8, 0)) == 86

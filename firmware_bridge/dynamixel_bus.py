@@ -1,0 +1,140 @@
+"""The claw's Dynamixel XM430 chain as a ``MotorBus``, through the official Dynamixel SDK.
+
+One tick is one SYNC_WRITE of goal positions and one SYNC_READ of present
+current, velocity and position (126..135, one contiguous block) for every
+joint and every passive encoder. Position gains live in the motors' P/D gain
+registers, so ``exchange`` sends positions only.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from dynamixel_sdk import COMM_RX_TIMEOUT, COMM_SUCCESS, GroupSyncRead, GroupSyncWrite, PacketHandler, PortHandler
+
+from firmware_bridge.calibration import Calibration
+from firmware_bridge.dynamixel_table import XM430, OperatingMode, decode_raw, encode_raw, from_si, to_si
+from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus, MotorInfo
+from firmware_bridge.spec import RobotSpec
+from firmware_bridge.state import RobotState
+from firmware_bridge.typed_yaml import ConfigError
+
+# Passive encoders the spec may name in ``bus.extra_ids``, and the RobotState extras they fill.
+ENCODER_EXTRAS = {"valve_encoder": ("valve_angle", "valve_velocity")}
+READ_START = XM430.PRESENT_CURRENT.value.address
+READ_LENGTH = XM430.PRESENT_POSITION.value.address + XM430.PRESENT_POSITION.value.size - READ_START
+
+
+class DynamixelBus(MotorBus):
+    def __init__(
+        self,
+        spec: RobotSpec,
+        port: PortHandler,
+        *,
+        calibration: Calibration | None = None,
+        packet_handler=None,
+    ) -> None:
+        super().__init__(spec, calibration)
+        unknown = sorted(set(spec.bus.extra_ids) - set(ENCODER_EXTRAS))
+        if unknown:
+            raise ConfigError(f"bus.extra_ids: {unknown[0]!r} is not a known encoder ({sorted(ENCODER_EXTRAS)})")
+        self.port = port
+        self.ph = packet_handler or PacketHandler(2.0)
+        self.joint_ids = spec.motor_ids
+        self.encoder_ids = dict(spec.bus.extra_ids)
+        goal = XM430.GOAL_POSITION.value
+        self._writer = GroupSyncWrite(port, self.ph, goal.address, goal.size)
+        for i in self.joint_ids:
+            self._writer.addParam(i, list(encode_raw(XM430.GOAL_POSITION, 2048)))
+        self._reader = GroupSyncRead(port, self.ph, READ_START, READ_LENGTH)
+        for i in self.joint_ids + list(self.encoder_ids.values()):
+            self._reader.addParam(i)
+        self._timeouts = 0
+        self._errors = 0
+
+    def exchange(self, targets: np.ndarray) -> RobotState:
+        targets = np.asarray(targets, dtype=np.float64)
+        if targets.shape != (self.spec.num_joints,):
+            raise ValueError(f"targets: expected shape ({self.spec.num_joints},), got {targets.shape}")
+        for dxl_id, rad in zip(self.joint_ids, self._motor_from_joint(targets)):
+            self._writer.changeParam(dxl_id, list(encode_raw(XM430.GOAL_POSITION, from_si(XM430.GOAL_POSITION, rad))))
+        self._check(self._writer.txPacket(), 0, "SYNC_WRITE goal position", None)
+        return self.read_state()
+
+    def read_state(self) -> RobotState:
+        result = self._reader.txRxPacket()
+        if result != COMM_SUCCESS:
+            missing = next((i for i in self._reader.data_dict if not self._reader.isAvailable(i, READ_START, READ_LENGTH)), None)
+            self._check(result, 0, "SYNC_READ present current/velocity/position", missing)
+        raw = {i: bytes(self._reader.data_dict[i]) for i in self._reader.data_dict}
+
+        def field(dxl_id: int, reg: XM430) -> float:
+            offset = reg.value.address - READ_START
+            return to_si(reg, decode_raw(reg, raw[dxl_id][offset:]))
+
+        pos, vel, cur = (
+            np.array([field(i, reg) for i in self.joint_ids])
+            for reg in (XM430.PRESENT_POSITION, XM430.PRESENT_VELOCITY, XM430.PRESENT_CURRENT)
+        )
+        pos, vel, cur = self._joint_from_motor(pos, vel, cur)
+        extras = {}
+        for name, dxl_id in self.encoder_ids.items():
+            angle_key, velocity_key = ENCODER_EXTRAS[name]
+            extras[angle_key] = field(dxl_id, XM430.PRESENT_POSITION)
+            extras[velocity_key] = field(dxl_id, XM430.PRESENT_VELOCITY)
+        return RobotState(timestamp=time.monotonic(), joint_pos=pos, joint_vel=vel, joint_current=cur, extras=extras)
+
+    def arm(self) -> RobotState:
+        for i in self.joint_ids:
+            if self.read_register(i, XM430.OPERATING_MODE) != OperatingMode.POSITION:
+                self.write_register(i, XM430.TORQUE_ENABLE, 0)  # the mode is in EEPROM: torque must be off
+                self.write_register(i, XM430.OPERATING_MODE, OperatingMode.POSITION)
+        for i in self.joint_ids:
+            self.write_register(i, XM430.TORQUE_ENABLE, 1)
+        return self.read_state()
+
+    def safe_stop(self) -> RobotState:
+        """Torque off on every joint, trying all of them before reporting the first failure."""
+        failure = None
+        for i in self.joint_ids:
+            try:
+                self.write_register(i, XM430.TORQUE_ENABLE, 0)
+            except BusError as exc:
+                failure = failure or exc
+        if failure:
+            raise failure
+        return self.read_state()
+
+    def scan(self) -> list[MotorInfo]:
+        found, result = self.ph.broadcastPing(self.port)
+        if result != COMM_SUCCESS and not found:
+            self._check(result, 0, "broadcast PING", None)
+        return [MotorInfo(i, model, f"v{fw}") for i, (model, fw) in sorted(found.items())]
+
+    def read_register(self, dxl_id: int, reg: XM430) -> int:
+        info = reg.value
+        data, result, error = self.ph.readTxRx(self.port, dxl_id, info.address, info.size)
+        self._check(result, error, f"READ {reg.name}", dxl_id)
+        return decode_raw(reg, bytes(data))
+
+    def write_register(self, dxl_id: int, reg: XM430, raw: int) -> None:
+        info = reg.value
+        result, error = self.ph.writeTxRx(self.port, dxl_id, info.address, info.size, list(encode_raw(reg, raw)))
+        self._check(result, error, f"WRITE {reg.name}={raw}", dxl_id)
+
+    def counters(self) -> dict[str, int]:
+        return {"timeouts": self._timeouts, "errors": self._errors}
+
+    def _check(self, result: int, error: int, what: str, dxl_id: int | None) -> None:
+        who = f"dynamixel id {dxl_id}" if dxl_id is not None else "dynamixel bus"
+        where = f"on {self.port.getPortName()}"
+        if result == COMM_RX_TIMEOUT:
+            self._timeouts += 1
+            raise BusTimeout(f"{who}: no status packet for {what} {where}")
+        if result != COMM_SUCCESS:
+            self._errors += 1
+            raise BusError(f"{who}: {what} failed {where}: {self.ph.getTxRxResult(result)}")
+        if error:
+            self._errors += 1
+            raise BusError(f"{who}: {what} refused {where}: {self.ph.getRxPacketError(error)}")

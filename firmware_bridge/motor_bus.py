@@ -1,0 +1,93 @@
+"""``MotorBus``: a robot's motors behind one transport, one batched exchange per control tick.
+
+Every bus speaks joint space in the robot spec's order and SI units, with the
+calibration applied; which wire protocol runs underneath is the bus's
+business. Transports are opened by the caller and passed in (see
+``bus_factory``), so tests hand a bus a pseudo-terminal or a loopback socket.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+
+import numpy as np
+
+from firmware_bridge.calibration import Calibration
+from firmware_bridge.spec import RobotSpec
+from firmware_bridge.state import RobotState
+
+
+class BusError(RuntimeError):
+    """The motors answered, but not as the robot spec says they should (count, ids, an error byte)."""
+
+
+class BusTimeout(BusError, TimeoutError):
+    """No answer within the timeout: the state is stale and the loop must act (go safe, retry)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MotorInfo:
+    """One device found on the bus."""
+
+    motor_id: int
+    model: int
+    firmware: str
+
+
+class MotorBus(abc.ABC):
+    """The interface the control loop and ``firmware-bridge check`` use.
+
+    Joint arrays are (n,) float64 in ``spec.joints`` order; positions [rad], velocities [rad/s],
+    currents [A]. Each call is one request and one reply on the wire; a missing reply raises
+    ``BusTimeout``, a reply that contradicts the spec raises ``BusError``.
+    """
+
+    def __init__(self, spec: RobotSpec, calibration: Calibration | None = None) -> None:
+        self.spec = spec
+        self.calibration = calibration or Calibration.identity(spec)
+        self._offset, self._direction = self.calibration.arrays(spec)
+
+    @abc.abstractmethod
+    def exchange(self, targets: np.ndarray) -> RobotState:
+        """Send joint position targets (n,) [rad] with the spec's gains; return the state measured in reply."""
+
+    @abc.abstractmethod
+    def read_state(self) -> RobotState:
+        """Read the state without commanding anything: never moves a motor."""
+
+    @abc.abstractmethod
+    def arm(self) -> RobotState:
+        """Enable the motors (clearing a latched watchdog); they hold where they are until commanded."""
+
+    @abc.abstractmethod
+    def safe_stop(self) -> RobotState:
+        """Put the motors in the spec's safe state (damping or torque off)."""
+
+    @abc.abstractmethod
+    def scan(self) -> list[MotorInfo]:
+        """Every device that answers on the bus, including ones the spec does not name."""
+
+    @abc.abstractmethod
+    def counters(self) -> dict[str, int]:
+        """Bad frames, stale replies and timeouts seen so far, by name."""
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[RobotState]:
+        """``with bus.armed() as state:`` arms, and goes to the safe state however the block ends."""
+        try:
+            yield self.arm()
+        finally:
+            self.safe_stop()
+
+    def set_calibration(self, calibration: Calibration) -> None:
+        self._offset, self._direction = calibration.arrays(self.spec)
+        self.calibration = calibration
+
+    def _joint_from_motor(self, position: np.ndarray, velocity: np.ndarray, current: np.ndarray):
+        return (self._direction * (position - self._offset), self._direction * velocity, self._direction * current)
+
+    def _motor_from_joint(self, position: np.ndarray) -> np.ndarray:
+        return self._direction * position + self._offset

@@ -1,0 +1,214 @@
+"""The claw's Dynamixel chain, device side: every id answers like an XM430 (Protocol 2.0).
+
+Each motor keeps its control table as bytes with the manual's access rules
+(read-only registers, EEPROM locked while torque is on, value ranges), and
+answers PING, READ, WRITE, SYNC_READ and SYNC_WRITE with status packets and
+error bytes. The joints drive one ``VirtualRobot``: goal positions become
+its targets; torque on for every joint arms it, torque off for any disarms
+it. The passive encoder ids report the valve angle and velocity.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from firmware_bridge.dynamixel_packets import (
+    ALERT,
+    BROADCAST_ID,
+    Instruction,
+    Packet,
+    PacketParser,
+    StatusError,
+    status_packet,
+)
+from firmware_bridge.dynamixel_table import (
+    CONTROL_TABLE_SIZE,
+    XM430,
+    XM430_MODEL_NUMBER,
+    Area,
+    OperatingMode,
+    UNITS,
+    decode_raw,
+    encode_raw,
+    to_si,
+)
+from firmware_bridge.motor_messages import BoardMode
+from sim.virtual_robot import VirtualRobot
+
+# Registers whose values are checked on write: register -> allowed raw values.
+_ALLOWED = {
+    XM430.TORQUE_ENABLE: {0, 1},
+    XM430.OPERATING_MODE: {m.value for m in OperatingMode},
+    XM430.STATUS_RETURN_LEVEL: {0, 1, 2},
+    XM430.BAUD_RATE: set(range(7)),
+}
+_OWNER = {addr: reg for reg in XM430 for addr in range(reg.value.address, reg.value.address + reg.value.size)}
+
+
+class XM430Memory:
+    """One motor's control table."""
+
+    def __init__(self, dxl_id: int) -> None:
+        self.table = bytearray(CONTROL_TABLE_SIZE)
+        for reg in XM430:
+            self.set(reg, reg.value.default)
+        self.set(XM430.ID, dxl_id)
+        self.set(XM430.RETURN_DELAY_TIME, 0)  # as bring-up instructions leave it (the factory sets 250)
+
+    def get(self, reg: XM430) -> int:
+        return decode_raw(reg, self.table[reg.value.address :])
+
+    def set(self, reg: XM430, raw: int) -> None:
+        a = reg.value.address
+        self.table[a : a + reg.value.size] = encode_raw(reg, raw)
+
+    def read(self, address: int, length: int) -> tuple[int, bytes]:
+        if address + length > CONTROL_TABLE_SIZE or length == 0:
+            return StatusError.ACCESS, b""
+        return StatusError.NONE, bytes(self.table[address : address + length])
+
+    def write(self, address: int, data: bytes) -> int:
+        """Apply a write if every byte lands in a writable register it covers whole; else an error code."""
+        end = address + len(data)
+        owners = {_OWNER.get(a) for a in range(address, end)}
+        if not data or end > CONTROL_TABLE_SIZE or None in owners:
+            return StatusError.ACCESS
+        for reg in owners:
+            info = reg.value
+            if not info.writable or info.address < address or info.address + info.size > end:
+                return StatusError.ACCESS
+            if info.area is Area.EEPROM and self.get(XM430.TORQUE_ENABLE):
+                return StatusError.ACCESS
+            raw = decode_raw(reg, data[info.address - address :])
+            if reg in _ALLOWED and raw not in _ALLOWED[reg]:
+                return StatusError.DATA_RANGE
+        self.table[address:end] = data
+        return StatusError.NONE
+
+    @property
+    def error_byte_alert(self) -> int:
+        return ALERT if self.get(XM430.HARDWARE_ERROR_STATUS) else 0
+
+
+class DynamixelChain:
+    """All devices on the claw's bus. ``feed(bytes) -> [(return_delay_s, status packet), ...]``."""
+
+    def __init__(self, robot: VirtualRobot) -> None:
+        self.robot = robot
+        spec = robot.spec
+        self.joint_ids = spec.motor_ids
+        self.encoder_ids = dict(spec.bus.extra_ids)
+        self.memories = {i: XM430Memory(i) for i in sorted(self.joint_ids + list(self.encoder_ids.values()))}
+        self.parser = PacketParser()
+        self._torque_was_on = False
+
+    def feed(self, data: bytes) -> list[tuple[float, bytes]]:
+        replies = []
+        for packet in self.parser.feed(data):
+            replies += self.handle(packet)
+        return replies
+
+    def handle(self, packet: Packet) -> list[tuple[float, bytes]]:
+        """The status packets one instruction packet gets, each with its device's return delay."""
+        return [reply for reply in self._handle(packet) if reply is not None]
+
+    def _handle(self, packet: Packet) -> list[tuple[float, bytes] | None]:
+        self._sync_with_robot()
+        inst, params = packet.instruction, packet.params
+        if packet.dxl_id == BROADCAST_ID:
+            if inst == Instruction.PING:
+                return [self._reply(i, inst, *self._ping_params(i)) for i in self.memories]
+            if inst == Instruction.SYNC_READ and len(params) >= 4:
+                address, length = struct.unpack_from("<HH", params)
+                ids = [i for i in params[4:] if i in self.memories]
+                return [self._reply(i, inst, *self._read(i, address, length)) for i in ids]
+            if inst == Instruction.SYNC_WRITE and len(params) >= 4:
+                address, length = struct.unpack_from("<HH", params)
+                body = params[4:]
+                for k in range(0, len(body) - length, length + 1):
+                    if body[k] in self.memories:
+                        self.memories[body[k]].write(address, body[k + 1 : k + 1 + length])
+                self._after_write(address, length)
+            elif inst == Instruction.WRITE and len(params) > 2:
+                address = struct.unpack_from("<H", params)[0]
+                for memory in self.memories.values():
+                    memory.write(address, params[2:])
+                self._after_write(address, len(params) - 2)
+            return []  # broadcast writes get no reply
+        if packet.dxl_id not in self.memories:
+            return []  # nobody at that id: the host times out, as on a real bus
+        dxl_id = packet.dxl_id
+        if inst == Instruction.PING:
+            return [self._reply(dxl_id, inst, *self._ping_params(dxl_id))]
+        if inst == Instruction.READ:
+            if len(params) != 4:
+                return [self._reply(dxl_id, inst, StatusError.DATA_LENGTH)]
+            address, length = struct.unpack_from("<HH", params)
+            return [self._reply(dxl_id, inst, *self._read(dxl_id, address, length))]
+        if inst == Instruction.WRITE:
+            if len(params) < 3:
+                return [self._reply(dxl_id, inst, StatusError.DATA_LENGTH)]
+            address = struct.unpack_from("<H", params)[0]
+            error = self.memories[dxl_id].write(address, params[2:])
+            if error == StatusError.NONE:
+                self._after_write(address, len(params) - 2)
+            return [self._reply(dxl_id, inst, error)]
+        return [self._reply(dxl_id, inst, StatusError.INSTRUCTION)]
+
+    def _ping_params(self, dxl_id: int) -> tuple[int, bytes]:
+        memory = self.memories[dxl_id]
+        return StatusError.NONE, struct.pack("<HB", memory.get(XM430.MODEL_NUMBER), memory.get(XM430.FIRMWARE_VERSION))
+
+    def _read(self, dxl_id: int, address: int, length: int) -> tuple[int, bytes]:
+        self._refresh_present(dxl_id)
+        return self.memories[dxl_id].read(address, length)
+
+    def _reply(self, dxl_id: int, inst: int, error: int, params: bytes = b"") -> tuple[float, bytes] | None:
+        memory = self.memories[dxl_id]
+        level = memory.get(XM430.STATUS_RETURN_LEVEL)
+        if inst != Instruction.PING and (level == 0 or (level == 1 and inst not in (Instruction.READ, Instruction.SYNC_READ))):
+            return None
+        delay = memory.get(XM430.RETURN_DELAY_TIME) * 2e-6
+        return delay, status_packet(dxl_id, int(error) | memory.error_byte_alert, params)
+
+    def _after_write(self, address: int, length: int) -> None:
+        touched = {_OWNER.get(a) for a in range(address, address + length)}
+        torque = [self.memories[i].get(XM430.TORQUE_ENABLE) for i in self.joint_ids]
+        if XM430.TORQUE_ENABLE in touched:
+            if all(torque) and self.robot.mode is not BoardMode.ARMED:
+                self.robot.arm()
+                # Enabling torque makes each motor's goal its present position, so it holds still.
+                for i in self.joint_ids:
+                    self._refresh_present(i)
+                    self.memories[i].set(XM430.GOAL_POSITION, self.memories[i].get(XM430.PRESENT_POSITION))
+            elif not all(torque) and self.robot.mode is BoardMode.ARMED:
+                self.robot.disarm(torque_off=True)
+            self._torque_was_on = all(torque)
+        if XM430.GOAL_POSITION in touched and all(torque):
+            goals = [self.memories[i].get(XM430.GOAL_POSITION) for i in self.joint_ids]
+            self.robot.command(np.array([to_si(XM430.GOAL_POSITION, g) for g in goals]))
+
+    def _sync_with_robot(self) -> None:
+        """A watchdog trip inside the robot shows on the wire as torque switched off on every joint."""
+        self.robot.poll()
+        if self._torque_was_on and self.robot.mode is not BoardMode.ARMED:
+            for i in self.joint_ids:
+                self.memories[i].set(XM430.TORQUE_ENABLE, 0)
+            self._torque_was_on = False
+
+    def _refresh_present(self, dxl_id: int) -> None:
+        state = self.robot.state()
+        memory = self.memories[dxl_id]
+        if dxl_id in self.joint_ids:
+            j = self.joint_ids.index(dxl_id)
+            position, velocity, current = state.joint_pos[j], state.joint_vel[j], state.joint_current[j]
+        else:
+            position, velocity, current = state.extras.get("valve_angle", 0.0), state.extras.get("valve_velocity", 0.0), 0.0
+        for reg, value in ((XM430.PRESENT_POSITION, position), (XM430.PRESENT_VELOCITY, velocity),
+                           (XM430.PRESENT_CURRENT, current)):
+            bits = 8 * reg.value.size - 1
+            raw = round(value / UNITS[reg].scale) + UNITS[reg].offset
+            memory.set(reg, int(np.clip(raw, -(1 << bits), (1 << bits) - 1)))
+        memory.set(XM430.MOVING, int(abs(velocity) > 0.01))

@@ -1,0 +1,201 @@
+"""Serve a ``VirtualRobot`` on a pseudo-terminal (framed protocol or Dynamixel 2.0) or a bound ZMQ socket.
+
+A pseudo-terminal moves bytes instantly, so the server models the serial
+line itself: each direction is busy for 10 bit times per byte at the robot
+spec's baud rate, and a reply leaves only once the request has fully
+"arrived" and the previous reply has gone. Round trips measured against it
+are then what the real line would allow, not what a pty does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import select
+import threading
+import time
+import tty
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from firmware_bridge.motor_messages import Message, encode_body
+from firmware_bridge.serial_framing import BodyDecoder, FrameDecoder, encode_frame
+from firmware_bridge.spec import RobotSpec
+from sim.backend import Backend
+from sim.randomization import nominal, sample
+from sim.task import TaskSpec
+from sim.virtual_robot import VirtualRobot
+from sim.virtual_robot_board import BoardDevice
+from sim.virtual_robot_dynamixel import DynamixelChain
+
+BITS_PER_BYTE = 10  # 8N1: start bit, 8 data bits, stop bit
+
+
+class FramedEndpoint:
+    """The motor board behind COBS frames: ``feed(bytes) -> [(delay_s, frame), ...]``."""
+
+    def __init__(self, board: BoardDevice) -> None:
+        self.board = board
+        self.decoder = FrameDecoder()
+        self._seq = 0
+
+    def feed(self, data: bytes) -> list[tuple[float, bytes]]:
+        out = []
+        for seq, msg in self.decoder.feed(data):
+            self._seq = (self._seq + 1) & 0xFFFF
+            out.append((0.0, encode_frame(self.board.handle(seq, msg), self._seq)))
+        return out
+
+    def counters(self) -> dict[str, int]:
+        return self.decoder.counters.as_dict()
+
+
+class DynamixelEndpoint:
+    def __init__(self, chain: DynamixelChain) -> None:
+        self.chain = chain
+
+    def feed(self, data: bytes) -> list[tuple[float, bytes]]:
+        return self.chain.feed(data)
+
+    def counters(self) -> dict[str, int]:
+        c = self.chain.parser.counters
+        return {**dataclasses.asdict(c), "bad_frames": c.bad_frames}
+
+
+class LineModel:
+    """When bytes written to a pty would have left a real UART at ``baud``."""
+
+    def __init__(self, baud: int) -> None:
+        self.byte_time = BITS_PER_BYTE / baud
+        self._rx_done = 0.0
+        self._tx_done = 0.0
+
+    def received(self, arrival: float, n: int) -> float:
+        """Time the last of ``n`` bytes that began arriving at ``arrival`` is in."""
+        self._rx_done = max(self._rx_done, arrival) + n * self.byte_time
+        return self._rx_done
+
+    def send_done(self, ready: float, n: int) -> float:
+        self._tx_done = max(self._tx_done, ready) + n * self.byte_time
+        return self._tx_done
+
+
+def _sleep_until(t: float) -> None:
+    remaining = t - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
+
+
+class PtyServer:
+    """A pseudo-terminal the host opens as its serial port; ``path`` (and ``link``, a symlink to it)."""
+
+    def __init__(self, endpoint, robot: VirtualRobot, baud: int, link: str | None = None) -> None:
+        self.endpoint = endpoint
+        self.robot = robot
+        self.line = LineModel(baud)
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # no echo, no line editing: bytes pass through untouched
+        self.path = os.ttyname(self._slave)
+        self.link = Path(link) if link else None
+        if self.link:
+            if self.link.is_symlink():
+                self.link.unlink()
+            self.link.symlink_to(self.path)
+        self.address = str(self.link or self.path)
+
+    def serve(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            timeout = min(0.05, max(0.0, self.robot.next_deadline() - time.monotonic()))
+            ready, _, _ = select.select([self._master], [], [], timeout)
+            if not ready:
+                self.robot.poll()
+                continue
+            arrival = time.monotonic()
+            data = os.read(self._master, 4096)
+            in_done = self.line.received(arrival, len(data))
+            for delay, packet in self.endpoint.feed(data):
+                done = self.line.send_done(in_done + delay, len(packet))
+                _sleep_until(done)
+                os.write(self._master, packet)
+
+    def close(self) -> None:
+        if self.link and self.link.is_symlink():
+            self.link.unlink()
+        os.close(self._master)
+        os.close(self._slave)
+
+
+class ZmqServer:
+    """A bound ROUTER: each request body gets one reply body, addressed back to its sender."""
+
+    def __init__(self, board: BoardDevice, robot: VirtualRobot, address: str, context: zmq.Context | None = None):
+        self.board = board
+        self.robot = robot
+        self.decoder = BodyDecoder()
+        self.socket = (context or zmq.Context.instance()).socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(address)
+        self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._seq = 0
+
+    def serve(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            timeout_ms = int(1000 * min(0.05, max(0.0, self.robot.next_deadline() - time.monotonic())))
+            if not self.socket.poll(timeout_ms, zmq.POLLIN):
+                self.robot.poll()
+                continue
+            frames = self.socket.recv_multipart()
+            decoded = self.decoder.decode(frames[-1])
+            if decoded is None:
+                continue
+            self._seq = (self._seq + 1) & 0xFFFF
+            reply: Message = self.board.handle(*decoded)
+            self.socket.send_multipart([*frames[:-1], encode_body(reply, self._seq)])
+
+    def counters(self) -> dict[str, int]:
+        return self.decoder.counters.as_dict()
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def build_robot(
+    spec: RobotSpec,
+    backend: Backend,
+    *,
+    task: TaskSpec | None = None,
+    seed: int = 0,
+    watchdog_s: float = 0.1,
+    lockstep: bool = False,
+) -> VirtualRobot:
+    """A virtual robot with the task's randomized dynamics (seeded) or, without a task, the nominal model."""
+    n_bodies, n_joints = len(backend.body_names), spec.num_joints
+    if task is None:
+        params = nominal(n_bodies, n_joints)
+    else:
+        params = sample(task.randomization, n_bodies, n_joints, np.random.default_rng(seed))
+    return VirtualRobot(spec, backend, params, watchdog_s=watchdog_s, lockstep=lockstep)
+
+
+def make_server(robot: VirtualRobot, *, serial: bool, zmq_address: str | None = None, link: str | None = None):
+    """The pty server speaking the robot's bus protocol, or the ZMQ server speaking the board messages."""
+    spec = robot.spec
+    if serial:
+        if spec.bus.kind == "dynamixel":
+            endpoint = DynamixelEndpoint(DynamixelChain(robot))
+        else:
+            endpoint = FramedEndpoint(BoardDevice(robot))
+        return PtyServer(endpoint, robot, spec.bus.baud, link)
+    if spec.bus.kind == "dynamixel":
+        raise ValueError(
+            f"robot {spec.name}: its Dynamixel bus has no ZMQ form (the valve encoder has no field in the "
+            "motor-board messages); serve it with --serial"
+        )
+    return ZmqServer(BoardDevice(robot), robot, zmq_address or "tcp://127.0.0.1:*")
+
+
+def server_counters(server) -> dict[str, int]:
+    endpoint_counters = server.endpoint.counters() if isinstance(server, PtyServer) else server.counters()
+    return {**endpoint_counters, **{f"device_{k}": v for k, v in dataclasses.asdict(server.robot.counters).items()}}

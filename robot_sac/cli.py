@@ -10,6 +10,7 @@ import sys
 # Modules are imported only when their subcommand runs, so ``robot-sac --help`` stays fast.
 SUBCOMMANDS = {
     "train": ("robot_sac.commands.train", "train a SAC policy in simulation or on any Gymnasium env"),
+    "virtual-robot": ("robot_sac.commands.virtual_robot", "simulated robot hardware on a pseudo-terminal or ZMQ socket"),
 }
 
 

@@ -147,7 +147,13 @@ class RobotSpec:
         return 1.0 / self.control_rate_hz
 
     def _array(self, key: str) -> np.ndarray:
-        return np.array([getattr(j, key) for j in self.joints], dtype=np.float64)
+        # Cached per spec (the control loop reads these every tick); read-only so no caller can alter the spec.
+        cache = self.__dict__.setdefault("_arrays", {})
+        if key not in cache:
+            array = np.array([getattr(j, key) for j in self.joints], dtype=np.float64)
+            array.flags.writeable = False
+            cache[key] = array
+        return cache[key]
 
     @property
     def lower(self) -> np.ndarray:

@@ -40,9 +40,12 @@ class Backend(ABC):
         the pose. Returns the state there."""
 
     @abstractmethod
-    def step(self, targets: np.ndarray, duration: float) -> RobotState:
+    def step(
+        self, targets: np.ndarray, duration: float, previous_targets: np.ndarray | None = None, switch_after: float = 0.0
+    ) -> RobotState:
         """Hold position targets (n,) [rad] for ``duration`` seconds, rounded to whole physics steps (at least
-        one), and return the state at the end."""
+        one), and return the state at the end. With ``previous_targets`` (n,), those are held for the first
+        ``switch_after`` seconds of the period instead (a command arriving late within the tick)."""
 
     @abstractmethod
     def state(self) -> RobotState:

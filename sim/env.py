@@ -121,11 +121,9 @@ class RobotEnv(gym.Env):
         action = np.clip(action, -1.0, 1.0)
         self._targets.append(self.action_mapper.map(action))
         period = control_period(self.robot_spec.control_period, self.params, self.np_random)
-        delayed = period * self._latency_fraction
-        if delayed >= 0.5 * self.backend.physics_dt:
-            self.backend.step(self._targets[0], delayed)
-            period -= delayed
-        state = self.backend.step(self._targets[1], period)
+        state = self.backend.step(
+            self._targets[1], period, previous_targets=self._targets[0], switch_after=period * self._latency_fraction
+        )
         transition = Transition(
             previous_state=self.true_state,
             state=state,

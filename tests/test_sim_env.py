@@ -1,0 +1,121 @@
+"""RobotEnv through Gymnasium: API checks, one observation code path, time limits, perturbation options."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import sim  # noqa: F401  (registers the ids)
+from firmware_bridge.observation import ObservationBuilder
+from firmware_bridge.state import RobotState
+
+ENV_IDS = ["robot_sac/ClawTurn-v0", "robot_sac/QuadrupedWalk-v0"]
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS + ["robot_sac/ClawTurnFixed-v0", "robot_sac/QuadrupedWalkNominal-v0"])
+def test_env_passes_gymnasium_checker(env_id):
+    env = gym.make(env_id)
+    check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_observation_is_the_builder_applied_to_the_reported_state(env_id):
+    env = gym.make(env_id)
+    base = env.unwrapped
+    obs, _ = env.reset(seed=3)
+    # An independent builder from the same specs, fed the state the env says the sensors reported.
+    builder = ObservationBuilder(base.robot_spec, base.task)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        history = base.observation_builder.new_history(base.goals)
+        history.last_action = base.history.last_action.copy()
+        np.testing.assert_array_equal(obs, builder.build(base.observed_state, history))
+        assert isinstance(base.observed_state, RobotState)
+        obs, *_ = env.step(rng.uniform(-1, 1, base.action_space.shape).astype(np.float32))
+    env.close()
+
+
+def test_nominal_env_observes_the_true_state_and_randomized_env_adds_noise():
+    nominal = gym.make("robot_sac/ClawTurnNominal-v0").unwrapped
+    nominal.reset(seed=0)
+    nominal.step(np.zeros(9, dtype=np.float32))
+    assert nominal.observed_state is nominal.true_state
+    noisy = gym.make("robot_sac/ClawTurn-v0").unwrapped
+    noisy.reset(seed=0)
+    noisy.step(np.zeros(9, dtype=np.float32))
+    assert not np.allclose(noisy.observed_state.joint_pos, noisy.true_state.joint_pos)
+    np.testing.assert_allclose(noisy.observed_state.joint_pos, noisy.true_state.joint_pos, atol=0.06)
+
+
+def test_time_limit_comes_from_the_task_file():
+    env = gym.make("robot_sac/ClawTurnNominal-v0")
+    assert env.spec.max_episode_steps == env.unwrapped.task.episode_steps == 40
+    env.reset(seed=0)
+    for step in range(40):
+        _, _, terminated, truncated, info = env.step(np.zeros(9, dtype=np.float32))
+        assert not terminated
+        assert truncated == (step == 39)
+    assert set(info["reward_terms"]) == {"angle_error", "progress", "within_tolerance", "joint_velocity", "effort"}
+    assert isinstance(info["is_success"], bool)
+
+
+def test_reward_is_the_sum_of_its_reported_terms():
+    env = gym.make("robot_sac/QuadrupedWalk-v0")
+    env.reset(seed=1)
+    _, reward, _, _, info = env.step(np.full(8, 0.3, dtype=np.float32))
+    assert reward == pytest.approx(sum(info["reward_terms"].values()))
+    assert info["reward_terms"]["alive"] == pytest.approx(0.2)
+
+
+def test_fixed_goal_variant_uses_the_task_goal_and_random_variant_samples():
+    fixed = gym.make("robot_sac/ClawTurnFixed-v0")
+    goals = [fixed.reset(seed=s)[1]["goals"]["valve_angle"] for s in range(3)]
+    assert goals == [pytest.approx(3.14159)] * 3
+    rand = gym.make("robot_sac/ClawTurn-v0")
+    goals = [rand.reset(seed=s)[1]["goals"]["valve_angle"] for s in range(5)]
+    assert len(set(goals)) == 5 and all(-np.pi <= g <= np.pi for g in goals)
+
+
+def test_quadruped_falls_terminate():
+    env = gym.make("robot_sac/QuadrupedWalkNominal-v0")
+    env.reset(seed=0)
+    env.unwrapped.backend.apply_force("base", np.array([0.0, 400.0, 0.0]), 0.0, 0.2)
+    for _ in range(100):
+        _, _, terminated, truncated, _ = env.step(np.zeros(8, dtype=np.float32))
+        if terminated:
+            break
+    assert terminated and not truncated
+
+
+def test_wrong_action_shape_and_unknown_backend_are_refused():
+    env = gym.make("robot_sac/ClawTurn-v0")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"action: expected shape \(9,\), got \(8,\)"):
+        env.unwrapped.step(np.zeros(8))
+    with pytest.raises(ValueError, match=r"backend 'bullet': unknown \(known: mujoco"):
+        gym.make("robot_sac/ClawTurn-v0", backend="bullet")
+
+
+def test_perturbation_option_changes_the_episode():
+    env = gym.make("robot_sac/ClawTurnNominal-v0").unwrapped
+    _, info = env.reset(seed=0, options={"perturbation": ("latency_ticks", 1.0)})
+    assert info["dynamics"]["latency_ticks"] == 1.0
+    _, info = env.reset(seed=0, options={"perturbation": ("sensor_drop", 1)})
+    frozen = env.observed_state.extras["valve_angle"]
+    env.backend.data.qvel[env.backend._valve_dof] = 5.0
+    env.step(np.zeros(9, dtype=np.float32))
+    assert env.observed_state.extras["valve_angle"] == frozen
+    assert env.backend.data.qpos[env.backend._valve_qpos] != frozen
+    with pytest.raises(ValueError, match=r"perturbation 'earthquake': unknown"):
+        env.reset(seed=0, options={"perturbation": ("earthquake", 1.0)})
+
+
+def test_render_rgb_array_or_skip():
+    env = gym.make("robot_sac/ClawTurn-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    try:
+        frame = env.render()
+    except RuntimeError as exc:
+        pytest.skip(f"no GL here: {exc}")
+    assert frame.shape == (360, 480, 3) and frame.dtype == np.uint8 and frame.std() > 0

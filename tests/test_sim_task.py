@@ -1,0 +1,70 @@
+"""Task files load strictly; reward weights and perturbations must name known entries."""
+
+import numpy as np
+import pytest
+import yaml
+
+from firmware_bridge.config_paths import resolve_task
+from firmware_bridge.spec import RobotSpec
+from firmware_bridge.state import RobotState
+from firmware_bridge.typed_yaml import ConfigError
+from sim.rewards import Reward, Transition
+from sim.task import Criteria, TaskSpec
+
+
+def _write(tmp_path, edit):
+    mapping = yaml.safe_load(resolve_task("claw_turn").read_text())
+    edit(mapping)
+    path = tmp_path / "task.yaml"
+    path.write_text(yaml.safe_dump(mapping))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m["reward"].update(angel_error=1.0), r"reward.angel_error: unknown reward term for claw_turn"),
+        (lambda m: m["perturbations"].update(tornado=[1.0]), r"perturbations.tornado: unknown perturbation"),
+        (lambda m: m["randomization"].update(gravity=[9, 10]), r"randomization.gravity: unknown key"),
+        (lambda m: m.update(kind="juggle"), r"kind: 'juggle' is not one of"),
+        (lambda m: m.update(episode_steps="long"), r"episode_steps: expected an integer"),
+        (lambda m: m["goal_sampling"].update(speed=[0, 1]), r"goal_sampling.speed: no fixed value"),
+    ],
+)
+def test_bad_task_files_are_refused_naming_file_and_key(tmp_path, edit, message):
+    path = _write(tmp_path, edit)
+    with pytest.raises(ConfigError, match=f"task.yaml: {message}"):
+        TaskSpec.load(path)
+
+
+def test_both_tasks_load_with_their_robots():
+    for name, robot, steps in (("claw_turn", "claw", 40), ("quadruped_walk", "quadruped", 1000)):
+        task = TaskSpec.load(name)
+        assert task.load_robot().name == robot and task.episode_steps == steps
+
+
+def test_claw_reward_terms_on_hand_made_states():
+    robot = RobotSpec.load("configs/robots/claw.yaml")
+    task = TaskSpec.load("claw_turn")
+
+    def state(angle):
+        return RobotState(0.0, np.zeros(9), np.full(9, 2.0), np.full(9, 0.5), extras={"valve_angle": angle})
+
+    reward = Reward("claw_turn", {"angle_error": -2.0, "progress": 20.0, "within_tolerance": 5.0,
+                                  "joint_velocity": -0.02, "effort": -0.05})
+    t = Transition(state(0.0), state(3.0), np.zeros(9), np.zeros(9), {"valve_angle": 3.1}, robot, task.criteria)
+    total, terms = reward(t)
+    assert terms["angle_error"] == pytest.approx(-0.2)
+    assert terms["progress"] == pytest.approx(20.0 * (3.1 - 0.1))
+    assert terms["within_tolerance"] == 5.0  # 0.1 rad < 10 degrees
+    assert terms["joint_velocity"] == pytest.approx(-0.08)
+    assert terms["effort"] == pytest.approx(-0.0125)
+    assert total == pytest.approx(sum(terms.values()))
+    # Across the +/-pi seam the error is the short way round.
+    t = Transition(state(3.0), state(-3.0), np.zeros(9), np.zeros(9), {"valve_angle": 3.1}, robot, Criteria(success_tolerance_deg=10.0))
+    assert reward(t)[1]["angle_error"] == pytest.approx(-2.0 * (2 * np.pi - 6.1))
+
+
+def test_reward_refuses_unknown_weight():
+    with pytest.raises(ValueError, match=r"reward.speed: unknown reward term for quadruped_walk"):
+        Reward("quadruped_walk", {"speed": 1.0})

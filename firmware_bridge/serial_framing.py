@@ -31,7 +31,7 @@ CRC_SIZE = 2
 # COBS spends one byte per 254 and the largest body (STATE, 16 motors) is 140 bytes with its CRC,
 # so every legal frame is a single COBS block; anything longer is noise or a lost delimiter.
 MAX_ENCODED_SIZE = 254
-# A frame whose sequence number is at most this far behind the newest accepted one is a stale
+# A COMMAND whose sequence number is at most this far behind the newest accepted one is a stale
 # duplicate; a bigger jump backwards is taken as the peer having restarted.
 REORDER_WINDOW = 1024
 
@@ -57,8 +57,7 @@ class FrameCounters:
     truncated: int = 0  # too short to hold a header and a CRC
     oversized: int = 0  # more than MAX_ENCODED_SIZE bytes without a delimiter
     unknown_type: int = 0
-    out_of_order: int = 0  # a sequence number at or behind the newest accepted one
-    missed: int = 0  # sequence numbers skipped between good frames (lost frames; not bad frames)
+    out_of_order: int = 0  # a COMMAND numbered at or behind the newest accepted one
 
     @property
     def bad_frames(self) -> int:
@@ -68,22 +67,24 @@ class FrameCounters:
         return {**dataclasses.asdict(self), "bad_frames": self.bad_frames}
 
 
-def _restarts_sequence(msg: Message) -> bool:
-    # Arming starts a session and disarming must never be dropped: both are accepted whatever their
-    # number, so a restarted host is not mistaken for a replay.
+def _is_ordered(msg: Message) -> bool:
+    # Only a plain COMMAND moves motors on the strength of its number, so only it is checked. Arming
+    # starts a session and disarming must never be dropped: both restart the order whatever their
+    # number, so a restarted host is not mistaken for a replay. Other messages are idempotent and
+    # their replies are matched by the sequence number they echo.
+    return isinstance(msg, Command) and CommandFlags.ARM not in msg.flags
+
+
+def _restarts_order(msg: Message) -> bool:
     return isinstance(msg, (Arm, Disarm)) or (isinstance(msg, Command) and CommandFlags.ARM in msg.flags)
 
 
 class BodyDecoder:
-    """Decodes bare message bodies (what ZMQ carries), counting bad ones and dropping stale sequence numbers."""
+    """Decodes bare message bodies (what ZMQ carries), counting bad ones and dropping stale commands."""
 
     def __init__(self, counters: FrameCounters | None = None) -> None:
         self.counters = counters or FrameCounters()
         self._last_seq: int | None = None
-
-    def reset_sequence(self) -> None:
-        """Forget the newest sequence number, e.g. after reopening a link."""
-        self._last_seq = None
 
     def decode(self, body: bytes) -> tuple[int, Message] | None:
         try:
@@ -94,15 +95,12 @@ class BodyDecoder:
         except MessageError:
             self.counters.malformed += 1
             return None
-        if self._last_seq is not None and not _restarts_sequence(msg):
-            behind = (self._last_seq - seq) & 0xFFFF
-            if behind < REORDER_WINDOW:
+        if _is_ordered(msg) and self._last_seq is not None:
+            if (self._last_seq - seq) & 0xFFFF < REORDER_WINDOW:
                 self.counters.out_of_order += 1
                 return None
-            ahead = (seq - self._last_seq) & 0xFFFF
-            if ahead < 0x8000:
-                self.counters.missed += ahead - 1
-        self._last_seq = seq
+        if _is_ordered(msg) or _restarts_order(msg):
+            self._last_seq = seq
         self.counters.frames += 1
         return seq, msg
 
@@ -138,9 +136,6 @@ class FrameDecoder:
             if decoded is not None:
                 out.append(decoded)
         return out
-
-    def reset_sequence(self) -> None:
-        self._bodies.reset_sequence()
 
     def _decode_frame(self, frame: bytes) -> tuple[int, Message] | None:
         if not frame:

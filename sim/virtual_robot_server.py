@@ -9,12 +9,14 @@ are then what the real line would allow, not what a pty does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import select
 import threading
 import time
 import tty
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,17 @@ def make_server(robot: VirtualRobot, *, serial: bool, zmq_address: str | None = 
 def server_counters(server) -> dict[str, int]:
     endpoint_counters = server.endpoint.counters() if isinstance(server, PtyServer) else server.counters()
     return {**endpoint_counters, **{f"device_{k}": v for k, v in dataclasses.asdict(server.robot.counters).items()}}
+
+
+@contextlib.contextmanager
+def serving(server: PtyServer | ZmqServer) -> Iterator[PtyServer | ZmqServer]:
+    """Run ``server`` on a background thread for the ``with`` block (tests, benchmarks, in-process demos)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(stop,), name="virtual-robot", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        stop.set()
+        thread.join()
+        server.close()

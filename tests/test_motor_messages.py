@@ -5,12 +5,9 @@ import pytest
 
 from firmware_bridge.motor_messages import (
     Arm,
-    BoardMode,
     Command,
-    CommandFlags,
     Disarm,
     DisarmMode,
-    FaultFlags,
     Heartbeat,
     Info,
     InfoRequest,
@@ -20,26 +17,7 @@ from firmware_bridge.motor_messages import (
     decode_body,
     encode_body,
 )
-
-COMMAND = Command(
-    position=np.array([0.5, -1.25]),
-    kp=np.array([20.0, 0.0]),
-    kd=np.array([0.5, 0.0]),
-    torque=np.array([0.0, -1.5]),
-    flags=CommandFlags.ARM,
-)
-STATE = State(
-    board_time_us=123456789,
-    last_command_seq=0x0102,
-    mode=BoardMode.ARMED,
-    faults=FaultFlags.WATCHDOG | FaultFlags.MOTOR_FAULT,
-    position=np.array([0.5, -1.25]),
-    velocity=np.array([2.0, -0.004]),
-    current=np.array([1.5, 0.0]),
-    status=np.array([0x01, 0x11], dtype=np.uint8),
-    orientation=np.array([0.01, -0.02, 3.0]),
-    gyro=np.array([0.1, 0.0, -0.1]),
-)
+from protocol_samples import COMMAND, STATE
 
 # Worked by hand from the tables in docs/protocol.md: header (version, type, seq LE), then the payload.
 GOLDEN_BODIES = [

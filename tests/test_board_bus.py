@@ -1,0 +1,193 @@
+"""The motor-board bus against the virtual quadruped, over a real pseudo-terminal and a real ZMQ socket."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import serial
+import zmq
+
+from firmware_bridge.board_bus import BoardBus, SerialLink, ZmqLink
+from firmware_bridge.bus_factory import open_bus
+from firmware_bridge.calibration import Calibration, JointCalibration
+from firmware_bridge.config_paths import resolve_robot
+from firmware_bridge.motor_bus import BusTimeout
+from firmware_bridge.motor_messages import BoardMode, State
+from firmware_bridge.serial_framing import encode_frame
+from firmware_bridge.spec import RobotSpec
+from firmware_bridge.state import Fault
+from firmware_bridge.typed_yaml import ConfigError
+from sim.mujoco_backend import MujocoBackend
+from sim.task import TaskSpec
+from sim.virtual_robot_server import build_robot, make_server, serving
+
+SPEC = RobotSpec.load(resolve_robot("quadruped"))
+
+
+def _virtual(serial_link=True, **kwargs):
+    robot = build_robot(SPEC, MujocoBackend(SPEC), **kwargs)
+    return serving(make_server(robot, serial=serial_link))
+
+
+@pytest.mark.parametrize("transport", ["serial", "zmq"])
+def test_lockstep_exchange_advances_one_period_and_holds_the_pose(transport):
+    with _virtual(transport == "serial", lockstep=True, watchdog_s=0) as server:
+        where = {"port": server.path} if transport == "serial" else {"zmq_address": server.address}
+        with open_bus(SPEC, timeout_s=0.5, **where) as bus:
+            motors = bus.scan()
+            assert [m.motor_id for m in motors] == list(range(8)) and motors[0].firmware == "1.0.0"
+            with bus.armed() as start:
+                states = [bus.exchange(SPEC.start) for _ in range(10)]
+            assert server.robot.mode is BoardMode.DAMPING  # the spec's safe state, on leaving the block
+            assert np.diff([start.timestamp] + [s.timestamp for s in states]) == pytest.approx(SPEC.control_period)
+            np.testing.assert_allclose(states[-1].joint_pos, SPEC.start, atol=0.1)
+            assert states[-1].imu.shape == (6,) and abs(states[-1].imu[0]) < 0.1
+            assert bus.counters()["bad_frames"] == 0 and bus.counters()["stale_replies"] == 0
+
+
+def test_reading_never_arms_and_commands_before_arming_are_refused():
+    with _virtual(lockstep=True, watchdog_s=0) as server:
+        with open_bus(SPEC, port=server.path, timeout_s=0.5) as bus:
+            before = bus.read_state()
+            bus.exchange(SPEC.start + 0.2)
+            after = bus.read_state()
+    assert server.robot.mode is BoardMode.DISARMED
+    assert server.robot.counters.rejected_commands == 1 and server.robot.counters.commands == 0
+    assert after.timestamp == before.timestamp  # lockstep: a refused command does not advance time
+
+
+def test_watchdog_damps_and_latches_until_rearmed():
+    with _virtual(watchdog_s=0.05) as server:
+        with open_bus(SPEC, port=server.path, timeout_s=0.5) as bus:
+            assert bus.arm().faults == 0
+            bus.exchange(SPEC.start)
+            time.sleep(0.15)
+            tripped = bus.exchange(SPEC.start)
+            assert tripped.faults & Fault.WATCHDOG
+            assert server.robot.mode is BoardMode.DAMPING
+            still = bus.exchange(SPEC.start)  # a command alone does not re-arm
+            assert still.faults & Fault.WATCHDOG and server.robot.mode is BoardMode.DAMPING
+            rearmed = bus.arm()
+            assert rearmed.faults == 0 and server.robot.mode is BoardMode.ARMED
+            bus.safe_stop()
+    assert server.robot.counters.watchdog_trips == 1
+
+
+def test_same_task_and_seed_give_the_same_trajectory_in_lockstep():
+    task = TaskSpec.load("quadruped_walk")
+
+    def trajectory(seed):
+        with _virtual(lockstep=True, watchdog_s=0, task=task, seed=seed) as server:
+            with open_bus(SPEC, port=server.path, timeout_s=0.5) as bus, bus.armed():
+                wave = [SPEC.start + 0.3 * np.sin(0.5 * k) for k in range(15)]
+                return np.array([bus.exchange(t).joint_pos for t in wave])
+
+    a, b, c = trajectory(1), trajectory(1), trajectory(2)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-4
+
+
+def test_a_silent_board_raises_bus_timeout_naming_the_request_and_port():
+    master, slave = os.openpty()
+    port = serial.Serial(os.ttyname(slave), timeout=0)
+    try:
+        bus = BoardBus(SPEC, SerialLink(port), timeout_s=0.02)
+        t0 = time.monotonic()
+        with pytest.raises(BusTimeout, match=rf"no STATE reply to HEARTBEAT seq 1 within 20 ms on serial {port.port}"):
+            bus.read_state()
+        assert 0.02 <= time.monotonic() - t0 < 0.2
+        assert bus.counters()["timeouts"] == 1
+    finally:
+        port.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_a_late_reply_to_a_timed_out_request_is_counted_and_not_used():
+    def reply(echo, position):
+        zeros = np.zeros(8)
+        return State(0, echo, BoardMode.DISARMED, 0, np.full(8, position), zeros, zeros, np.zeros(8, np.uint8),
+                     np.zeros(3), np.zeros(3))  # fmt: skip
+
+    master, slave = os.openpty()
+    port = serial.Serial(os.ttyname(slave), timeout=0)
+    try:
+        bus = BoardBus(SPEC, SerialLink(port), timeout_s=0.02)
+        with pytest.raises(BusTimeout):
+            bus.read_state()  # seq 1 goes unanswered in time
+        os.write(master, encode_frame(reply(1, 0.1), 1) + encode_frame(reply(2, 0.2), 2))
+        state = bus.read_state()  # seq 2
+        np.testing.assert_allclose(state.joint_pos, 0.2)
+        assert bus.counters()["stale_replies"] == 1
+    finally:
+        port.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_zmq_timeout_when_nobody_is_bound():
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect("tcp://127.0.0.1:1")
+    try:
+        with pytest.raises(BusTimeout, match="no STATE reply to ARM seq 1 within 30 ms on zmq tcp://127.0.0.1:1"):
+            BoardBus(SPEC, ZmqLink(sock), timeout_s=0.03).arm()
+    finally:
+        sock.close()
+
+
+def test_calibration_maps_motor_angles_to_joint_angles_both_ways(tmp_path):
+    joints = {name: JointCalibration() for name in SPEC.joint_names}
+    joints["front_left_hip"] = JointCalibration(offset=0.25, direction=-1)
+    calibration = Calibration("quadruped", joints)
+    calibration.save(tmp_path / "cal.yaml")
+    assert Calibration.load(tmp_path / "cal.yaml") == calibration
+    with _virtual(lockstep=True, watchdog_s=0) as server:
+        with open_bus(SPEC, port=server.path, timeout_s=0.5) as raw_bus:
+            raw = raw_bus.read_state().joint_pos
+        with open_bus(SPEC, port=server.path, timeout_s=0.5, calibration=calibration) as bus:
+            calibrated = bus.read_state().joint_pos
+            with bus.armed():
+                for _ in range(40):
+                    bus.exchange(np.where(np.arange(8) == 0, -0.75, SPEC.start))
+        moved = server.robot.state().joint_pos  # the motor's own angle
+    assert calibrated[0] == pytest.approx(-(raw[0] - 0.25), abs=2e-4)
+    np.testing.assert_allclose(calibrated[1:], raw[1:], atol=2e-4)
+    assert moved[0] == pytest.approx(1.0, abs=0.05)  # motor = direction * joint + offset = 0.75 + 0.25
+
+
+def test_calibration_for_another_robot_or_joint_set_is_refused():
+    with pytest.raises(ConfigError, match="robot: calibration is for 'claw', the robot spec is 'quadruped'"):
+        Calibration("claw", {}).arrays(SPEC)
+    with pytest.raises(ConfigError, match=r"joints: missing \['front_left_knee'"):
+        Calibration("quadruped", {"front_left_hip": JointCalibration()}).arrays(SPEC)
+    with pytest.raises(ConfigError, match="direction: must be 1 or -1, got 0"):
+        JointCalibration(direction=0)
+
+
+def test_virtual_robot_command_links_a_pty_and_prints_counters_on_sigterm(tmp_path):
+    link = tmp_path / "ttyQUAD"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robot_sac.cli", "virtual-robot", "--robot", "quadruped", "--serial",
+         "--link", str(link), "--lockstep", "--watchdog-ms", "0"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        first = proc.stdout.readline()
+        assert "virtual quadruped (framed_serial, lockstep) on /dev/pts/" in first and str(link) in first
+        with open_bus(SPEC, port=str(link), timeout_s=1.0) as bus, bus.armed():
+            for _ in range(5):
+                bus.exchange(SPEC.start)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    counters = json.loads(out.strip().splitlines()[-1])["counters"]
+    assert counters["frames"] == 7 and counters["bad_frames"] == 0  # arm, 5 commands, disarm
+    assert counters["device_commands"] == 5
+    assert proc.returncode == 0 and not link.exists()

@@ -47,8 +47,9 @@ class DynamixelBus(MotorBus):
         self._writer = GroupSyncWrite(port, self.ph, goal.address, goal.size)
         for i in self.joint_ids:
             self._writer.addParam(i, list(encode_raw(XM430.GOAL_POSITION, 2048)))
+        self._read_ids = self.joint_ids + list(self.encoder_ids.values())
         self._reader = GroupSyncRead(port, self.ph, READ_START, READ_LENGTH)
-        for i in self.joint_ids + list(self.encoder_ids.values()):
+        for i in self._read_ids:
             self._reader.addParam(i)
         self._timeouts = 0
         self._errors = 0
@@ -63,11 +64,15 @@ class DynamixelBus(MotorBus):
         return self.read_state()
 
     def read_state(self) -> RobotState:
-        result = self._reader.txRxPacket()
-        if result != COMM_SUCCESS:
-            missing = next((i for i in self._reader.data_dict if not self._reader.isAvailable(i, READ_START, READ_LENGTH)), None)
-            self._check(result, 0, "SYNC_READ present current/velocity/position", missing)
-        raw = {i: bytes(self._reader.data_dict[i]) for i in self._reader.data_dict}
+        what = "SYNC_READ present current/velocity/position"
+        self._check(self._reader.txPacket(), 0, what, None)
+        raw = {}
+        # The replies come one status packet per id, in order; reading them here (as the SDK's group does)
+        # lets a missing reply name its motor.
+        for dxl_id in self._read_ids:
+            data, result, error = self.ph.readRx(self.port, dxl_id, READ_LENGTH)
+            self._check(result, error, what, dxl_id)
+            raw[dxl_id] = bytes(data)
 
         def field(dxl_id: int, reg: XM430) -> float:
             offset = reg.value.address - READ_START

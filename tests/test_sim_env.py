@@ -119,3 +119,13 @@ def test_render_rgb_array_or_skip():
     except RuntimeError as exc:
         pytest.skip(f"no GL here: {exc}")
     assert frame.shape == (360, 480, 3) and frame.dtype == np.uint8 and frame.std() > 0
+
+
+def test_gymnasium_make_imports_sim_through_the_module_prefix():
+    """Gymnasium 1.x dropped plugin entry points; ``module:id`` imports the module (and registers) first."""
+    import subprocess
+    import sys
+
+    code = "import gymnasium as gym; env = gym.make('sim:robot_sac/ClawTurn-v0'); print(env.spec.max_episode_steps)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "40"

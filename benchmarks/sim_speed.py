@@ -50,7 +50,7 @@ def measure(env_id: str, steps: int, seed: int) -> tuple[float, float, int]:
     n = int(round(substeps))
     env.reset(seed=seed)
     targets = [base.action_mapper.unclipped(a) for a in actions]
-    act = backend._act
+    act = backend.actuator_ids
     start = time.perf_counter()
     for target in targets:
         data.ctrl[act] = target

@@ -70,7 +70,8 @@ class RobotEnv(gym.Env):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.observation_builder.dim,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (n,), np.float32)
         self.params = nominal(len(self.backend.body_names), n)
-        self.history = self.observation_builder.new_history()
+        self.goals = dict(self.task.goals)
+        self.history = self.observation_builder.new_history(self.goals)
         self.true_state = self.backend.state()
         self.observed_state = self.true_state
 

@@ -4,14 +4,9 @@ position actuators at the physics rate, and ``mj_step(nstep=n)`` for one control
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
-# Headless machines (training boxes, CI) have no display for MuJoCo's default GLFW; EGL renders offscreen.
-if not os.environ.get("DISPLAY"):
-    os.environ.setdefault("MUJOCO_GL", "egl")
-
-import mujoco  # noqa: E402  (after choosing the GL backend, which mujoco reads at import)
+import mujoco
 import numpy as np
 
 from firmware_bridge.spec import RobotSpec
@@ -49,9 +44,10 @@ class MujocoBackend(Backend):
         if missing:
             raise ValueError(f"{path}: robot spec {robot_spec.name} names {missing[0]!r}, which the model lacks")
         joint_ids = [m.joint(n).id for n in names]
-        self._qpos = np.array([m.jnt_qposadr[j] for j in joint_ids])
-        self._dof = np.array([m.jnt_dofadr[j] for j in joint_ids])
-        self._act = np.array([m.actuator(n).id for n in names])
+        # Addresses of the spec's joints in qpos / qvel / ctrl, in spec order (public for tests and benchmarks).
+        self.qpos_ids = np.array([m.jnt_qposadr[j] for j in joint_ids])
+        self.dof_ids = np.array([m.jnt_dofadr[j] for j in joint_ids])
+        self.actuator_ids = np.array([m.actuator(n).id for n in names])
         self._joint_ids = np.array(joint_ids)
         # The robot spec, not the model file, is the source of truth for limits.
         m.jnt_range[self._joint_ids] = np.stack([robot_spec.lower, robot_spec.upper], axis=1)
@@ -65,16 +61,16 @@ class MujocoBackend(Backend):
         valve = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, VALVE_JOINT)
         if "valve_encoder" in robot_spec.sensors and valve < 0:
             raise ValueError(f"{path}: robot {robot_spec.name} lists a valve_encoder but the model has no joint 'valve'")
-        self._valve_qpos = int(m.jnt_qposadr[valve]) if valve >= 0 else None
-        self._valve_dof = int(m.jnt_dofadr[valve]) if valve >= 0 else None
+        self.valve_qpos_id = int(m.jnt_qposadr[valve]) if valve >= 0 else None
+        self.valve_dof_id = int(m.jnt_dofadr[valve]) if valve >= 0 else None
         if "imu" in robot_spec.sensors and self._free_qpos is None:
             raise ValueError(f"{path}: robot {robot_spec.name} lists an imu but the model has no free base")
 
         self._mass_bodies = np.array([b for b in range(1, m.nbody) if m.body_mass[b] > 0])
         self.body_names = [m.body(int(b)).name for b in self._mass_bodies]
-        self._mass0 = m.body_mass.copy()
-        self._inertia0 = m.body_inertia.copy()
-        self._friction0 = m.geom_friction.copy()
+        self.nominal_mass = m.body_mass.copy()
+        self._inertia0 = m.body_inertia.copy()  # nominal_*: the model as written, before randomization
+        self.nominal_friction = m.geom_friction.copy()
         self._damping0 = m.dof_damping.copy()
         self._armature0 = m.dof_armature.copy()
 
@@ -96,7 +92,7 @@ class MujocoBackend(Backend):
         m = self.model
         if len(params.mass_scale) != len(self.body_names):
             raise ValueError(f"mass_scale has {len(params.mass_scale)} values for {len(self.body_names)} bodies")
-        m.body_mass[:] = self._mass0
+        m.body_mass[:] = self.nominal_mass
         m.body_inertia[:] = self._inertia0
         m.body_mass[self._mass_bodies] *= params.mass_scale
         m.body_inertia[self._mass_bodies] *= params.mass_scale[:, None]
@@ -104,19 +100,19 @@ class MujocoBackend(Backend):
             if self._base_body is None:
                 raise ValueError(f"payload_mass: robot {self.robot_spec.name} has no free base to carry it")
             m.body_mass[self._base_body] += params.payload_mass
-        m.geom_friction[:] = self._friction0
+        m.geom_friction[:] = self.nominal_friction
         m.geom_friction[:, 0] *= params.friction_scale
         m.dof_damping[:] = self._damping0
         m.dof_armature[:] = self._armature0
-        m.dof_damping[self._dof] *= params.damping_scale
-        m.dof_armature[self._dof] *= params.armature_scale
-        if self._valve_dof is not None:
-            m.dof_damping[self._valve_dof] *= params.valve_damping_scale
+        m.dof_damping[self.dof_ids] *= params.damping_scale
+        m.dof_armature[self.dof_ids] *= params.armature_scale
+        if self.valve_dof_id is not None:
+            m.dof_damping[self.valve_dof_id] *= params.valve_damping_scale
         # Masses and armature feed constants MuJoCo precomputes (e.g. dof_invweight0).
         mujoco.mj_setConst(m, self.data)
 
     def _apply_motor_model(self) -> None:
-        m, p, a = self.model, self.params, self._act
+        m, p, a = self.model, self.params, self.actuator_ids
         strength = p.motor_strength * self._strength_factor
         if self._safe_mode is None:
             kp = strength * self._kp * p.kp_scale
@@ -146,10 +142,10 @@ class MujocoBackend(Backend):
         q = self.robot_spec.start if joint_pos is None else np.asarray(joint_pos, dtype=np.float64)
         if q.shape != (self.robot_spec.num_joints,):
             raise ValueError(f"joint_pos: expected shape ({self.robot_spec.num_joints},), got {q.shape}")
-        d.qpos[self._qpos] = q
-        d.ctrl[self._act] = q
-        if self._valve_qpos is not None:
-            d.qpos[self._valve_qpos] = params.valve_start_angle
+        d.qpos[self.qpos_ids] = q
+        d.ctrl[self.actuator_ids] = q
+        if self.valve_qpos_id is not None:
+            d.qpos[self.valve_qpos_id] = params.valve_start_angle
         mujoco.mj_forward(m, d)
         self._time0 = d.time
         return self.state()
@@ -163,7 +159,7 @@ class MujocoBackend(Backend):
         for chunk_targets, chunk in ((previous_targets, min(n_previous, n - 1)), (targets, n - min(n_previous, n - 1))):
             if chunk <= 0:
                 continue
-            d.ctrl[self._act] = chunk_targets
+            d.ctrl[self.actuator_ids] = chunk_targets
             if not self._forces:
                 mujoco.mj_step(m, d, nstep=chunk)
             else:
@@ -200,14 +196,14 @@ class MujocoBackend(Backend):
             imu[3:] = d.qvel[fd + 3 : fd + 6]  # free-joint angular velocity is in the body frame, as a gyro reads
             extras["base_velocity_x"], extras["base_velocity_y"], extras["base_velocity_z"] = d.qvel[fd : fd + 3]
             extras["base_height"] = float(d.qpos[fq + 2])
-        if self._valve_qpos is not None:
-            extras["valve_angle"] = float(d.qpos[self._valve_qpos])
-            extras["valve_velocity"] = float(d.qvel[self._valve_dof])
+        if self.valve_qpos_id is not None:
+            extras["valve_angle"] = float(d.qpos[self.valve_qpos_id])
+            extras["valve_velocity"] = float(d.qvel[self.valve_dof_id])
         state = RobotState(
             timestamp=float(d.time - self._time0),
-            joint_pos=d.qpos[self._qpos],
-            joint_vel=d.qvel[self._dof],
-            joint_current=d.actuator_force[self._act] / spec.torque_constant,
+            joint_pos=d.qpos[self.qpos_ids],
+            joint_vel=d.qvel[self.dof_ids],
+            joint_current=d.actuator_force[self.actuator_ids] / spec.torque_constant,
             imu=imu,
             extras=extras,
         )
@@ -261,7 +257,7 @@ class MujocoBackend(Backend):
 
     def stick_motor(self, joint: int) -> None:
         j = self._joint_ids[self._joint_index(joint)]
-        q = self.data.qpos[self._qpos[joint]]
+        q = self.data.qpos[self.qpos_ids[joint]]
         # A jammed gearbox: the joint's limits close in on where it is now.
         self.model.jnt_range[j] = (q - 1e-3, q + 1e-3)
 

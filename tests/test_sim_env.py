@@ -103,10 +103,10 @@ def test_perturbation_option_changes_the_episode():
     assert info["dynamics"]["latency_ticks"] == 1.0
     _, info = env.reset(seed=0, options={"perturbation": ("sensor_drop", 1)})
     frozen = env.observed_state.extras["valve_angle"]
-    env.backend.data.qvel[env.backend._valve_dof] = 5.0
+    env.backend.data.qvel[env.backend.valve_dof_id] = 5.0
     env.step(np.zeros(9, dtype=np.float32))
     assert env.observed_state.extras["valve_angle"] == frozen
-    assert env.backend.data.qpos[env.backend._valve_qpos] != frozen
+    assert env.backend.data.qpos[env.backend.valve_qpos_id] != frozen
     with pytest.raises(ValueError, match=r"perturbation 'earthquake': unknown"):
         env.reset(seed=0, options={"perturbation": ("earthquake", 1.0)})
 

@@ -1,9 +1,10 @@
 """Physical sanity of the models and the effects of the backend's motor model and perturbation hooks."""
 
-import mujoco
 import numpy as np
 import pytest
 
+import sim  # noqa: F401  (first: it picks MuJoCo's GL backend before mujoco is imported)
+import mujoco
 from firmware_bridge.config_paths import resolve_robot
 from firmware_bridge.spec import RobotSpec
 from sim.mujoco_backend import MujocoBackend
@@ -56,7 +57,7 @@ def test_claw_finger_reaches_a_joint_target(claw):
 
 
 def test_valve_spins_down_under_its_damping(claw):
-    claw.data.qvel[claw._valve_dof] = 6.0
+    claw.data.qvel[claw.valve_dof_id] = 6.0
     speeds = [claw.step(claw.robot_spec.start, 0.1).extras["valve_velocity"] for _ in range(20)]
     assert speeds[0] > 2.0  # still turning after 0.1 s: a free rotor, not a brake
     assert all(b < a for a, b in zip(speeds, speeds[1:]) if a > 1e-3)
@@ -87,18 +88,18 @@ def test_pd_law_matches_the_motor_board(claw):
     m, d = claw.model, claw.data
     mujoco.mj_forward(m, d)
     spec = claw.robot_spec
-    q, qd = d.qpos[claw._qpos], d.qvel[claw._dof]
+    q, qd = d.qpos[claw.qpos_ids], d.qvel[claw.dof_ids]
     expected = strength * np.clip(spec.kp * kp_scale * (target - q) - spec.kd * qd, -spec.max_torque, spec.max_torque)
-    np.testing.assert_allclose(d.actuator_force[claw._act], expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(d.actuator_force[claw.actuator_ids], expected, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(claw.state().joint_current, expected / spec.torque_constant, rtol=1e-9, atol=1e-12)
 
 
 def test_safe_states(claw):
-    claw.data.qvel[claw._dof] = 1.0
+    claw.data.qvel[claw.dof_ids] = 1.0
     claw.set_safe_state("damping", kd=0.2)
     claw.step(claw.robot_spec.start + 0.3, 0.0025)
     mujoco.mj_forward(claw.model, claw.data)
-    np.testing.assert_allclose(claw.data.actuator_force[claw._act], -0.2 * claw.data.qvel[claw._dof])
+    np.testing.assert_allclose(claw.data.actuator_force[claw.actuator_ids], -0.2 * claw.data.qvel[claw.dof_ids])
     claw.set_safe_state("torque_off")
     claw.step(claw.robot_spec.start + 0.3, 0.0025)
     np.testing.assert_array_equal(claw.state().joint_current, np.zeros(9))

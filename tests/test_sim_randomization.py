@@ -63,7 +63,7 @@ def test_nominal_env_reports_nominal_parameters_and_model_values():
     _, info = env.reset(seed=5)
     backend = env.unwrapped.backend
     assert info["dynamics"] == nominal(len(backend.body_names), 8).as_dict()
-    np.testing.assert_allclose(backend.model.body_mass, backend._mass0)
+    np.testing.assert_allclose(backend.model.body_mass, backend.nominal_mass)
     np.testing.assert_allclose(backend.model.actuator_gainprm[:, 0], env.unwrapped.robot_spec.kp)
 
 
@@ -79,7 +79,7 @@ def test_sampled_parameters_reach_the_model():
     np.testing.assert_allclose(m.actuator_gainprm[:, 0], strength * spec.kp * np.array(d["kp_scale"]))
     np.testing.assert_allclose(m.actuator_biasprm[:, 2], -strength * spec.kd * np.array(d["kd_scale"]))
     np.testing.assert_allclose(m.actuator_forcerange[:, 1], strength * spec.max_torque)
-    np.testing.assert_allclose(m.geom_friction[:, 0], backend._friction0[:, 0] * d["friction_scale"])
+    np.testing.assert_allclose(m.geom_friction[:, 0], backend.nominal_friction[:, 0] * d["friction_scale"])
 
 
 def test_valve_start_angle_and_damping_are_applied():
@@ -87,7 +87,7 @@ def test_valve_start_angle_and_damping_are_applied():
     _, info = env.reset(seed=4)
     base = env.unwrapped
     assert base.true_state.extras["valve_angle"] == pytest.approx(info["dynamics"]["valve_start_angle"])
-    dof = base.backend._valve_dof
+    dof = base.backend.valve_dof_id
     assert base.backend.model.dof_damping[dof] == pytest.approx(0.01 * info["dynamics"]["valve_damping_scale"])
 
 

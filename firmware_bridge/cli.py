@@ -7,7 +7,11 @@ import importlib
 import sys
 
 # Subcommand -> module holding ``add_arguments(parser)`` and ``run(args) -> int``.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("firmware_bridge.commands.check", "bring-up: find the motors, read them, warn about slow settings"),
+    "run": ("firmware_bridge.commands.run", "run a policy on the robot at a fixed rate, ending in the safe state"),
+    "log-summary": ("firmware_bridge.commands.log_summary", "summarize and plot a tick log written by run --log"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,8 +26,8 @@ from firmware_bridge.dynamixel_packets import (
 from firmware_bridge.dynamixel_table import (
     CONTROL_TABLE_SIZE,
     XM430,
-    XM430_MODEL_NUMBER,
     Area,
+    BaudRate,
     OperatingMode,
     UNITS,
     decode_raw,
@@ -50,12 +50,17 @@ _OWNER = {addr: reg for reg in XM430 for addr in range(reg.value.address, reg.va
 class XM430Memory:
     """One motor's control table."""
 
-    def __init__(self, dxl_id: int) -> None:
+    def __init__(self, dxl_id: int, baud: int) -> None:
         self.table = bytearray(CONTROL_TABLE_SIZE)
         for reg in XM430:
             self.set(reg, reg.value.default)
         self.set(XM430.ID, dxl_id)
-        self.set(XM430.RETURN_DELAY_TIME, 0)  # as bring-up instructions leave it (the factory sets 250)
+        # As a set-up robot leaves them (the factory ships 57600 baud and a 500 us return delay).
+        rates = {b.bits_per_second: b for b in BaudRate}
+        if baud not in rates:
+            raise ValueError(f"bus.baud: {baud} is not a Dynamixel baud rate ({', '.join(map(str, rates))})")
+        self.set(XM430.BAUD_RATE, rates[baud])
+        self.set(XM430.RETURN_DELAY_TIME, 0)
 
     def get(self, reg: XM430) -> int:
         return decode_raw(reg, self.table[reg.value.address :])
@@ -100,7 +105,8 @@ class DynamixelChain:
         spec = robot.spec
         self.joint_ids = spec.motor_ids
         self.encoder_ids = dict(spec.bus.extra_ids)
-        self.memories = {i: XM430Memory(i) for i in sorted(self.joint_ids + list(self.encoder_ids.values()))}
+        ids = sorted(self.joint_ids + list(self.encoder_ids.values()))
+        self.memories = {i: XM430Memory(i, spec.bus.baud) for i in ids}
         self.parser = PacketParser()
         self._torque_was_on = False
 

@@ -169,10 +169,16 @@ def build_robot(
     *,
     task: TaskSpec | None = None,
     seed: int = 0,
-    watchdog_s: float = 0.1,
+    watchdog_s: float | None = None,
     lockstep: bool = False,
 ) -> VirtualRobot:
-    """A virtual robot with the task's randomized dynamics (seeded) or, without a task, the nominal model."""
+    """A virtual robot with the task's randomized dynamics (seeded) or, without a task, the nominal model.
+
+    ``watchdog_s`` None: 100 ms like moteus, or three control periods for slower robots (the claw's
+    10 Hz loop would otherwise trip a 100 ms watchdog between two healthy commands).
+    """
+    if watchdog_s is None:
+        watchdog_s = max(0.1, 3 * spec.control_period)
     n_bodies, n_joints = len(backend.body_names), spec.num_joints
     if task is None:
         params = nominal(n_bodies, n_joints)

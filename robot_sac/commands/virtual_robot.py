@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lockstep", action="store_true", help="advance one control period per command")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled dynamics (with --task)")
     parser.add_argument(
-        "--watchdog-ms", type=float, default=100.0, help="go safe after this long without a command (0: off)"
+        "--watchdog-ms",
+        type=float,
+        help="go safe after this long without a command (0: off; default 100, or 3 control periods if longer)",
     )
 
 
@@ -46,7 +48,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     backend = MujocoBackend(spec)
     robot = build_robot(
-        spec, backend, task=task, seed=args.seed, watchdog_s=args.watchdog_ms / 1000.0, lockstep=args.lockstep
+        spec,
+        backend,
+        task=task,
+        seed=args.seed,
+        watchdog_s=None if args.watchdog_ms is None else args.watchdog_ms / 1000.0,
+        lockstep=args.lockstep,
     )
     try:
         server = make_server(robot, serial=args.serial, zmq_address=args.zmq, link=args.link)

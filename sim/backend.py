@@ -62,9 +62,12 @@ class Backend(ABC):
     # Perturbation hooks.
 
     @abstractmethod
-    def apply_force(self, body: str, force: np.ndarray, start: float, duration: float) -> None:
+    def apply_force(
+        self, body: str, force: np.ndarray, start: float, duration: float, torque: np.ndarray | None = None
+    ) -> None:
         """Push ``body`` with ``force`` (3,) [N, world frame] from sim time ``start`` for ``duration`` seconds
-        (a short duration is an impulse of force x duration)."""
+        (a short duration is an impulse of force x duration); ``torque`` (3,) [N m, world frame], if given,
+        twists it over the same interval (a hinged body such as the valve turns only under a torque)."""
 
     @abstractmethod
     def set_motor_strength(self, joint: int, factor: float) -> None:

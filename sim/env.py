@@ -138,7 +138,10 @@ class RobotEnv(gym.Env):
         terminated = self._kind.terminated(state, self.task.criteria)
         self.history.record(action)
         self.true_state = state
-        self.observed_state = corrupt_state(state, self.params, self.np_random)
+        # A lost reading leaves the bridge with the previous one: the policy acts on stale values.
+        dropout = self.params.obs_dropout
+        if not (dropout and self.np_random.random() < dropout):
+            self.observed_state = corrupt_state(state, self.params, self.np_random)
         observation = self.observation_builder.build(self.observed_state, self.history)
         info: dict[str, Any] = {"reward_terms": terms}
         if self._kind.success is not None:

@@ -174,9 +174,9 @@ class MujocoBackend(Backend):
             d.xfrc_applied[:] = 0.0
             # Step up to the next moment a push starts or ends, so a push lasts exactly its duration.
             horizon = n
-            for body, force, start, end in self._forces:
+            for body, wrench, start, end in self._forces:
                 if start <= now + 1e-9 < end:
-                    d.xfrc_applied[body, :3] += force
+                    d.xfrc_applied[body] += wrench
                 for edge in (start, end):
                     if edge > now + 1e-9:
                         horizon = min(horizon, max(1, int(round((edge - now) / self.physics_dt))))
@@ -196,6 +196,7 @@ class MujocoBackend(Backend):
             imu[3:] = d.qvel[fd + 3 : fd + 6]  # free-joint angular velocity is in the body frame, as a gyro reads
             extras["base_velocity_x"], extras["base_velocity_y"], extras["base_velocity_z"] = d.qvel[fd : fd + 3]
             extras["base_height"] = float(d.qpos[fq + 2])
+            extras["base_position_x"], extras["base_position_y"] = d.qpos[fq : fq + 2]
         if self.valve_qpos_id is not None:
             extras["valve_angle"] = float(d.qpos[self.valve_qpos_id])
             extras["valve_velocity"] = float(d.qvel[self.valve_dof_id])
@@ -237,14 +238,18 @@ class MujocoBackend(Backend):
         self._safe_mode, self._safe_kd = mode, kd
         self._apply_motor_model()
 
-    def apply_force(self, body: str, force: np.ndarray, start: float, duration: float) -> None:
+    def apply_force(
+        self, body: str, force: np.ndarray, start: float, duration: float, torque: np.ndarray | None = None
+    ) -> None:
         body_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, body)
         if body_id < 0:
             raise ValueError(f"apply_force: no body {body!r} (bodies: {', '.join(self.body_names)})")
         force = np.asarray(force, dtype=np.float64)
-        if force.shape != (3,):
-            raise ValueError(f"apply_force: force must have shape (3,), got {force.shape}")
-        self._forces.append((body_id, force, float(start), float(start + duration)))
+        torque = np.zeros(3) if torque is None else np.asarray(torque, dtype=np.float64)
+        if force.shape != (3,) or torque.shape != (3,):
+            raise ValueError(f"apply_force: force and torque must have shape (3,), got {force.shape}, {torque.shape}")
+        # xfrc_applied rows are (force, torque) at the body's centre of mass.
+        self._forces.append((body_id, np.concatenate([force, torque]), float(start), float(start + duration)))
 
     def _joint_index(self, joint: int) -> int:
         if not 0 <= joint < self.robot_spec.num_joints:

@@ -4,7 +4,8 @@ A perturbation may change the episode's parameters before the backend resets
 (``params``) and/or act on the backend after it (``events``: pushes, motor
 faults, dropped sensors). Task files list severities per name under
 ``perturbations``; ``RobotEnv.reset(options={"perturbation": (name, severity)})``
-applies one.
+applies one. A severity that leaves the robot as it is (0 N, scale 1) is the
+unperturbed condition, so a sweep can start from it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from sim.randomization import NOISY_SENSORS, DynamicsParams
 
 PUSH_START_S = 1.0
 PUSH_DURATION_S = 0.1
+VALVE_BODY = "valve"
+"""The claw model's valve body: a push on a robot with a valve encoder twists the valve."""
+ANGLE_SENSORS = ("joint_pos", "imu", "valve_angle")
+"""Sensors whose bias ``obs_bias`` sets, all in radians (the IMU's rates get the same number in rad/s)."""
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,22 @@ class Perturbation:
 def _push(backend: Backend, severity: float, rng: np.random.Generator) -> None:
     if severity == 0.0:
         return
+    if "valve_encoder" in backend.robot_spec.sensors:
+        # The valve turns about world z: only a torque moves it; either way round, at random.
+        torque = np.array([0.0, 0.0, severity * rng.choice([-1.0, 1.0])])
+        backend.apply_force(VALVE_BODY, np.zeros(3), PUSH_START_S, PUSH_DURATION_S, torque=torque)
+        return
     heading = rng.uniform(0.0, 2.0 * np.pi)
     force = severity * np.array([np.cos(heading), np.sin(heading), 0.0])
+    backend.apply_force(backend.body_names[0], force, PUSH_START_S, PUSH_DURATION_S)
+
+
+def _push_lateral(backend: Backend, severity: float, rng: np.random.Generator) -> None:
+    if severity == 0.0:
+        return
+    if "imu" not in backend.robot_spec.sensors:
+        raise ValueError(f"push_lateral: robot {backend.robot_spec.name} has no free base to push sideways")
+    force = np.array([0.0, severity * rng.choice([-1.0, 1.0]), 0.0])
     backend.apply_force(backend.body_names[0], force, PUSH_START_S, PUSH_DURATION_S)
 
 
@@ -66,11 +85,43 @@ def _noise(params: DynamicsParams, severity: float, rng: np.random.Generator) ->
     return dataclasses.replace(params, obs_noise={sensor: severity for sensor in NOISY_SENSORS})
 
 
+def _bias(params: DynamicsParams, severity: float, rng: np.random.Generator) -> DynamicsParams:
+    num_joints = len(params.motor_strength)
+    bias = dict(params.obs_bias)
+    for sensor in ANGLE_SENSORS:
+        width = NOISY_SENSORS[sensor] or num_joints
+        bias[sensor] = severity * rng.choice([-1.0, 1.0], width)
+    return dataclasses.replace(params, obs_bias=bias)
+
+
+def _control_rate(params: DynamicsParams, severity: float, rng: np.random.Generator) -> DynamicsParams:
+    if not 0.0 < severity <= 1.0:
+        raise ValueError(f"control_rate: severity {severity} must be a rate factor in (0, 1]")
+    return dataclasses.replace(params, control_period_scale=params.control_period_scale / severity)
+
+
+def _scaled(field: str) -> Callable[[DynamicsParams, float, np.random.Generator], DynamicsParams]:
+    """Multiply one parameter (scalar or per joint) by the severity, on top of the episode's value."""
+    return lambda params, severity, rng: dataclasses.replace(params, **{field: getattr(params, field) * severity})
+
+
 PERTURBATIONS: dict[str, Perturbation] = {
     "push": Perturbation(
-        f"horizontal push of SEVERITY newtons on the base, random heading, at {PUSH_START_S} s for {PUSH_DURATION_S} s",
+        f"horizontal push of SEVERITY newtons on the base, random heading (claw: SEVERITY N m twisting the valve, "
+        f"random way round), at {PUSH_START_S} s for {PUSH_DURATION_S} s",
         events=_push,
     ),
+    "push_lateral": Perturbation(
+        f"sideways push (world y, random side) of SEVERITY newtons on the base at {PUSH_START_S} s for "
+        f"{PUSH_DURATION_S} s",
+        events=_push_lateral,
+    ),
+    "friction": Perturbation("sliding friction of every contact (ground, feet, fingertips, valve) x SEVERITY",
+                             params=_scaled("friction_scale")),
+    "motor_strength": Perturbation("every motor's torque (and torque limit) x SEVERITY", params=_scaled("motor_strength")),
+    "joint_damping": Perturbation("every actuated joint's viscous damping x SEVERITY", params=_scaled("damping_scale")),
+    "control_rate": Perturbation("control rate x SEVERITY (0.5: each action held for two nominal periods)",
+                                 params=_control_rate),
     "payload": Perturbation(
         "SEVERITY kg added to the base",
         params=lambda p, s, rng: dataclasses.replace(p, payload_mass=p.payload_mass + s),
@@ -83,6 +134,14 @@ PERTURBATIONS: dict[str, Perturbation] = {
         params=lambda p, s, rng: dataclasses.replace(p, latency_ticks=s),
     ),
     "obs_noise": Perturbation("Gaussian noise of std SEVERITY on every sensor", params=_noise),
+    "obs_bias": Perturbation(
+        "constant offset of +/-SEVERITY rad (sign random per reading) on joint encoders, IMU and valve angle",
+        params=_bias,
+    ),
+    "obs_dropout": Perturbation(
+        "each tick, with probability SEVERITY, the sensor reading is lost and the previous one used again",
+        params=lambda p, s, rng: dataclasses.replace(p, obs_dropout=s),
+    ),
     "sensor_drop": Perturbation(
         "SEVERITY 1: the valve encoder (else the IMU, else the joint encoders) frozen from the start", events=_drop
     ),

@@ -43,6 +43,11 @@ class DynamicsParams:
     obs_bias: dict[str, np.ndarray]
     valve_damping_scale: float
     valve_start_angle: float
+    control_period_scale: float = 1.0
+    """Control period relative to the spec's (2.0: the policy runs at half rate); only perturbations set it."""
+    obs_dropout: float = 0.0
+    """Probability per tick that the sensor reading is lost and the previous one is used again (a missed bus
+    read); only perturbations set it."""
 
     def as_dict(self) -> dict:
         """Plain floats and lists, for ``info`` and JSON reports."""
@@ -109,10 +114,11 @@ def sample(spec: RandomizationSpec, num_bodies: int, num_joints: int, rng: np.ra
 
 
 def control_period(nominal_period: float, params: DynamicsParams, rng: np.random.Generator) -> float:
-    """This tick's control period: nominal x (1 + U(-jitter, jitter))."""
+    """This tick's control period: nominal x scale x (1 + U(-jitter, jitter))."""
+    period = nominal_period * params.control_period_scale
     if params.period_jitter == 0.0:
-        return nominal_period
-    return nominal_period * (1.0 + rng.uniform(-params.period_jitter, params.period_jitter))
+        return period
+    return period * (1.0 + rng.uniform(-params.period_jitter, params.period_jitter))
 
 
 def corrupt_state(state: RobotState, params: DynamicsParams, rng: np.random.Generator) -> RobotState:

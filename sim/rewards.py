@@ -124,6 +124,12 @@ def quadruped_fallen(state: RobotState, criteria: Criteria) -> bool:
     return criteria.min_base_height is not None and height is not None and height < criteria.min_base_height
 
 
+def walked_far_enough(state: RobotState, goals: dict[str, float], criteria: Criteria) -> bool:
+    if criteria.min_distance_m is None:
+        raise ValueError("criteria.min_distance_m: the quadruped walk task needs a distance to count a success")
+    return not quadruped_fallen(state, criteria) and state.extra("base_position_x") >= criteria.min_distance_m
+
+
 def never_terminates(state: RobotState, criteria: Criteria) -> bool:
     return False
 
@@ -145,7 +151,7 @@ TASK_KINDS: dict[str, TaskKind] = {
             "action_smoothness": action_smoothness,
         },
         terminated=quadruped_fallen,
-        success=None,
+        success=walked_far_enough,
     ),
     "claw_turn": TaskKind(
         terms={

@@ -72,6 +72,8 @@ class Criteria:
     """Fall: base below this height [m], where the state reports it."""
     success_tolerance_deg: float | None = None
     """Success: goal error within this at the end of the episode."""
+    min_distance_m: float | None = None
+    """Success: base at least this far along +x from the origin it starts at, and not fallen, at the end."""
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,8 @@ class VirtualRobot:
         self._last_command = self._start
         self.mode = BoardMode.DISARMED
         self.watchdog_latched = False
+        self.motor_faults = np.zeros(spec.num_joints, dtype=np.uint8)
+        """Per-joint ``MotorStatus`` fault bits the drivers report (set by fault drills and tests)."""
         backend.set_safe_state("torque_off")
 
     @property

@@ -69,6 +69,8 @@ class BoardDevice:
             faults |= FaultFlags.BAD_COMMAND
         enabled = MotorStatus.ENABLED if robot.mode is BoardMode.ARMED else MotorStatus(0)
         j = self._joint_of_slot
+        if robot.motor_faults.any():
+            faults |= FaultFlags.MOTOR_FAULT
         return State(
             board_time_us=robot.board_time_us,
             last_command_seq=seq,
@@ -77,7 +79,7 @@ class BoardDevice:
             position=state.joint_pos[j],
             velocity=state.joint_vel[j],
             current=state.joint_current[j],
-            status=np.full(len(j), int(enabled), dtype=np.uint8),
+            status=robot.motor_faults[j] | np.uint8(enabled),
             orientation=state.imu[:3],
             gyro=state.imu[3:6],
         )

@@ -1,0 +1,232 @@
+"""``firmware-bridge run``: run an exported policy on the robot at a fixed rate, and always end in the safe state.
+
+Exit status: 0 when the run ends by its duration, Ctrl-C or SIGTERM; 3 after
+a safety stop (the robot is in its safe state); 4 when even the safe stop
+failed (the motor board's watchdog is then the last line); 2 for a refused
+policy or a bad configuration; 1 when the bus cannot be opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from firmware_bridge.action import ActionMapper
+from firmware_bridge.calibration import Calibration
+from firmware_bridge.config_paths import resolve_robot
+from firmware_bridge.control_loop import ControlLoop, LoopConfig, LoopReport
+from firmware_bridge.motor_bus import BusError
+from firmware_bridge.observation import ObservationBuilder
+from firmware_bridge.realtime import RealtimeSettings
+from firmware_bridge.spec import RobotSpec
+from firmware_bridge.task import TaskInterface
+from firmware_bridge.transitions import BackgroundSink, Event
+from firmware_bridge.timing import clock
+
+EXIT_SAFETY_STOP = 3
+EXIT_SAFE_STOP_FAILED = 4
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", required=True, help="exported policy (.onnx) with its metadata")
+    parser.add_argument("--robot", required=True, help="robot name or path to configs/robots/<robot>.yaml")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="serial port of the motor board or Dynamixel chain (e.g. /dev/ttyUSB0)")
+    where.add_argument("--zmq", metavar="ADDR", help="motor controller on the network (e.g. tcp://10.0.0.2:5600)")
+    parser.add_argument("--baud", type=int, help="serial baud rate (default: the robot spec's)")
+    parser.add_argument("--rate", type=float, help="loop rate in Hz (default: the robot spec's control rate)")
+    parser.add_argument("--duration", type=float, help="seconds of policy control (default: until Ctrl-C/SIGTERM)")
+    parser.add_argument("--task", help="task name or file (default: the task recorded in the policy)")
+    parser.add_argument("--goal", action="append", default=[], metavar="NAME=VALUE", help="override a task goal")
+    parser.add_argument("--calibration", help="calibration file from `firmware-bridge check --calibrate`")
+    parser.add_argument("--log", metavar="FILE", help="record every tick to this MCAP file")
+    parser.add_argument(
+        "--json", nargs="?", const="-", metavar="FILE", help="write the summary as JSON to FILE (or stdout)"
+    )
+    safety = parser.add_argument_group("safety")
+    safety.add_argument("--approach-speed", type=float, default=0.3, help="rad/s towards the start pose")
+    safety.add_argument("--stale-ms", type=float, default=100.0, help="state timestamp frozen this long = stale")
+    safety.add_argument("--bus-timeout-ms", type=float, default=20.0, help="no reply within this = stale state")
+    safety.add_argument("--max-missed", type=int, help="missed deadlines allowed per window (default: 10%%)")
+    safety.add_argument("--miss-window", type=float, default=1.0, help="window of --max-missed, seconds")
+    timing = parser.add_argument_group("timing and real-time settings (off by default)")
+    timing.add_argument("--spin-us", type=float, default=200.0, help="busy-wait before each deadline, us")
+    timing.add_argument("--cpu", type=int, help="pin the process to this CPU")
+    timing.add_argument("--fifo", type=int, metavar="PRIORITY", help="SCHED_FIFO at this priority")
+    timing.add_argument("--gc-freeze", action="store_true", help="freeze and disable the garbage collector")
+    timing.add_argument(
+        "--switch-interval-us", type=float, help="Python thread switch interval (default 5000 us)"
+    )
+
+
+def _goals(pairs: list[str]) -> dict[str, float]:
+    goals = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            goals[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise ValueError(f"--goal {pair!r}: expected NAME=VALUE with a number")
+    return goals
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: the CLI imports every subcommand module to build its parser, and
+    # onnxruntime and the bus libraries would slow down every `firmware-bridge --help`.
+    from firmware_bridge.bus_factory import open_bus
+    from firmware_bridge.policy_runtime import PolicyRejectedError, PolicyRuntime
+
+    err = sys.stderr
+    # With JSON on stdout the human-readable lines go to stderr, so stdout stays parseable.
+    out = sys.stderr if args.json == "-" else sys.stdout
+    try:
+        goals = _goals(args.goal)
+    except ValueError as exc:
+        print(f"firmware-bridge run: error: {exc}", file=err)
+        return 2
+    spec = RobotSpec.load(resolve_robot(args.robot))
+    task = TaskInterface.load(args.task) if args.task else None
+    try:
+        policy = PolicyRuntime(args.policy, spec, task)
+    except (PolicyRejectedError, FileNotFoundError) as exc:
+        print(f"firmware-bridge run: error: {exc}", file=err)
+        return 2
+    task_obs = task if task is not None else policy.contract.task_interface()
+    builder = ObservationBuilder(spec, task_obs)
+    rate = args.rate or spec.control_rate_hz
+    # The rate limit is a speed [rad/s]; at another loop rate the per-tick step must follow.
+    mapper = ActionMapper(spec if rate == spec.control_rate_hz else dataclasses.replace(spec, control_rate_hz=rate))
+    if rate != policy.contract.control_rate_hz:
+        print(f"warning: running at {rate:g} Hz; the policy was trained at {policy.contract.control_rate_hz:g} Hz",
+              file=err)  # fmt: skip
+    try:
+        config = LoopConfig(
+            rate_hz=rate,
+            duration_s=args.duration,
+            spin_s=args.spin_us * 1e-6,
+            approach_speed=args.approach_speed,
+            stale_after_s=args.stale_ms / 1e3,
+            max_missed=args.max_missed,
+            miss_window_s=args.miss_window,
+        )
+    except ValueError as exc:
+        print(f"firmware-bridge run: error: {exc}", file=err)
+        return 2
+    calibration = Calibration.load(args.calibration) if args.calibration else None
+    realtime = RealtimeSettings(
+        cpu=args.cpu,
+        fifo_priority=args.fifo,
+        gc_freeze=args.gc_freeze,
+        switch_interval_s=args.switch_interval_us * 1e-6 if args.switch_interval_us else None,
+    )
+    stop = threading.Event()
+    sinks = []
+    if args.log:
+        from firmware_bridge.tick_log import TickLog
+
+        run_info = {
+            "robot": spec.name,
+            "joint_names": spec.joint_names,
+            "observation": builder.layout,
+            "task": builder.task.name if builder.task is not None else "",
+            "policy": str(args.policy),
+            "policy_sha256": policy.sha256,
+            "policy_version": policy.version,
+            "rate_hz": rate,
+            "bus": args.port or args.zmq,
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        sinks.append(BackgroundSink("log", TickLog(args.log, run_info)))
+
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    report: LoopReport | None = None
+    try:
+        with open_bus(
+            spec,
+            port=args.port,
+            zmq_address=args.zmq,
+            baud=args.baud,
+            timeout_s=args.bus_timeout_ms / 1e3,
+            calibration=calibration,
+        ) as bus:
+            loop = ControlLoop(bus, builder, mapper, policy, policy.version, config, goals=goals, sinks=sinks, stop=stop)
+            print(f"{spec.name}: policy {args.policy} (version {policy.version}) at {rate:g} Hz on "
+                  f"{args.port or args.zmq}", file=out)  # fmt: skip
+            realtime.apply()
+            try:
+                report = loop.run()
+            finally:
+                realtime.restore()
+    except BusError as exc:
+        print(f"firmware-bridge run: error: {exc}", file=err)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        summary = _finish(report, policy, realtime, sinks, stopped=stop.is_set())
+    _print(summary, out)
+    if args.json:
+        text = json.dumps(summary, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+    if not summary["safe_state_reached"]:
+        return EXIT_SAFE_STOP_FAILED
+    return EXIT_SAFETY_STOP if summary["safety_stop"] else 0
+
+
+def _finish(report: LoopReport | None, policy, realtime: RealtimeSettings, sinks, *, stopped: bool) -> dict:
+    """The summary; the sinks get it as a last event and are drained and closed."""
+    summary = report.summary() if report is not None else {"safety_stop": None, "safe_state_reached": False}
+    summary["stopped_by_signal"] = stopped
+    summary["policy_us_runtime"] = policy.latency_us()
+    summary["realtime"] = realtime.report()
+    for sink in sinks:
+        sink.offer(Event(clock(), "summary", "run summary", summary))
+    counters = {}
+    for sink in sinks:
+        with contextlib.suppress(RuntimeError, TimeoutError):  # a failed log never changes the exit status
+            sink.close()
+        counters[sink.name] = {**sink.counters(), "error": repr(sink.error) if sink.error else None}
+    summary["sinks"] = counters
+    # The learner uplink, when it is among the sinks, counts these; without one nothing is sent.
+    summary["transitions_sent"] = sum(c.get("sent", 0) for c in counters.values())
+    summary["transitions_acked"] = sum(c.get("acked", 0) for c in counters.values())
+    return summary
+
+
+def _print(summary: dict, out) -> None:
+    if "ticks" not in summary:
+        return
+    def pct(key: str) -> str:
+        v = summary[key]
+        return f"p50 {v['p50']:8.1f}  p99 {v['p99']:8.1f}  max {v['max']:8.1f}"
+
+    lines = [
+        f"ticks {summary['ticks']} in {summary['wall_s']:.2f} s ({summary['achieved_rate_hz']:.1f} Hz of "
+        f"{summary['rate_hz']:g}), missed deadlines {summary['missed_deadlines']}, bad frames {summary['bad_frames']}",
+        f"period error us  {pct('period_error_us')}",
+        f"state read us    {pct('read_us')}",
+        f"policy us        {pct('policy_us')}",
+        f"command write us {pct('write_us')}",
+        f"state->command   {pct('latency_us')}",
+        f"policy versions {summary['policy_versions']}",
+    ]
+    if summary["realtime"]["applied"] or summary["realtime"]["refused"]:
+        lines.append(f"real-time: applied {summary['realtime']['applied']}, refused {summary['realtime']['refused']}")
+    if summary["safety_stop"]:
+        lines.append(f"SAFETY STOP: {summary['safety_stop']}")
+    lines.append(
+        "robot in its safe state" if summary["safe_state_reached"] else f"SAFE STOP FAILED: {summary['safe_stop_error']}"
+    )
+    print("\n".join(lines), file=out)

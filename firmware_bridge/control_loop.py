@@ -1,0 +1,297 @@
+"""The on-robot loop: arm, approach the start pose slowly, run the policy at a fixed rate, always end safe.
+
+One policy tick, on absolute deadlines:
+read state -> observation -> policy -> action mapping -> command exchange ->
+hand the transition to the sinks (never blocking). A new policy given with
+``swap_policy`` (from any thread) takes effect at the start of the next tick.
+
+Every way out of ``run`` (duration reached, ``stop`` set by a signal handler,
+a ``SafetyStop``, a bus failure, an exception from anywhere) passes through
+the safe stop: the motors go to the robot spec's safe state (damping or
+torque off) and stay disarmed. Safety stops and bus failures are reported in
+the ``LoopReport``; any other exception propagates after the safe stop.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from firmware_bridge.action import ActionMapper, NonFiniteActionError
+from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus
+from firmware_bridge.observation import ObservationBuilder
+from firmware_bridge.safety import SafetyMonitor, SafetyStop, StopReason, describe_faults
+from firmware_bridge.state import RobotState
+from firmware_bridge.timing import DeadlineClock, TickTimings, clock
+from firmware_bridge.transitions import Event, Transition, TransitionSink
+
+Policy = Callable[[np.ndarray], np.ndarray]
+"""Observation (obs_dim,) float32 -> action (act_dim,) in [-1, 1]; ``PolicyRuntime`` is one."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    rate_hz: float
+    """Ticks per second."""
+    duration_s: float | None = None
+    """Policy phase length; None runs until ``stop`` is set or a safety stop."""
+    spin_s: float = 200e-6
+    """Busy-wait this long before each deadline instead of sleeping (the OS wakes sleepers late)."""
+    approach_speed: float = 0.3
+    """Fastest joint speed [rad/s] while moving from the armed pose to the spec's start pose."""
+    stale_after_s: float = 0.1
+    """A state whose timestamp has not advanced for this long is stale (the motor board's watchdog is 100 ms)."""
+    max_missed: int | None = None
+    """Missed deadlines allowed within ``miss_window_s``; None: 10% of the window's deadlines, at least 2."""
+    miss_window_s: float = 1.0
+    safe_stop_attempts: int = 3
+    """Tries of the safe-stop request before giving up (the board's own watchdog is then the last line)."""
+
+    def __post_init__(self) -> None:
+        if self.rate_hz <= 0:
+            raise ValueError(f"rate_hz: must be positive, got {self.rate_hz}")
+        if self.duration_s is not None and self.duration_s < 0:
+            raise ValueError(f"duration_s: must not be negative, got {self.duration_s}")
+        if self.approach_speed <= 0:
+            raise ValueError(f"approach_speed: must be positive, got {self.approach_speed}")
+        if self.miss_window_s <= 0:
+            raise ValueError(f"miss_window_s: must be positive, got {self.miss_window_s}")
+        if self.safe_stop_attempts < 1:
+            raise ValueError(f"safe_stop_attempts: must be at least 1, got {self.safe_stop_attempts}")
+
+    @property
+    def miss_window(self) -> int:
+        return max(1, round(self.miss_window_s * self.rate_hz))
+
+    @property
+    def missed_budget(self) -> int:
+        return self.max_missed if self.max_missed is not None else max(2, self.miss_window // 10)
+
+
+@dataclass
+class LoopReport:
+    """What happened; ``summary()`` gives the ``firmware-bridge run`` JSON keys."""
+
+    rate_hz: float
+    ticks: int = 0
+    approach_ticks: int = 0
+    missed_deadlines: int = 0
+    wall_s: float = 0.0
+    """Policy phase length, first tick to the end of the last."""
+    timings: TickTimings = field(default_factory=TickTimings)
+    safety_stop: str | None = None
+    stop_reason: StopReason | None = None
+    safe_state_reached: bool = False
+    safe_stop_error: str | None = None
+    final_state: RobotState | None = None
+    policy_versions: list[int] = field(default_factory=list)
+    bus_counters: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, object]:
+        t = self.timings.summary()
+        deadlines = self.ticks + self.missed_deadlines
+        return {
+            "ticks": self.ticks,
+            "missed_deadlines": self.missed_deadlines,
+            "missed_fraction": self.missed_deadlines / deadlines if deadlines else 0.0,
+            "rate_hz": self.rate_hz,
+            "achieved_rate_hz": round(self.ticks / self.wall_s, 3) if self.wall_s > 0 else 0.0,
+            "wall_s": round(self.wall_s, 4),
+            "approach_ticks": self.approach_ticks,
+            "period_error_us": t["period_error"],
+            "latency_us": t["latency"],
+            "read_us": t["read"],
+            "policy_us": t["policy"],
+            "write_us": t["write"],
+            "safety_stop": self.safety_stop,
+            "safe_state_reached": self.safe_state_reached,
+            "safe_stop_error": self.safe_stop_error,
+            "bad_frames": int(self.bus_counters.get("bad_frames", self.bus_counters.get("errors", 0))),
+            "bus_counters": self.bus_counters,
+            "policy_versions": self.policy_versions,
+        }
+
+
+class ControlLoop:
+    def __init__(
+        self,
+        bus: MotorBus,
+        builder: ObservationBuilder,
+        mapper: ActionMapper,
+        policy: Policy,
+        policy_version: int,
+        config: LoopConfig,
+        *,
+        goals: dict[str, float] | None = None,
+        sinks: Sequence[TransitionSink] = (),
+        stop: threading.Event | None = None,
+    ) -> None:
+        spec = bus.spec
+        if builder.robot_spec.joint_names != spec.joint_names or mapper.robot_spec.joint_names != spec.joint_names:
+            raise ValueError("ControlLoop: bus, observation builder and action mapper must share one robot spec")
+        self.bus = bus
+        self.spec = spec
+        self.builder = builder
+        self.mapper = mapper
+        self.config = config
+        self.goals = goals
+        self.sinks = list(sinks)
+        self.stop = stop or threading.Event()
+        # One tuple, replaced whole: a swap from another thread is a single reference store.
+        self._requested: tuple[Policy, int] = (policy, policy_version)
+
+    def swap_policy(self, policy: Policy, version: int) -> None:
+        """Run ``policy`` from the next tick on. It must already be checked against this robot
+        (``PolicyRuntime`` with the robot spec does that); the loop only swaps the reference."""
+        self._requested = (policy, version)
+
+    def run(self) -> LoopReport:
+        config = self.config
+        report = LoopReport(rate_hz=config.rate_hz)
+        monitor = SafetyMonitor(
+            stale_after_s=config.stale_after_s,
+            max_missed=config.missed_budget,
+            miss_window=config.miss_window,
+            feature_slices=self.builder.slices(),
+        )
+        try:
+            armed = self._guard(self.bus.arm)
+            monitor.check_state(armed, clock())
+            self._emit(Event(clock(), "armed", "motors armed"))
+            deadlines = DeadlineClock(config.rate_hz, spin_s=config.spin_s)
+            if not self._approach(armed, deadlines, monitor, report):
+                return report
+            self._emit(Event(clock(), "policy", "policy phase starts"))
+            self._policy_phase(deadlines, monitor, report)
+        except SafetyStop as stop:
+            report.safety_stop = str(stop)
+            report.stop_reason = stop.reason
+            self._emit(Event(clock(), "safety_stop", str(stop), {"reason": stop.reason.name}))
+        finally:
+            self._safe_stop(report)
+            report.bus_counters = self.bus.counters()
+        return report
+
+    def _approach(self, armed: RobotState, deadlines: DeadlineClock, monitor: SafetyMonitor, report) -> bool:
+        """Move in straight joint-space lines from the armed pose to the start pose at ``approach_speed``.
+        Returns False if stopped on the way."""
+        q0 = np.clip(armed.joint_pos, self.spec.lower, self.spec.upper)
+        distance = float(np.max(np.abs(self.spec.start - q0)))
+        steps = math.ceil(distance / (self.config.approach_speed / self.config.rate_hz))
+        for i in range(1, steps + 1):
+            tick = deadlines.wait()
+            report.missed_deadlines += tick.missed
+            monitor.check_deadlines(tick.missed)
+            if self.stop.is_set():
+                return False
+            reply = self._guard(self.bus.exchange, q0 + (self.spec.start - q0) * (i / steps))
+            monitor.check_state(reply, clock())
+            report.approach_ticks += 1
+        return True
+
+    def _policy_phase(self, deadlines: DeadlineClock, monitor: SafetyMonitor, report: LoopReport) -> None:
+        hist = self.builder.new_history(self.goals)
+        h = report.timings.histograms
+        h_period, h_read, h_policy, h_write, h_latency = (
+            h["period_error"], h["read"], h["policy"], h["write"], h["latency"]
+        )  # fmt: skip
+        bus, builder, mapper, sinks = self.bus, self.builder, self.mapper, self.sinks
+        active: tuple[Policy, int] | None = None
+        end = None
+        first = True
+        while not self.stop.is_set():
+            tick = deadlines.wait()
+            report.missed_deadlines += tick.missed
+            if end is None:
+                end = tick.deadline + (self.config.duration_s if self.config.duration_s is not None else math.inf)
+                started = tick.deadline
+            if tick.deadline >= end:
+                break
+            monitor.check_deadlines(tick.missed)
+            requested = self._requested
+            if requested is not active:
+                active = requested
+                policy, version = active
+                report.policy_versions.append(version)
+                self._emit(Event(tick.started, "policy_version", f"policy version {version}", {"version": version}))
+
+            t0 = clock()
+            state = self._guard(bus.read_state)
+            t1 = clock()
+            monitor.check_state(state, t1)
+            if first:
+                # As the simulator does at reset: rate limiting starts from the measured pose.
+                mapper.reset(state.joint_pos)
+                first = False
+            obs = builder.build(state, hist)
+            monitor.check_observation(obs)
+            action = policy(obs)
+            try:
+                command = mapper.map(action)
+            except NonFiniteActionError as exc:
+                raise SafetyStop(StopReason.NON_FINITE_ACTION, f"{exc} (policy version {version})") from None
+            hist.record(action)
+            t2 = clock()
+            reply = self._guard(bus.exchange, command)
+            t3 = clock()
+            if reply.faults:
+                raise SafetyStop(StopReason.MOTOR_FAULT, f"the motors report {describe_faults(reply.faults)}")
+
+            timings = {
+                "period_error": tick.period_error_us,
+                "read": (t1 - t0) * 1e6,
+                "policy": (t2 - t1) * 1e6,
+                "write": (t3 - t2) * 1e6,
+                "latency": (t3 - t0) * 1e6,
+            }
+            h_period.record(timings["period_error"])
+            h_read.record(timings["read"])
+            h_policy.record(timings["policy"])
+            h_write.record(timings["write"])
+            h_latency.record(timings["latency"])
+            report.ticks += 1
+            report.wall_s = t3 - started
+            if sinks:
+                item = Transition(tick.index, tick.started, state, obs, action, command, version, timings, tick.missed)
+                for sink in sinks:
+                    sink.offer(item)
+
+    def _guard(self, call, *args) -> RobotState:
+        """A bus call whose failure is a safety stop: no answer is a stale state, a wrong answer a bus error."""
+        try:
+            return call(*args)
+        except BusTimeout as exc:
+            raise SafetyStop(StopReason.STALE_STATE, str(exc)) from None
+        except BusError as exc:
+            raise SafetyStop(StopReason.BUS_ERROR, str(exc)) from None
+
+    def _safe_stop(self, report: LoopReport) -> None:
+        errors = []
+        for _ in range(self.config.safe_stop_attempts):
+            try:
+                report.final_state = self.bus.safe_stop()
+            except BusError as exc:  # BusTimeout included: try again, the line may have hiccuped
+                errors.append(str(exc))
+                continue
+            report.safe_state_reached = True
+            break
+        if not report.safe_state_reached:
+            report.safe_stop_error = (
+                f"safe stop failed {len(errors)} time(s), last: {errors[-1]}; the motor board's watchdog is the "
+                "last line"
+            )
+        self._emit(
+            Event(
+                clock(),
+                "safe_state" if report.safe_state_reached else "safe_stop_failed",
+                report.safe_stop_error or f"motors in the safe state ({self.spec.safe_state.mode})",
+            )
+        )
+
+    def _emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink.offer(event)

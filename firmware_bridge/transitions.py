@@ -1,0 +1,138 @@
+"""What the loop hands off each tick, and the non-blocking sinks that take it off the loop's thread.
+
+The loop calls ``offer`` on every sink once per tick; ``offer`` never blocks:
+a full queue drops the item and counts it. Each ``BackgroundSink`` has its
+own bounded queue and thread, so a slow consumer (a disk, a learner link)
+never delays the loop or another sink. The MCAP tick log is one consumer; the
+learner uplink is meant to be another (a ``Consumer`` with ``handle`` and
+``close``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from firmware_bridge.state import RobotState
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One tick: what was measured, what the policy saw and did, what was sent, and how long it took."""
+
+    tick: int
+    time: float
+    """The tick's start on the loop clock (``timing.clock``, seconds)."""
+    state: RobotState
+    """The state the observation was built from."""
+    observation: np.ndarray
+    action: np.ndarray
+    """Policy output in [-1, 1]."""
+    command: np.ndarray
+    """Joint position targets sent [rad], after clipping and rate limiting."""
+    policy_version: int
+    timings_us: dict[str, float]
+    """This tick's values of ``timing.TIMING_CHANNELS``."""
+    missed: int = 0
+    """Deadlines skipped just before this tick."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened beside the ticks: a phase change, a policy swap, a safety stop."""
+
+    time: float
+    """Loop clock seconds."""
+    kind: str
+    detail: str
+    data: dict = field(default_factory=dict)
+
+
+class TransitionSink(Protocol):
+    """What the loop talks to. ``offer`` must not block; ``close`` drains and stops."""
+
+    name: str
+
+    def offer(self, item: Transition | Event) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+
+class Consumer(Protocol):
+    """Work done off the loop's thread, one item at a time, in order."""
+
+    def handle(self, item: Transition | Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+_CLOSE = object()
+
+
+class BackgroundSink:
+    """A bounded queue in front of a ``Consumer`` running on its own daemon thread.
+
+    A consumer that raises is stopped: the error is kept (``error``) and later offers are dropped and
+    counted, so a broken log can never stop the robot's loop.
+    """
+
+    def __init__(self, name: str, consumer: Consumer, *, capacity: int = 4096) -> None:
+        self.name = name
+        self.consumer = consumer
+        self._queue: queue.Queue = queue.Queue(maxsize=capacity)
+        self.offered = 0
+        self.dropped = 0
+        self.handled = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name=f"sink-{name}", daemon=True)
+        self._thread.start()
+
+    def offer(self, item: Transition | Event) -> bool:
+        self.offered += 1
+        if self.error is not None:
+            self.dropped += 1
+            return False
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+            return False
+        return True
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Let the consumer finish what is queued, then close it; raises the consumer's error, if any."""
+        if self._thread.is_alive():
+            # A consumer that died with a full queue never takes this; the join then returns at once.
+            with contextlib.suppress(queue.Full):
+                self._queue.put(_CLOSE, timeout=timeout_s)
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                raise TimeoutError(f"sink {self.name}: still draining after {timeout_s} s")
+        if self.error is not None:
+            raise RuntimeError(f"sink {self.name} failed: {self.error}") from self.error
+
+    def counters(self) -> dict[str, int]:
+        return {"offered": self.offered, "handled": self.handled, "dropped": self.dropped}
+
+    def _work(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _CLOSE:
+                    break
+                self.consumer.handle(item)
+                self.handled += 1
+        except BaseException as exc:  # noqa: BLE001 - kept and re-raised by close(), never into the loop
+            self.error = exc
+        finally:
+            try:
+                self.consumer.close()
+            except BaseException as exc:  # noqa: BLE001
+                self.error = self.error or exc

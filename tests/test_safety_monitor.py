@@ -1,0 +1,58 @@
+"""The per-tick safety checks, one trigger at a time."""
+
+import numpy as np
+import pytest
+
+from firmware_bridge.safety import SafetyMonitor, SafetyStop, StopReason, describe_faults
+from firmware_bridge.state import Fault, RobotState
+
+
+def _monitor(**kwargs):
+    args = {"stale_after_s": 0.1, "max_missed": 3, "miss_window": 10}
+    args.update(kwargs)
+    return SafetyMonitor(**args)
+
+
+def _state(t, faults=0):
+    s = RobotState.zeros(2, timestamp=t)
+    s.faults = faults
+    return s
+
+
+def test_motor_fault_bits_stop_and_are_named():
+    monitor = _monitor()
+    monitor.check_state(_state(0.0), now=0.0)
+    with pytest.raises(SafetyStop) as stop:
+        monitor.check_state(_state(0.01, int(Fault.OVERCURRENT | Fault.ENCODER)), now=0.01)
+    assert stop.value.reason is StopReason.MOTOR_FAULT
+    assert "OVERCURRENT" in str(stop.value) and "ENCODER" in str(stop.value)
+    assert describe_faults(0x100 | int(Fault.WATCHDOG)) == "WATCHDOG|0x100"
+
+
+def test_a_state_whose_timestamp_stops_advancing_is_stale():
+    monitor = _monitor(stale_after_s=0.05)
+    for k in range(5):
+        monitor.check_state(_state(k * 0.01), now=k * 0.01)
+    monitor.check_state(_state(0.04), now=0.08)  # frozen for 40 ms: still within the limit
+    with pytest.raises(SafetyStop) as stop:
+        monitor.check_state(_state(0.04), now=0.10)
+    assert stop.value.reason is StopReason.STALE_STATE and "stuck at 0.040000" in str(stop.value)
+
+
+def test_a_non_finite_observation_names_its_feature():
+    monitor = _monitor(feature_slices={"joint_pos": slice(0, 2), "joint_vel": slice(2, 4)})
+    monitor.check_observation(np.zeros(4, np.float32))
+    with pytest.raises(SafetyStop) as stop:
+        monitor.check_observation(np.array([0, 0, np.inf, 0], np.float32))
+    assert stop.value.reason is StopReason.NON_FINITE_OBSERVATION and "joint_vel" in str(stop.value)
+
+
+def test_missed_deadlines_beyond_the_budget_within_the_window_stop():
+    monitor = _monitor(max_missed=3, miss_window=10)
+    monitor.check_deadlines(2)
+    for _ in range(12):  # the two misses slide out of the window
+        monitor.check_deadlines(0)
+    monitor.check_deadlines(3)  # exactly the budget
+    with pytest.raises(SafetyStop) as stop:
+        monitor.check_deadlines(1)
+    assert stop.value.reason is StopReason.MISSED_DEADLINES and "4 missed in the last 10" in str(stop.value)

@@ -1,0 +1,62 @@
+"""Sinks never block the loop: a full queue drops and counts, a failing consumer is contained."""
+
+import threading
+import time
+
+import pytest
+
+from firmware_bridge.transitions import BackgroundSink, Event
+
+
+class Gate:
+    """A consumer that holds each item until released, recording what it got."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.items = []
+        self.closed = False
+
+    def handle(self, item):
+        self.release.wait(5)
+        self.items.append(item)
+
+    def close(self):
+        self.closed = True
+
+
+class Broken:
+    def __init__(self):
+        self.closed = False
+
+    def handle(self, item):
+        raise OSError("disk full")
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_full_queue_drops_and_counts_without_blocking():
+    gate = Gate()
+    sink = BackgroundSink("slow", gate, capacity=4)
+    results = [sink.offer(Event(float(i), "e", str(i))) for i in range(20)]
+    assert results.count(False) >= 20 - 5  # 4 queued + at most 1 taken by the consumer
+    gate.release.set()
+    sink.close()
+    c = sink.counters()
+    assert c["offered"] == 20 and c["handled"] + c["dropped"] == 20 and c["handled"] == len(gate.items)
+    assert [e.detail for e in gate.items] == [str(i) for i, ok in enumerate(results) if ok]  # in order
+    assert gate.closed
+
+
+def test_a_failing_consumer_stops_quietly_and_close_reports_it():
+    consumer = Broken()
+    sink = BackgroundSink("broken", consumer)
+    sink.offer(Event(0.0, "e", "first"))
+    deadline = time.monotonic() + 5
+    while sink.error is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert sink.offer(Event(1.0, "e", "later")) is False
+    assert consumer.closed
+    with pytest.raises(RuntimeError, match="sink broken failed: disk full"):
+        sink.close()
+    assert sink.counters()["dropped"] == 1

@@ -50,7 +50,8 @@ class Actor(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean ``[B, A]`` and clamped log-std ``[B, A]`` of the pre-tanh Gaussian."""
-        mean, log_std = self.head(self.trunk(obs)).chunk(2, dim=-1)
+        # float() keeps the log-probability arithmetic in float32 when the matmuls run in bfloat16.
+        mean, log_std = self.head(self.trunk(obs)).float().chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +128,7 @@ class CriticEnsemble(nn.Module):
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Q-values ``[E, B]``."""
-        return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1)
+        return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1).float()
 
 
 class ObservationNormalizer(nn.Module):

@@ -7,6 +7,7 @@ Polyak averaging. The caller samples, logs and checkpoints.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -50,6 +51,8 @@ class SACConfig:
     """Keep running observation statistics and feed normalized observations to every network."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this before they enter the critic target."""
+    matmul_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Precision of the networks' matrix products during updates (autocast); losses and weights stay float32."""
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -120,6 +123,11 @@ class SAC:
 
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on the critics, and (every ``actor_update_every``) on the actor and alpha."""
+        low_precision = self.cfg.matmul_dtype == "bfloat16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=low_precision):
+            return self._update(batch)
+
+    def _update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg
         obs = self.normalizer(batch.obs)
         next_obs = self.normalizer(batch.next_obs)

@@ -183,3 +183,12 @@ def test_observation_normalizer_matches_numpy_statistics():
     out = norm(torch.as_tensor(data[:3], dtype=torch.float32))
     expected = (data[:3] - data.mean(0)) / np.sqrt(data.var(0) + 1e-8)
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_matmuls_keep_float32_losses_and_weights():
+    agent = _agent(matmul_dtype="bfloat16")
+    info = agent.update(_batch(n=16))
+    assert all(np.isfinite(v) for v in info.values())
+    assert all(p.dtype == torch.float32 for p in agent.critic.parameters())
+    _, log_prob = agent.actor.sample(torch.randn(4, 3))
+    assert log_prob.dtype == torch.float32

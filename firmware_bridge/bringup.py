@@ -41,19 +41,19 @@ def check_motors(spec: RobotSpec, found: list[MotorInfo], dynamixel: bool) -> li
     out = []
     for motor_id, name in expected.items():
         if motor_id not in by_id:
-            out.append(Finding("fail", "motors", f"{name} (id {motor_id}) does not answer",
-                               "check its cable, power and id; a Dynamixel keeps its id and baud rate in EEPROM"))  # fmt: skip
+            fix = "check its cable, power and id; a Dynamixel keeps its id and baud rate in EEPROM"
+            out.append(Finding("fail", "motors", f"{name} (id {motor_id}) does not answer", fix))
             continue
         m = by_id[motor_id]
         model = XM430_FAMILY.get(m.model, f"model {m.model}") if dynamixel else f"model {m.model}"
         out.append(Finding("ok", "motors", f"{name} (id {motor_id}): {model}, firmware {m.firmware}"))
         if dynamixel and m.model not in XM430_FAMILY:
-            out.append(Finding("warn", "motors", f"{name} (id {motor_id}) is model {m.model}, not an XM430",
-                               "its control table may differ from the XM430 one the bus uses"))  # fmt: skip
+            fix = "its control table may differ from the XM430 one the bus uses"
+            out.append(Finding("warn", "motors", f"{name} (id {motor_id}) is model {m.model}, not an XM430", fix))
     for m in found:
         if m.motor_id not in expected:
-            out.append(Finding("warn", "motors", f"unexpected id {m.motor_id} (model {m.model}) on the bus",
-                               "remove it or give it an id the spec does not use; two motors on one id corrupt replies"))  # fmt: skip
+            fix = "remove it or give it an id the spec does not use; two motors on one id corrupt replies"
+            out.append(Finding("warn", "motors", f"unexpected id {m.motor_id} (model {m.model}) on the bus", fix))
     return out
 
 
@@ -63,8 +63,8 @@ def check_limits(spec: RobotSpec, joint_pos: np.ndarray) -> list[Finding]:
         if j.lower <= q <= j.upper:
             out.append(Finding("ok", "limits", f"{j.name} at {q:+.3f} rad, inside [{j.lower}, {j.upper}]"))
         else:
-            out.append(Finding("fail", "limits", f"{j.name} at {q:+.3f} rad, outside [{j.lower}, {j.upper}]",
-                               "move it inside by hand, or recalibrate (--calibrate) if the reading is wrong"))  # fmt: skip
+            fix = "move it inside by hand, or recalibrate (--calibrate) if the reading is wrong"
+            out.append(Finding("fail", "limits", f"{j.name} at {q:+.3f} rad, outside [{j.lower}, {j.upper}]", fix))
     return out
 
 
@@ -76,15 +76,15 @@ def check_latency_timer(port: str, sysfs: Path = USB_SERIAL_SYSFS) -> list[Findi
         return [Finding("ok", "latency", f"{port} is not a USB serial adapter: no latency timer")]
     ms = int(path.read_text().strip())
     if ms > 1:
-        return [Finding("warn", "latency", f"{name} latency timer is {ms} ms: every reply waits up to {ms} ms",
-                        f"echo 1 | sudo tee {path}  (or a udev rule: ATTR{{latency_timer}}=\"1\")")]  # fmt: skip
+        fix = f'echo 1 | sudo tee {path}  (or a udev rule: ATTR{{latency_timer}}="1")'
+        return [Finding("warn", "latency", f"{name} latency timer is {ms} ms: every reply waits up to {ms} ms", fix)]
     return [Finding("ok", "latency", f"{name} latency timer is {ms} ms")]
 
 
 def check_baud(spec: RobotSpec, baud: int) -> list[Finding]:
     if baud < spec.bus.baud:
-        return [Finding("warn", "baud", f"port opened at {baud} baud, below the spec's {spec.bus.baud}",
-                        f"use --baud {spec.bus.baud} (and set the devices to it)")]  # fmt: skip
+        fix = f"use --baud {spec.bus.baud} (and set the devices to it)"
+        return [Finding("warn", "baud", f"port opened at {baud} baud, below the spec's {spec.bus.baud}", fix)]
     return [Finding("ok", "baud", f"port at {baud} baud")]
 
 
@@ -94,12 +94,14 @@ def check_dynamixel_settings(bus: DynamixelBus) -> list[Finding]:
     for dxl_id in bus.joint_ids + list(bus.encoder_ids.values()):
         delay = bus.read_register(dxl_id, XM430.RETURN_DELAY_TIME)
         if delay > 0:
-            out.append(Finding("warn", "return delay", f"id {dxl_id}: return delay time {delay} (= {2 * delay} us per reply)",
-                               f"with torque off, write 0 to Return Delay Time (address {XM430.RETURN_DELAY_TIME.value.address})"))  # fmt: skip
+            text = f"id {dxl_id}: return delay time {delay} (= {2 * delay} us per reply)"
+            fix = f"with torque off, write 0 to Return Delay Time (address {XM430.RETURN_DELAY_TIME.value.address})"
+            out.append(Finding("warn", "return delay", text, fix))
         rate = BaudRate(bus.read_register(dxl_id, XM430.BAUD_RATE)).bits_per_second
         if rate < bus.spec.bus.baud:
-            out.append(Finding("warn", "baud", f"id {dxl_id}: motor baud rate {rate}, below the spec's {bus.spec.bus.baud}",
-                               "raise it with Dynamixel Wizard (Baud Rate, address 8) and reconnect at the new rate"))  # fmt: skip
+            text = f"id {dxl_id}: motor baud rate {rate}, below the spec's {bus.spec.bus.baud}"
+            fix = "raise it with Dynamixel Wizard (Baud Rate, address 8) and reconnect at the new rate"
+            out.append(Finding("warn", "baud", text, fix))
     if not out:
         out.append(Finding("ok", "dynamixel", "return delay 0 and baud rate at the spec's on every motor"))
     return out

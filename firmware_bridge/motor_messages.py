@@ -247,10 +247,11 @@ def _records(payload: bytes, offset: int, n: int, dtype: np.dtype, what: str) ->
 
 def _decode_payload(kind: MessageType, payload: bytes) -> Message:
     if kind is MessageType.COMMAND:
-        if len(payload) < COMMAND_HEAD.size:
-            raise MessageError(f"COMMAND: payload is {len(payload)} bytes, shorter than its {COMMAND_HEAD.size}-byte head")
+        head = COMMAND_HEAD.size
+        if len(payload) < head:
+            raise MessageError(f"COMMAND: payload is {len(payload)} bytes, shorter than its {head}-byte head")
         flags, n = COMMAND_HEAD.unpack_from(payload)
-        rec = _records(payload, COMMAND_HEAD.size, n, COMMAND_MOTOR, "COMMAND")
+        rec = _records(payload, head, n, COMMAND_MOTOR, "COMMAND")
         scaled = {f: rec[f].astype(np.float64) * s for f, s in COMMAND_SCALES.items()}
         return Command(flags=CommandFlags(flags), **scaled)
     if kind is MessageType.STATE:
@@ -274,7 +275,8 @@ def _decode_payload(kind: MessageType, payload: bytes) -> Message:
         try:
             return Disarm(DisarmMode(payload[0]))
         except ValueError:
-            raise MessageError(f"DISARM: mode byte {payload[0]} is not one of {[m.value for m in DisarmMode]}") from None
+            modes = [m.value for m in DisarmMode]
+            raise MessageError(f"DISARM: mode byte {payload[0]} is not one of {modes}") from None
     if kind is MessageType.INFO:
         if len(payload) < INFO_HEAD.size:
             raise MessageError(f"INFO: payload is {len(payload)} bytes, shorter than its {INFO_HEAD.size}-byte head")

@@ -61,7 +61,8 @@ class FrameCounters:
 
     @property
     def bad_frames(self) -> int:
-        return self.crc_errors + self.malformed + self.truncated + self.oversized + self.unknown_type + self.out_of_order
+        bad = (self.crc_errors, self.malformed, self.truncated, self.oversized, self.unknown_type, self.out_of_order)
+        return sum(bad)
 
     def as_dict(self) -> dict[str, int]:
         return {**dataclasses.asdict(self), "bad_frames": self.bad_frames}

@@ -23,6 +23,7 @@ from firmware_bridge.dynamixel_packets import (
     StatusError,
     status_packet,
 )
+from firmware_bridge.dynamixel_bus import ENCODER_EXTRAS
 from firmware_bridge.dynamixel_table import (
     CONTROL_TABLE_SIZE,
     XM430,
@@ -43,6 +44,11 @@ _ALLOWED = {
     XM430.OPERATING_MODE: {m.value for m in OperatingMode},
     XM430.STATUS_RETURN_LEVEL: {0, 1, 2},
     XM430.BAUD_RATE: set(range(7)),
+}
+# Status Return Level -> the instructions that still get a status packet (2: all of them).
+_ANSWERED_AT_LEVEL = {
+    0: {Instruction.PING},
+    1: {Instruction.PING, Instruction.READ, Instruction.SYNC_READ},
 }
 _OWNER = {addr: reg for reg in XM430 for addr in range(reg.value.address, reg.value.address + reg.value.size)}
 
@@ -105,6 +111,7 @@ class DynamixelChain:
         spec = robot.spec
         self.joint_ids = spec.motor_ids
         self.encoder_ids = dict(spec.bus.extra_ids)
+        self._encoder_names = {i: name for name, i in self.encoder_ids.items()}
         ids = sorted(self.joint_ids + list(self.encoder_ids.values()))
         self.memories = {i: XM430Memory(i, spec.bus.baud) for i in ids}
         self.parser = PacketParser()
@@ -174,7 +181,7 @@ class DynamixelChain:
     def _reply(self, dxl_id: int, inst: int, error: int, params: bytes = b"") -> tuple[float, bytes] | None:
         memory = self.memories[dxl_id]
         level = memory.get(XM430.STATUS_RETURN_LEVEL)
-        if inst != Instruction.PING and (level == 0 or (level == 1 and inst not in (Instruction.READ, Instruction.SYNC_READ))):
+        if level in _ANSWERED_AT_LEVEL and inst not in _ANSWERED_AT_LEVEL[level]:
             return None
         delay = memory.get(XM430.RETURN_DELAY_TIME) * 2e-6
         return delay, status_packet(dxl_id, int(error) | memory.error_byte_alert, params)
@@ -211,9 +218,10 @@ class DynamixelChain:
             j = self.joint_ids.index(dxl_id)
             position, velocity, current = state.joint_pos[j], state.joint_vel[j], state.joint_current[j]
         else:
-            position, velocity, current = state.extras.get("valve_angle", 0.0), state.extras.get("valve_velocity", 0.0), 0.0
-        for reg, value in ((XM430.PRESENT_POSITION, position), (XM430.PRESENT_VELOCITY, velocity),
-                           (XM430.PRESENT_CURRENT, current)):
+            angle_key, velocity_key = ENCODER_EXTRAS[self._encoder_names[dxl_id]]
+            position, velocity, current = state.extras[angle_key], state.extras[velocity_key], 0.0
+        present = {XM430.PRESENT_POSITION: position, XM430.PRESENT_VELOCITY: velocity, XM430.PRESENT_CURRENT: current}
+        for reg, value in present.items():
             bits = 8 * reg.value.size - 1
             raw = round(value / UNITS[reg].scale) + UNITS[reg].offset
             memory.set(reg, int(np.clip(raw, -(1 << bits), (1 << bits) - 1)))

@@ -26,10 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baud", type=int, help="baud rate (default: the spec's)")
     parser.add_argument("--timeout-ms", type=float, default=50.0, help="reply timeout per request")
     parser.add_argument("--calibration", help="calibration file to apply while checking")
-    parser.add_argument("--calibrate", metavar="FILE",
-                        help="with the robot held in the spec's start pose: write zero offsets to FILE")  # fmt: skip
-    parser.add_argument("--reversed", nargs="+", default=[], metavar="JOINT",
-                        help="with --calibrate: joints whose motors are mounted reversed")  # fmt: skip
+    parser.add_argument(
+        "--calibrate", metavar="FILE", help="with the robot held in the spec's start pose: write zero offsets to FILE"
+    )
+    parser.add_argument(
+        "--reversed", nargs="+", default=[], metavar="JOINT", help="with --calibrate: joints mounted reversed"
+    )
     parser.add_argument("--wiggle", metavar="JOINT", help="move this joint +/-5 degrees, slowly, and report")
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
 
@@ -41,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
     findings: list[bringup.Finding] = []
     summary: dict = {"robot": spec.name}
     try:
-        with open_bus(spec, port=args.port, zmq_address=args.zmq, baud=baud, timeout_s=args.timeout_ms / 1000,
-                      calibration=calibration) as bus:  # fmt: skip
+        timeout_s = args.timeout_ms / 1000
+        with open_bus(
+            spec, port=args.port, zmq_address=args.zmq, baud=baud, timeout_s=timeout_s, calibration=calibration
+        ) as bus:
             dynamixel = isinstance(bus, DynamixelBus)
             found = bus.scan()
             summary["motors"] = [{"id": m.motor_id, "model": m.model, "firmware": m.firmware} for m in found]
@@ -63,9 +67,8 @@ def run(args: argparse.Namespace) -> int:
                 findings += bringup.check_limits(spec, state.joint_pos)
                 summary["round_trip_us"] = bringup.round_trip(bus)
                 rt = summary["round_trip_us"]
-                findings.append(bringup.Finding(
-                    "ok", "round trip", f"state read p50 {rt['p50']:.0f} us, p99 {rt['p99']:.0f} us, max {rt['max']:.0f} us"
-                ))  # fmt: skip
+                text = f"state read p50 {rt['p50']:.0f} us, p99 {rt['p99']:.0f} us, max {rt['max']:.0f} us"
+                findings.append(bringup.Finding("ok", "round trip", text))
                 if args.wiggle:
                     moved = bringup.wiggle(bus, args.wiggle)
                     summary["wiggle"] = {"joint": args.wiggle, **moved}
@@ -89,4 +92,5 @@ def _wiggle_finding(joint: str, moved: dict[str, float]) -> bringup.Finding:
     text = f"{joint}: commanded +/-{moved['commanded']:.3f} rad, moved {moved['min']:+.3f} .. {moved['max']:+.3f} rad"
     if moved["max"] > 0.5 * moved["commanded"] and moved["min"] < -0.5 * moved["commanded"]:
         return bringup.Finding("ok", "wiggle", text)
-    return bringup.Finding("warn", "wiggle", text, "it barely moved or moved one way only: check gains, load and direction")
+    fix = "it barely moved or moved one way only: check gains, load and direction"
+    return bringup.Finding("warn", "wiggle", text, fix)

@@ -253,12 +253,12 @@ class ControlLoop:
             h_policy.record(timings["policy"])
             h_write.record(timings["write"])
             h_latency.record(timings["latency"])
-            report.ticks += 1
-            report.wall_s = t3 - started
             if sinks:
-                item = Transition(tick.index, tick.started, state, obs, action, command, version, timings, tick.missed)
+                item = Transition(report.ticks, tick.started, state, obs, action, command, version, timings, tick.missed)
                 for sink in sinks:
                     sink.offer(item)
+            report.ticks += 1
+            report.wall_s = t3 - started
 
     def _guard(self, call, *args) -> RobotState:
         """A bus call whose failure is a safety stop: no answer is a stale state, a wrong answer a bus error."""

@@ -1,0 +1,193 @@
+"""The on-robot loop against the virtual quadruped over a real pseudo-terminal, in process.
+
+Each safety trigger ends in the robot spec's safe state (the virtual board in
+DAMPING) with the right reason; the loop's normal run moves the robot and
+hands every tick to its sinks.
+"""
+
+import contextlib
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from firmware_bridge.action import ActionMapper
+from firmware_bridge.bus_factory import open_bus
+from firmware_bridge.config_paths import resolve_robot
+from firmware_bridge.control_loop import ControlLoop, LoopConfig
+from firmware_bridge.motor_messages import BoardMode, MotorStatus
+from firmware_bridge.observation import ObservationBuilder
+from firmware_bridge.policy_runtime import PolicyRuntime
+from firmware_bridge.safety import StopReason
+from firmware_bridge.spec import RobotSpec
+from firmware_bridge.task import TaskInterface
+from firmware_bridge.transitions import BackgroundSink, Transition
+from sim.mujoco_backend import MujocoBackend
+from sim.virtual_robot_server import PtyServer, build_robot, make_server, serving
+from policy_files import write_policy
+
+SPEC = RobotSpec.load(resolve_robot("quadruped"))
+TASK = TaskInterface.load("quadruped_walk")
+HIPS = np.array([0.8 if "hip" in name else 0.0 for name in SPEC.joint_names])
+
+
+class Recorder:
+    def __init__(self):
+        self.items = []
+        self.closed = False
+
+    def handle(self, item):
+        self.items.append(item)
+
+    def close(self):
+        self.closed = True
+
+
+@contextlib.contextmanager
+def virtual_quadruped(**kwargs):
+    robot = build_robot(SPEC, MujocoBackend(SPEC), **kwargs)
+    with serving(make_server(robot, serial=True)) as server:
+        with open_bus(SPEC, port=server.path, timeout_s=0.05) as bus:
+            yield server.robot, bus
+
+
+def _policy(tmp_path, name="p.onnx", **kwargs):
+    return PolicyRuntime(write_policy(tmp_path / name, SPEC, TASK, **kwargs), SPEC, TASK)
+
+
+def _loop(bus, policy, version=1, sinks=(), stop=None, **config):
+    config = {"rate_hz": SPEC.control_rate_hz, "duration_s": 1.0, **config}
+    return ControlLoop(
+        bus, ObservationBuilder(SPEC, TASK), ActionMapper(SPEC), policy, version, LoopConfig(**config),
+        sinks=sinks, stop=stop,
+    )  # fmt: skip
+
+
+def test_the_policy_drives_the_robot_and_every_tick_reaches_the_sinks(tmp_path):
+    recorder = Recorder()
+    sink = BackgroundSink("record", recorder)
+    with virtual_quadruped() as (robot, bus):
+        report = _loop(bus, _policy(tmp_path, bias=HIPS), sinks=[sink]).run()
+        assert robot.mode is BoardMode.DAMPING  # the quadruped's safe state, after a clean end too
+    sink.close()
+    summary = report.summary()
+    assert summary["safety_stop"] is None and summary["safe_state_reached"]
+    assert 45 <= summary["ticks"] <= 50 and summary["missed_deadlines"] <= 1
+    assert summary["policy_versions"] == [1] and summary["bad_frames"] == 0
+    assert set(summary["latency_us"]) == {"p50", "p99", "max"} and summary["latency_us"]["p50"] > 0
+    ticks = [i for i in recorder.items if isinstance(i, Transition)]
+    assert len(ticks) == summary["ticks"] and [t.tick for t in ticks] == list(range(len(ticks)))
+    hips = [i for i, name in enumerate(SPEC.joint_names) if "hip" in name]
+    expected = SPEC.start[hips] + 0.5 * np.tanh(0.8)  # action.scale 0.5 around the start pose
+    np.testing.assert_allclose(ticks[-1].command[hips], expected, atol=1e-6)
+    moved = ticks[-1].state.joint_pos[hips] - ticks[0].state.joint_pos[hips]
+    assert np.all(moved > 0.15)  # the hips followed the command
+    kinds = [i.kind for i in recorder.items if not isinstance(i, Transition)]
+    assert kinds[:3] == ["armed", "policy", "policy_version"] and kinds[-1] == "safe_state"
+
+
+def test_a_nan_policy_stops_before_its_output_reaches_a_motor(tmp_path):
+    with virtual_quadruped() as (robot, bus):
+        commands_before = robot.counters.commands
+        report = _loop(bus, _policy(tmp_path, nan=True)).run()
+        assert robot.mode is BoardMode.DAMPING
+        policy_commands = robot.counters.commands - commands_before - report.approach_ticks
+    assert report.stop_reason is StopReason.NON_FINITE_ACTION
+    assert "non-finite policy output for joint(s) front_left_hip" in report.safety_stop
+    assert policy_commands == 0 and report.ticks == 0 and report.safe_state_reached
+
+
+def test_a_motor_fault_reported_by_the_board_stops_the_loop(tmp_path):
+    with virtual_quadruped() as (robot, bus):
+        threading.Timer(0.3, lambda: robot.motor_faults.__setitem__(3, MotorStatus.OVERCURRENT)).start()
+        report = _loop(bus, _policy(tmp_path), duration_s=3.0).run()
+        assert robot.mode is BoardMode.DAMPING
+    assert report.stop_reason is StopReason.MOTOR_FAULT and "OVERCURRENT" in report.safety_stop
+    assert 5 <= report.ticks < 40 and report.safe_state_reached
+
+
+def test_a_robot_that_stops_answering_is_a_stale_state_and_its_watchdog_is_the_last_line(tmp_path):
+    robot = build_robot(SPEC, MujocoBackend(SPEC), watchdog_s=0.1)
+    server = make_server(robot, serial=True)
+    assert isinstance(server, PtyServer)
+    silence = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(silence,), daemon=True)
+    thread.start()
+    try:
+        with open_bus(SPEC, port=server.path, timeout_s=0.03) as bus:
+            threading.Timer(0.3, silence.set).start()
+            report = _loop(bus, _policy(tmp_path), duration_s=3.0).run()
+        thread.join()
+        assert report.stop_reason is StopReason.STALE_STATE and "no STATE reply" in report.safety_stop
+        # Nobody answers the safe stop either: the loop says so, and the board's own watchdog takes over.
+        assert not report.safe_state_reached and "watchdog is the last line" in report.safe_stop_error
+        assert robot.mode is BoardMode.ARMED
+        time.sleep(0.12)
+        robot.poll()  # the firmware's own timer tick
+        assert robot.mode is BoardMode.DAMPING and robot.counters.watchdog_trips == 1
+    finally:
+        server.close()
+
+
+def test_missing_too_many_deadlines_stops_the_loop(tmp_path):
+    runtime = _policy(tmp_path)
+
+    def slow_policy(obs):
+        time.sleep(0.045)  # more than two 20 ms periods per tick
+        return runtime(obs)
+
+    with virtual_quadruped() as (robot, bus):
+        report = _loop(bus, slow_policy, duration_s=3.0, max_missed=4).run()
+        assert robot.mode is BoardMode.DAMPING
+    assert report.stop_reason is StopReason.MISSED_DEADLINES and "budget 4" in report.safety_stop
+    assert report.ticks <= 3
+
+
+def test_a_policy_swapped_from_another_thread_takes_over_between_ticks(tmp_path):
+    first, second = _policy(tmp_path, "v1.onnx", version=1), _policy(tmp_path, "v2.onnx", bias=HIPS, version=2)
+    recorder = Recorder()
+    sink = BackgroundSink("record", recorder)
+    with virtual_quadruped() as (robot, bus):
+        loop = _loop(bus, first, version=1, sinks=[sink])
+        threading.Timer(0.4, loop.swap_policy, args=(second, 2)).start()
+        report = loop.run()
+    sink.close()
+    assert report.policy_versions == [1, 2] and report.safety_stop is None
+    ticks = [i for i in recorder.items if isinstance(i, Transition)]
+    versions = [t.policy_version for t in ticks]
+    switch = versions.index(2)
+    assert 5 < switch < len(ticks) - 5 and set(versions[switch:]) == {2}
+    assert np.all(ticks[switch - 1].action == 0) and np.all(ticks[switch].action[HIPS > 0] > 0.6)
+
+
+def test_setting_stop_ends_the_run_cleanly_in_the_safe_state(tmp_path):
+    stop = threading.Event()
+    with virtual_quadruped() as (robot, bus):
+        threading.Timer(0.3, stop.set).start()
+        started = time.monotonic()
+        report = _loop(bus, _policy(tmp_path), duration_s=None, stop=stop).run()
+        assert time.monotonic() - started < 1.0
+        assert robot.mode is BoardMode.DAMPING
+    assert report.safety_stop is None and report.safe_state_reached and report.ticks > 5
+
+
+def test_the_approach_moves_slowly_from_the_armed_pose_to_the_start_pose(tmp_path):
+    with virtual_quadruped(lockstep=True, watchdog_s=0) as (robot, bus):
+        bus.arm()
+        for _ in range(20):  # push the legs away from the start pose
+            bus.exchange(SPEC.start + 0.3 * np.sign(SPEC.upper - SPEC.start - 0.3))
+        bus.safe_stop()
+        away = bus.read_state().joint_pos  # lockstep: nothing moves until the next command
+        report = _loop(bus, _policy(tmp_path), duration_s=0.1, approach_speed=0.5).run()
+    distance = np.max(np.abs(SPEC.start - np.clip(away, SPEC.lower, SPEC.upper)))
+    assert distance > 0.25
+    # At 0.5 rad/s and 50 Hz each approach tick moves a joint at most 0.01 rad: no jump to the start pose.
+    assert report.approach_ticks == int(np.ceil(distance / 0.01)) and report.safety_stop is None
+
+
+def test_bad_loop_settings_are_refused_with_the_field_name():
+    with pytest.raises(ValueError, match="approach_speed"):
+        LoopConfig(rate_hz=50, approach_speed=0)
+    with pytest.raises(ValueError, match="rate_hz"):
+        LoopConfig(rate_hz=-1)

@@ -29,8 +29,14 @@ def _mujoco(spec: RobotSpec) -> Backend:
     return MujocoBackend(spec)
 
 
+def _pybullet(spec: RobotSpec) -> Backend:
+    from sim.pybullet_backend import PybulletBackend
+
+    return PybulletBackend(spec)
+
+
 # Engines are imported only when chosen.
-BACKENDS: dict[str, Callable[[RobotSpec], Backend]] = {"mujoco": _mujoco}
+BACKENDS: dict[str, Callable[[RobotSpec], Backend]] = {"mujoco": _mujoco, "pybullet": _pybullet}
 
 
 def make_backend(name: str, robot_spec: RobotSpec) -> Backend:

@@ -1,0 +1,510 @@
+"""The PyBullet backend: the same robot (the MJCF in ``sim/assets``, turned into URDF by ``sim.urdf_from_mjcf``),
+the same motor boards' PD law, run by us in torque mode at every physics step, and the same parameters and
+perturbation hooks as ``MujocoBackend``.
+
+What Bullet lacks, and how MuJoCo's behaviour is kept:
+
+- Joint armature (reflected rotor inertia; on these robots it outweighs the links). After each Bullet step
+  the velocity change Bullet computed with the links' mass matrix M is rescaled to what M + A gives for the
+  same forces and contact impulses: dv = -(M + A)^-1 A (v' - v), positions moved by dt * dv.
+- Joint friction loss: Bullet's velocity motor with target 0 and its force capped at the friction loss (the
+  way PyBullet's Minitaur models it), a constraint like MuJoCo's; its own default motors are otherwise off.
+- Joint damping and the PD law: explicit torques each physics step (MuJoCo integrates them implicitly; at
+  these time steps the difference is far below the agreement tests' tolerances).
+- Friction: MuJoCo takes the larger of two geoms' frictions, Bullet their product. Robot links carry
+  MuJoCo's friction, the rest of the world (ground, valve) the episode's friction scale; every contact pair
+  is checked at construction to give MuJoCo's max(f1, f2).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import mujoco
+import numpy as np
+import pybullet as p
+
+from firmware_bridge.spec import RobotSpec
+from firmware_bridge.state import RobotState
+from sim.backend import Backend
+from sim.frozen_sensors import FrozenSensors
+from sim.randomization import DynamicsParams, nominal
+from sim.urdf_from_mjcf import WORLD, collides, urdf_trees
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+VALVE_JOINT = "valve"
+
+
+def _xyzw(quat_wxyz: np.ndarray) -> list[float]:
+    w, x, y, z = (float(v) for v in quat_wxyz)
+    return [x, y, z, w]
+
+
+def _rotation(quat_xyzw) -> np.ndarray:
+    return np.array(p.getMatrixFromQuaternion(quat_xyzw)).reshape(3, 3)
+
+
+@dataclass
+class _Tree:
+    """One PyBullet multibody and its joints that move (Bullet's generalized coordinates, in order)."""
+
+    uid: int
+    floating: bool
+    dof_joints: list[int]
+    dofs: slice
+    """This tree's joints in the backend's global joint arrays."""
+
+
+@dataclass
+class _Push:
+    uid: int
+    link: int
+    force: np.ndarray
+    torque: np.ndarray
+    start: float
+    end: float
+
+
+class PybulletBackend(Backend):
+    def __init__(self, robot_spec: RobotSpec, model_path: str | Path | None = None) -> None:
+        self.robot_spec = robot_spec
+        path = Path(model_path) if model_path is not None else ASSETS / f"{robot_spec.name}.xml"
+        if not path.is_file():
+            raise FileNotFoundError(f"no model for robot {robot_spec.name!r} at {path}")
+        m = mujoco.MjModel.from_xml_path(str(path))
+        self.description = m
+        """The compiled MJCF both engines are built from (read, never stepped)."""
+        self.physics_dt = float(m.opt.timestep)
+        self.physics_steps = 0
+        self.client = p.connect(p.DIRECT)
+        # Several backends per process each hold a private client; free it when the backend goes away.
+        self._finalizer = weakref.finalize(self, p.disconnect, self.client)
+        c = self.client
+        p.setGravity(*m.opt.gravity, physicsClientId=c)
+        p.setTimeStep(self.physics_dt, physicsClientId=c)
+        p.setPhysicsEngineParameter(deterministicOverlappingPairs=1, physicsClientId=c)
+
+        self._load(m, path)
+        self._index_joints(m, path)
+        self._set_up_contacts(m, path)
+
+        self._mass_bodies = [b for b in range(1, m.nbody) if m.body_mass[b] > 0]
+        self.body_names = [m.body(b).name for b in self._mass_bodies]
+        self._mass0 = m.body_mass[self._mass_bodies].copy()
+        self._inertia0 = np.array([p.getDynamicsInfo(*self._link[b], physicsClientId=c)[2] for b in self._mass_bodies])
+
+        n = robot_spec.num_joints
+        self.params = nominal(len(self.body_names), n)
+        self._kp, self._kd = robot_spec.kp, robot_spec.kd
+        self._strength_factor = np.ones(n)
+        self._safe_mode: str | None = None
+        self._safe_kd = 0.0
+        self._pushes: list[_Push] = []
+        self._frozen = FrozenSensors(robot_spec.joint_names, robot_spec.name)
+        self._steps_since_reset = 0
+        self._motor_torque = np.zeros(n)
+        self._camera: tuple[np.ndarray, np.ndarray, int, np.ndarray] | None = None
+        self.reset(self.params)
+
+    # Construction.
+
+    def _load(self, m: mujoco.MjModel, path: Path) -> None:
+        """Load every URDF tree; ``self._link[mujoco body] = (uid, link index)``, -1 for a tree's root."""
+        c = self.client
+        flags = p.URDF_USE_INERTIA_FROM_FILE | p.URDF_USE_SELF_COLLISION | p.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT
+        self._link: dict[int, tuple[int, int]] = {}
+        self._trees: list[_Tree] = []
+        self._root_pose: dict[int, tuple[np.ndarray, list[float]]] = {}
+        dof_count = 0
+        with tempfile.TemporaryDirectory() as tmp:
+            for tree in urdf_trees(m):
+                file = Path(tmp) / f"{tree.root}.urdf"
+                file.write_text(tree.urdf)
+                root = tree.bodies[0]
+                pos, quat = (m.body_pos[root], _xyzw(m.body_quat[root])) if tree.floating else (np.zeros(3), [0, 0, 0, 1])
+                try:
+                    uid = p.loadURDF(str(file), pos, quat, useFixedBase=not tree.floating, flags=flags, physicsClientId=c)
+                except p.error as exc:
+                    raise ValueError(f"{path}: PyBullet refused the URDF made for tree {tree.root!r}: {exc}") from exc
+                names = {WORLD if root == 0 else m.body(root).name: -1}
+                dof_joints = []
+                for j in range(p.getNumJoints(uid, physicsClientId=c)):
+                    info = p.getJointInfo(uid, j, physicsClientId=c)
+                    names[info[12].decode()] = j
+                    if info[2] != p.JOINT_FIXED:
+                        dof_joints.append(j)
+                for b in tree.bodies:
+                    self._link[b] = (uid, names[WORLD if b == 0 else m.body(b).name])
+                if tree.floating:
+                    self._root_pose[uid] = (np.array(pos, dtype=np.float64), quat)
+                # Bullet damps every link's velocity by default; MuJoCo's joint damping is applied as torque.
+                for link in [-1, *range(p.getNumJoints(uid, physicsClientId=c))]:
+                    p.changeDynamics(uid, link, linearDamping=0, angularDamping=0, jointDamping=0, physicsClientId=c)
+                self._trees.append(_Tree(uid, tree.floating, dof_joints, slice(dof_count, dof_count + len(dof_joints))))
+                dof_count += len(dof_joints)
+        self._num_dofs = dof_count
+        self._moving = [tree for tree in self._trees if tree.dof_joints]
+
+    def _index_joints(self, m: mujoco.MjModel, path: Path) -> None:
+        """Global joint arrays (every tree's moving joints, tree by tree) and where the spec's joints sit."""
+        c, spec = self.client, self.robot_spec
+        global_names, self._dof_mj = [], []
+        for tree in self._trees:
+            for j in tree.dof_joints:
+                name = p.getJointInfo(tree.uid, j, physicsClientId=c)[1].decode()
+                global_names.append(name)
+                self._dof_mj.append(int(m.jnt_dofadr[m.joint(name).id]))
+        missing = [name for name in spec.joint_names if name not in global_names]
+        if missing:
+            raise ValueError(f"{path}: robot spec {spec.name} names joint {missing[0]!r}, which the model lacks")
+        self._spec_dofs = np.array([global_names.index(name) for name in spec.joint_names])
+        self._valve_dof = global_names.index(VALVE_JOINT) if VALVE_JOINT in global_names else None
+        if "valve_encoder" in spec.sensors and self._valve_dof is None:
+            raise ValueError(f"{path}: robot {spec.name} lists a valve_encoder but the model has no joint 'valve'")
+        self._base = next((t for t in self._trees if t.floating), None)
+        if "imu" in spec.sensors and self._base is None:
+            raise ValueError(f"{path}: robot {spec.name} lists an imu but the model has no free base")
+        self._base_body = next((b for b, (uid, link) in self._link.items() if self._base and uid == self._base.uid
+                                and link == -1), None)
+        self._damping0 = m.dof_damping[self._dof_mj].copy()
+        self._armature0 = m.dof_armature[self._dof_mj].copy()
+        self._frictionloss = m.dof_frictionloss[self._dof_mj].copy()
+        self._joint_of_dof = [(t.uid, j) for t in self._trees for j in t.dof_joints]
+
+    def _set_up_contacts(self, m: mujoco.MjModel, path: Path) -> None:
+        """MuJoCo's contact filter (contype/conaffinity, welds, parent-child) on every pair of Bullet links."""
+        c = self.client
+        geoms = {b: [g for g in np.flatnonzero(m.geom_bodyid == b) if collides(m, g)] for b in range(m.nbody)}
+        bodies = [b for b in range(m.nbody) if geoms[b]]
+        for b in bodies:
+            if any(m.geom_condim[g] != 3 for g in geoms[b]):
+                raise ValueError(f"{path}: body {m.body(b).name!r}: only condim 3 (sliding friction) is modelled")
+        weld, parent = m.body_weldid, m.body_parentid
+        robot = self._robot_bodies(m)
+        self._robot_friction: dict[int, float] = {}
+        self._world_links: list[tuple[int, int]] = []
+        for b in bodies:
+            if b in robot:
+                self._robot_friction[b] = float(max(m.geom_friction[g, 0] for g in geoms[b]))
+            else:
+                self._world_links.append(self._link[b])
+        for i, b1 in enumerate(bodies):
+            for b2 in bodies[i + 1 :]:
+                w1, w2 = weld[b1], weld[b2]
+                filtered = w1 == w2 or (w1 and w2 and (w1 == weld[parent[w2]] or w2 == weld[parent[w1]]))
+                enable = not filtered and any(
+                    (m.geom_contype[g1] & m.geom_conaffinity[g2]) or (m.geom_contype[g2] & m.geom_conaffinity[g1])
+                    for g1 in geoms[b1]
+                    for g2 in geoms[b2]
+                )
+                (u1, l1), (u2, l2) = self._link[b1], self._link[b2]
+                p.setCollisionFilterPair(u1, u2, l1, l2, int(enable), physicsClientId=c)
+                if enable:
+                    self._check_friction(m, path, b1, b2, geoms)
+
+    def _robot_bodies(self, m: mujoco.MjModel) -> set[int]:
+        """Bodies the robot moves: free bases, the spec's joints' bodies, and everything below them."""
+        roots = {b for b in range(1, m.nbody) if m.body_jntnum[b] and m.jnt_type[m.body_jntadr[b]] == 0}
+        roots |= {int(m.jnt_bodyid[m.joint(name).id]) for name in self.robot_spec.joint_names}
+        robot = set()
+        for b in range(1, m.nbody):  # MuJoCo numbers parents before children
+            if b in roots or int(m.body_parentid[b]) in robot:
+                robot.add(b)
+        return robot
+
+    def _check_friction(self, m: mujoco.MjModel, path: Path, b1: int, b2: int, geoms: dict[int, list[int]]) -> None:
+        f1 = max(m.geom_friction[g, 0] for g in geoms[b1])
+        f2 = max(m.geom_friction[g, 0] for g in geoms[b2])
+        robot = [b for b in (b1, b2) if b in self._robot_friction]
+        if len(robot) != 1 or self._robot_friction[robot[0]] < min(f1, f2):
+            raise ValueError(
+                f"{path}: contact {m.body(b1).name!r}-{m.body(b2).name!r}: Bullet multiplies frictions, so "
+                "MuJoCo's max(f1, f2) is reproduced only between a robot body and the world with the robot's "
+                "friction the larger"
+            )
+
+    # Parameters and motor model.
+
+    def _apply_params(self, params: DynamicsParams) -> None:
+        c = self.client
+        if len(params.mass_scale) != len(self.body_names):
+            raise ValueError(f"mass_scale has {len(params.mass_scale)} values for {len(self.body_names)} bodies")
+        mass = self._mass0 * params.mass_scale
+        if params.payload_mass:
+            if self._base_body is None:
+                raise ValueError(f"payload_mass: robot {self.robot_spec.name} has no free base to carry it")
+            mass[self._mass_bodies.index(self._base_body)] += params.payload_mass
+        inertia = self._inertia0 * params.mass_scale[:, None]  # a payload adds mass, not inertia, as in MuJoCo
+        for b, mb, ib in zip(self._mass_bodies, mass, inertia):
+            # Bullet recomputes the inertia from the collision shapes when only the mass changes: give both.
+            p.changeDynamics(*self._link[b], mass=float(mb), localInertiaDiagonal=ib.tolist(), physicsClientId=c)
+        for b, friction in self._robot_friction.items():
+            p.changeDynamics(*self._link[b], lateralFriction=friction, physicsClientId=c)
+        for uid, link in self._world_links:
+            p.changeDynamics(uid, link, lateralFriction=params.friction_scale, physicsClientId=c)
+        self._damping = self._damping0.copy()
+        self._armature = self._armature0.copy()
+        self._damping[self._spec_dofs] *= params.damping_scale
+        self._armature[self._spec_dofs] *= params.armature_scale
+        if self._valve_dof is not None:
+            self._damping[self._valve_dof] *= params.valve_damping_scale
+
+    def _gains(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p_, strength = self.params, self.params.motor_strength * self._strength_factor
+        if self._safe_mode is None:
+            kp, kd = strength * self._kp * p_.kp_scale, strength * self._kd * p_.kd_scale
+        else:
+            kp = np.zeros_like(strength)
+            kd = np.full_like(strength, self._safe_kd if self._safe_mode == "damping" else 0.0)
+        return kp, kd, strength * self.robot_spec.max_torque
+
+    def _set_joint_limits(self, limits: np.ndarray) -> None:
+        for i, (low, high) in zip(self._spec_dofs, limits):
+            uid, j = self._joint_of_dof[i]
+            p.changeDynamics(uid, j, jointLowerLimit=float(low), jointUpperLimit=float(high), physicsClientId=self.client)
+
+    # Backend interface.
+
+    def reset(self, params: DynamicsParams, joint_pos: np.ndarray | None = None) -> RobotState:
+        c, m = self.client, self.description
+        self.params = params
+        self._kp, self._kd = self.robot_spec.kp, self.robot_spec.kd
+        self._safe_mode = None
+        self.clear_perturbations()
+        self._apply_params(params)
+        q = self.robot_spec.start if joint_pos is None else np.asarray(joint_pos, dtype=np.float64)
+        if q.shape != (self.robot_spec.num_joints,):
+            raise ValueError(f"joint_pos: expected shape ({self.robot_spec.num_joints},), got {q.shape}")
+        positions = np.array([m.qpos0[m.jnt_qposadr[m.dof_jntid[d]]] for d in self._dof_mj])
+        positions[self._spec_dofs] = q
+        if self._valve_dof is not None:
+            positions[self._valve_dof] = params.valve_start_angle
+        for tree in self._moving:
+            if tree.floating:
+                pos, quat = self._root_pose[tree.uid]
+                self._set_base_frame(tree.uid, pos, quat)
+                p.resetBaseVelocity(tree.uid, [0, 0, 0], [0, 0, 0], physicsClientId=c)
+            values = positions[tree.dofs]
+            p.resetJointStatesMultiDof(
+                tree.uid, tree.dof_joints, [[v] for v in values], [[0.0]] * len(values), physicsClientId=c
+            )
+            # Bullet's default velocity motors, kept only as the joints' dry friction.
+            p.setJointMotorControlArray(
+                tree.uid, tree.dof_joints, p.VELOCITY_CONTROL, targetVelocities=[0.0] * len(values),
+                forces=self._frictionloss[tree.dofs].tolist(), physicsClientId=c,
+            )
+        self._q, self._qd = positions, np.zeros(self._num_dofs)
+        self._targets = q.copy()
+        self._motor_torque = np.zeros(self.robot_spec.num_joints)
+        self._steps_since_reset = 0
+        return self.state()
+
+    def _set_base_frame(self, uid: int, pos: np.ndarray, quat_xyzw: list[float]) -> None:
+        """Put a floating base's link frame (MuJoCo's body frame) at ``pos``, ``quat``; Bullet's base is its
+        centre-of-mass frame."""
+        c = self.client
+        local_pos, local_orn = p.getDynamicsInfo(uid, -1, physicsClientId=c)[3:5]
+        com_pos, com_orn = p.multiplyTransforms(pos.tolist(), quat_xyzw, local_pos, local_orn)
+        p.resetBasePositionAndOrientation(uid, com_pos, com_orn, physicsClientId=c)
+
+    def _base_frame(self, uid: int) -> tuple[np.ndarray, tuple]:
+        c = self.client
+        com_pos, com_orn = p.getBasePositionAndOrientation(uid, physicsClientId=c)
+        local_pos, local_orn = p.getDynamicsInfo(uid, -1, physicsClientId=c)[3:5]
+        inv_pos, inv_orn = p.invertTransform(local_pos, local_orn)
+        pos, orn = p.multiplyTransforms(com_pos, com_orn, inv_pos, inv_orn)
+        return np.array(pos), orn
+
+    def step(
+        self, targets: np.ndarray, duration: float, previous_targets: np.ndarray | None = None, switch_after: float = 0.0
+    ) -> RobotState:
+        n = max(1, int(round(duration / self.physics_dt)))
+        n_previous = int(round(switch_after / self.physics_dt)) if previous_targets is not None else 0
+        n_previous = min(n_previous, n - 1)
+        gains = self._gains()
+        for i in range(n):
+            self._physics_step(previous_targets if i < n_previous else targets, gains)
+        self.physics_steps += n
+        return self.state()
+
+    def _physics_step(self, targets: np.ndarray, gains: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        c, dt = self.client, self.physics_dt
+        kp, kd, limit = gains
+        q, qd = self._q, self._qd
+        spec = self._spec_dofs
+        motor = np.clip(kp * (targets - q[spec]) - kd * qd[spec], -limit, limit)
+        torque = -self._damping * qd
+        torque[spec] += motor
+        self._motor_torque = motor
+        now = self._steps_since_reset * dt
+        for push in self._pushes:
+            if push.start <= now + 1e-9 < push.end:
+                self._apply_push(push)
+        masses = []
+        for tree in self._moving:
+            p.setJointMotorControlArray(
+                tree.uid, tree.dof_joints, p.TORQUE_CONTROL, forces=torque[tree.dofs].tolist(), physicsClientId=c
+            )
+            masses.append(np.array(p.calculateMassMatrix(tree.uid, q[tree.dofs].tolist(), physicsClientId=c)))
+        p.stepSimulation(physicsClientId=c)
+        self._steps_since_reset += 1
+        self._pushes = [push for push in self._pushes if push.end > now + dt + 1e-9]
+        for tree, mass in zip(self._moving, masses):
+            self._add_armature(tree, mass)
+
+    def _add_armature(self, tree: _Tree, mass: np.ndarray) -> None:
+        """Rescale Bullet's step to the armature-loaded mass matrix: dv = -(M + A)^-1 A (v' - v)."""
+        c, dt = self.client, self.physics_dt
+        states = p.getJointStates(tree.uid, tree.dof_joints, physicsClientId=c)
+        q_new = np.array([s[0] for s in states])
+        qd_new = np.array([s[1] for s in states])
+        armature = self._armature[tree.dofs]
+        base = 6 if tree.floating else 0
+        if not armature.any():
+            self._q[tree.dofs], self._qd[tree.dofs] = q_new, qd_new
+            return
+        loaded = mass.copy()
+        loaded[base:, base:] += np.diag(armature)
+        rhs = np.zeros(len(loaded))
+        rhs[base:] = armature * (qd_new - self._qd[tree.dofs])
+        dv = -np.linalg.solve(loaded, rhs)
+        qd_fixed = qd_new + dv[base:]
+        q_fixed = q_new + dt * dv[base:]
+        p.resetJointStatesMultiDof(
+            tree.uid, tree.dof_joints, [[v] for v in q_fixed], [[v] for v in qd_fixed], physicsClientId=c
+        )
+        if tree.floating:
+            # Bullet's floating-base coordinates: angular then linear velocity of the centre of mass, base frame.
+            com_pos, com_orn = p.getBasePositionAndOrientation(tree.uid, physicsClientId=c)
+            linear, angular = p.getBaseVelocity(tree.uid, physicsClientId=c)
+            rot = _rotation(com_orn)
+            d_angular, d_linear = rot @ dv[:3], rot @ dv[3:6]
+            angle = float(np.linalg.norm(d_angular)) * dt
+            turn = p.getQuaternionFromAxisAngle((d_angular / np.linalg.norm(d_angular)).tolist(), angle) if angle else (0, 0, 0, 1)
+            _, orn = p.multiplyTransforms([0, 0, 0], turn, [0, 0, 0], com_orn)
+            p.resetBasePositionAndOrientation(tree.uid, (np.array(com_pos) + dt * d_linear).tolist(), orn, physicsClientId=c)
+            p.resetBaseVelocity(
+                tree.uid, (np.array(linear) + d_linear).tolist(), (np.array(angular) + d_angular).tolist(), physicsClientId=c
+            )
+        self._q[tree.dofs], self._qd[tree.dofs] = q_fixed, qd_fixed
+
+    def _apply_push(self, push: _Push) -> None:
+        c = self.client
+        if push.link == -1:
+            com = p.getBasePositionAndOrientation(push.uid, physicsClientId=c)[0]
+        else:
+            com = p.getLinkState(push.uid, push.link, physicsClientId=c)[0]
+        p.applyExternalForce(push.uid, push.link, push.force.tolist(), com, p.WORLD_FRAME, physicsClientId=c)
+        if push.torque.any():
+            p.applyExternalTorque(push.uid, push.link, push.torque.tolist(), p.WORLD_FRAME, physicsClientId=c)
+
+    def state(self) -> RobotState:
+        c, spec = self.client, self.robot_spec
+        imu = np.zeros(6)
+        extras: dict[str, float] = {}
+        if self._base is not None:
+            uid = self._base.uid
+            pos, orn = self._base_frame(uid)
+            linear, angular = p.getBaseVelocity(uid, physicsClientId=c)
+            rot = _rotation(orn)
+            imu[:3] = p.getEulerFromQuaternion(orn)
+            imu[3:] = rot.T @ np.array(angular)  # body frame, as a gyro reads
+            # MuJoCo reports the body frame origin's velocity; Bullet the centre of mass's.
+            origin_velocity = np.array(linear) + np.cross(angular, pos - np.array(
+                p.getBasePositionAndOrientation(uid, physicsClientId=c)[0]))
+            extras["base_velocity_x"], extras["base_velocity_y"], extras["base_velocity_z"] = origin_velocity.tolist()
+            extras["base_height"] = float(pos[2])
+            extras["base_position_x"], extras["base_position_y"] = float(pos[0]), float(pos[1])
+        if self._valve_dof is not None:
+            extras["valve_angle"] = float(self._q[self._valve_dof])
+            extras["valve_velocity"] = float(self._qd[self._valve_dof])
+        state = RobotState(
+            timestamp=self.time,
+            joint_pos=self._q[self._spec_dofs].copy(),
+            joint_vel=self._qd[self._spec_dofs].copy(),
+            joint_current=self._motor_torque / spec.torque_constant,
+            imu=imu,
+            extras=extras,
+        )
+        return self._frozen.apply(state) if self._frozen else state
+
+    def set_gains(self, kp: np.ndarray, kd: np.ndarray) -> None:
+        n = self.robot_spec.num_joints
+        kp, kd = np.asarray(kp, dtype=np.float64), np.asarray(kd, dtype=np.float64)
+        if kp.shape != (n,) or kd.shape != (n,):
+            raise ValueError(f"set_gains: expected kp and kd of shape ({n},), got {kp.shape} and {kd.shape}")
+        self._kp, self._kd = kp, kd
+
+    def set_safe_state(self, mode: str | None, kd: float = 0.0) -> None:
+        if mode not in (None, "damping", "torque_off"):
+            raise ValueError(f"safe state mode {mode!r}: expected 'damping', 'torque_off' or None")
+        self._safe_mode, self._safe_kd = mode, kd
+
+    def apply_force(
+        self, body: str, force: np.ndarray, start: float, duration: float, torque: np.ndarray | None = None
+    ) -> None:
+        m = self.description
+        body_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, body)
+        if body_id <= 0 or body_id not in self._link:
+            raise ValueError(f"apply_force: no body {body!r} (bodies: {', '.join(self.body_names)})")
+        force = np.asarray(force, dtype=np.float64)
+        torque = np.zeros(3) if torque is None else np.asarray(torque, dtype=np.float64)
+        if force.shape != (3,) or torque.shape != (3,):
+            raise ValueError(f"apply_force: force and torque must have shape (3,), got {force.shape}, {torque.shape}")
+        uid, link = self._link[body_id]
+        self._pushes.append(_Push(uid, link, force, torque, float(start), float(start + duration)))
+
+    def _joint_index(self, joint: int) -> int:
+        if not 0 <= joint < self.robot_spec.num_joints:
+            raise ValueError(f"joint index {joint} out of range for {self.robot_spec.num_joints} joints")
+        return joint
+
+    def set_motor_strength(self, joint: int, factor: float) -> None:
+        self._strength_factor[self._joint_index(joint)] = factor
+
+    def stick_motor(self, joint: int) -> None:
+        q = self._q[self._spec_dofs[self._joint_index(joint)]]
+        uid, j = self._joint_of_dof[self._spec_dofs[joint]]
+        # A jammed gearbox: the joint's limits close in on where it is now.
+        p.changeDynamics(uid, j, jointLowerLimit=q - 1e-3, jointUpperLimit=q + 1e-3, physicsClientId=self.client)
+
+    def drop_sensor(self, sensor: str) -> None:
+        self._frozen.drop(sensor, self.state())
+
+    def clear_perturbations(self) -> None:
+        self._pushes = []
+        self._frozen.clear()
+        self._strength_factor = np.ones(self.robot_spec.num_joints)
+        self._set_joint_limits(np.stack([self.robot_spec.lower, self.robot_spec.upper], axis=1))
+
+    @property
+    def time(self) -> float:
+        return self._steps_since_reset * self.physics_dt
+
+    def render(self, width: int = 480, height: int = 360) -> np.ndarray:
+        """Bullet's software renderer through the MJCF's first camera (following its body if it has one)."""
+        m = self.description
+        if m.ncam == 0:
+            raise RuntimeError(f"robot {self.robot_spec.name}: the model has no camera to render from")
+        if self._camera is None:
+            d = mujoco.MjData(m)
+            mujoco.mj_forward(m, d)
+            body = int(m.cam_bodyid[0])
+            self._camera = (d.cam_xpos[0].copy(), d.cam_xmat[0].reshape(3, 3).copy(), body, d.xpos[body].copy())
+        eye, frame, body, body0 = self._camera
+        if body in self._link and self._link[body][1] == -1 and body != 0:
+            eye = eye + self._base_frame(self._link[body][0])[0] - body0
+        # A MuJoCo camera looks down its -z axis with y up.
+        view = p.computeViewMatrix(eye.tolist(), (eye - frame[:, 2]).tolist(), frame[:, 1].tolist())
+        projection = p.computeProjectionMatrixFOV(float(m.cam_fovy[0]), width / height, 0.01, 50.0)
+        image = p.getCameraImage(
+            width, height, view, projection, renderer=p.ER_TINY_RENDERER, physicsClientId=self.client
+        )[2]
+        return np.asarray(image, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
+
+    def close(self) -> None:
+        self._finalizer()

@@ -10,11 +10,10 @@ from collections.abc import Iterator
 
 import serial
 import zmq
-from dynamixel_sdk import PortHandler
 
 from firmware_bridge.board_bus import BoardBus, SerialLink, ZmqLink
 from firmware_bridge.calibration import Calibration
-from firmware_bridge.dynamixel_bus import DynamixelBus
+from firmware_bridge.dynamixel_bus import DynamixelBus, DynamixelPort
 from firmware_bridge.motor_bus import BusError, MotorBus
 from firmware_bridge.spec import RobotSpec
 
@@ -46,7 +45,7 @@ def open_bus(
             sock.close()
         return
     if spec.bus.kind == "dynamixel":
-        handler = PortHandler(port)
+        handler = DynamixelPort(port, timeout_s)
         try:
             opened = handler.openPort() and handler.setBaudRate(baud)
         except serial.SerialException as exc:

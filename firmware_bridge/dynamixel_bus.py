@@ -26,6 +26,22 @@ READ_START = XM430.PRESENT_CURRENT.value.address
 READ_LENGTH = XM430.PRESENT_POSITION.value.address + XM430.PRESENT_POSITION.value.size - READ_START
 
 
+class DynamixelPort(PortHandler):
+    """The SDK's port handler with a reply timeout of our choosing.
+
+    The SDK waits 2 x 16 ms + 2 ms for any reply, sized for a USB adapter at its default latency timer;
+    a bus tuned to 1 ms wants to notice a dead motor sooner, a loaded test machine needs longer.
+    """
+
+    def __init__(self, port_name: str, timeout_s: float) -> None:
+        super().__init__(port_name)
+        self.timeout_ms = timeout_s * 1000.0
+
+    def setPacketTimeout(self, packet_length):  # noqa: N802 (the SDK's name)
+        self.packet_start_time = self.getCurrentTime()
+        self.packet_timeout = self.tx_time_per_byte * packet_length + self.timeout_ms
+
+
 class DynamixelBus(MotorBus):
     def __init__(
         self,

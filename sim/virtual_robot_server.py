@@ -117,10 +117,15 @@ class PtyServer:
             arrival = time.monotonic()
             data = os.read(self._master, 4096)
             in_done = self.line.received(arrival, len(data))
-            for delay, packet in self.endpoint.feed(data):
-                done = self.line.send_done(in_done + delay, len(packet))
+            replies = self.endpoint.feed(data)
+            if replies:
+                done = in_done
+                for delay, packet in replies:
+                    done = self.line.send_done(done + delay, len(packet))
+                # One write when the last reply would be through: a request answered by several devices
+                # (SYNC_READ) costs one wake-up instead of one per device.
                 _sleep_until(done)
-                os.write(self._master, packet)
+                os.write(self._master, b"".join(packet for _, packet in replies))
 
     def close(self) -> None:
         if self.link and self.link.is_symlink():

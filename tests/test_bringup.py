@@ -5,13 +5,14 @@ import json
 import numpy as np
 import pytest
 import yaml
-from dynamixel_sdk import PacketHandler, PortHandler
+from dynamixel_sdk import PacketHandler
 
 from firmware_bridge import bringup
 from firmware_bridge.bus_factory import open_bus
 from firmware_bridge.calibration import Calibration
 from firmware_bridge.cli import main
 from firmware_bridge.config_paths import resolve_robot
+from firmware_bridge.dynamixel_bus import DynamixelPort
 from firmware_bridge.dynamixel_table import XM430
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.typed_yaml import load_yaml
@@ -27,7 +28,7 @@ def _serve(spec, **kwargs):
 
 
 def _check(capsys, *argv):
-    code = main(["check", *argv, "--json"])
+    code = main(["check", *argv, "--json", "--timeout-ms", "500"])
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -76,7 +77,7 @@ def test_latency_timer_above_one_ms_warns_with_the_fix(tmp_path):
 
 def test_low_baud_and_return_delay_on_a_dynamixel_warn(capsys):
     with _serve(CLAW, lockstep=True, watchdog_s=0) as server:
-        port = PortHandler(server.path)
+        port = DynamixelPort(server.path, timeout_s=0.5)
         port.openPort()
         PacketHandler(2.0).write1ByteTxRx(port, 21, XM430.RETURN_DELAY_TIME.value.address, 250)
         port.closePort()
@@ -94,7 +95,7 @@ def test_calibrate_writes_offsets_that_read_the_held_pose_as_the_start_pose(caps
         code, report = _check(capsys, "--robot", "quadruped", "--port", server.path, "--calibrate", str(out),
                               "--reversed", "rear_left_knee")  # fmt: skip
         calibration = Calibration.load(out)
-        with open_bus(QUADRUPED, port=server.path, calibration=calibration) as bus:
+        with open_bus(QUADRUPED, port=server.path, timeout_s=0.5, calibration=calibration) as bus:
             calibrated = bus.read_state().joint_pos
         motor = server.robot.state().joint_pos
     assert code == 0 and calibration.joints["rear_left_knee"].direction == -1
@@ -105,8 +106,8 @@ def test_calibrate_writes_offsets_that_read_the_held_pose_as_the_start_pose(caps
 
 
 def test_wiggle_moves_only_the_named_joint_both_ways_and_ends_safe():
-    with _serve(CLAW) as server:
-        with open_bus(CLAW, port=server.path) as bus:
+    with _serve(CLAW, lockstep=True) as server:
+        with open_bus(CLAW, port=server.path, timeout_s=0.5) as bus:
             before = bus.read_state().joint_pos
             moved = bringup.wiggle(bus, "f0_middle", seconds=1.5)
             after = bus.read_state().joint_pos

@@ -4,12 +4,12 @@ import time
 
 import numpy as np
 import pytest
-from dynamixel_sdk import COMM_RX_TIMEOUT, COMM_SUCCESS, PacketHandler, PortHandler
+from dynamixel_sdk import COMM_RX_TIMEOUT, COMM_SUCCESS, PacketHandler
 
 from firmware_bridge.bus_factory import open_bus
 from firmware_bridge.config_paths import resolve_robot
 from firmware_bridge.dynamixel_packets import StatusError
-from firmware_bridge.dynamixel_bus import DynamixelBus
+from firmware_bridge.dynamixel_bus import DynamixelBus, DynamixelPort
 from firmware_bridge.dynamixel_table import XM430, XM430_MODEL_NUMBER, decode_raw, to_si
 from firmware_bridge.motor_bus import BusError, BusTimeout
 from firmware_bridge.motor_messages import BoardMode
@@ -27,7 +27,8 @@ VALVE = SPEC.bus.extra_ids["valve_encoder"]
 def claw():
     robot = build_robot(SPEC, MujocoBackend(SPEC), lockstep=True, watchdog_s=0)
     with serving(make_server(robot, serial=True)) as server:
-        port = PortHandler(server.path)
+        # The SDK's own port handler, with a reply timeout that survives a loaded test machine.
+        port = DynamixelPort(server.path, timeout_s=0.5)
         assert port.openPort() and port.setBaudRate(SPEC.bus.baud)
         try:
             yield server, port, PacketHandler(2.0)
@@ -119,7 +120,7 @@ def test_refused_writes_raise_naming_the_id_and_register(claw):
 
 def test_watchdog_switches_torque_off_until_torque_is_enabled_again():
     robot = build_robot(SPEC, MujocoBackend(SPEC), watchdog_s=0.05)
-    with serving(make_server(robot, serial=True)) as server, open_bus(SPEC, port=server.path) as bus:
+    with serving(make_server(robot, serial=True)) as server, open_bus(SPEC, port=server.path, timeout_s=0.5) as bus:
         bus.arm()
         bus.exchange(SPEC.start)
         time.sleep(0.15)

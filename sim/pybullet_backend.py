@@ -227,6 +227,32 @@ class PybulletBackend(Backend):
                 "friction the larger"
             )
 
+    # Where the MJCF's bodies and joints live in Bullet (for tests, benchmarks and tools).
+
+    def bullet_link(self, body: str) -> tuple[int, int]:
+        """(Bullet body id, link index) of the MJCF body ``body``; link -1 is a multibody's root."""
+        body_id = mujoco.mj_name2id(self.description, mujoco.mjtObj.mjOBJ_BODY, body)
+        if body_id not in self._link:
+            raise ValueError(f"no body {body!r} in robot {self.robot_spec.name}'s model")
+        return self._link[body_id]
+
+    def bullet_joint(self, joint: str) -> tuple[int, int]:
+        """(Bullet body id, joint index) of the MJCF hinge or slide joint ``joint``."""
+        for uid, j in self._joint_of_dof:
+            if p.getJointInfo(uid, j, physicsClientId=self.client)[1].decode() == joint:
+                return uid, j
+        raise ValueError(f"no moving joint {joint!r} in robot {self.robot_spec.name}'s model")
+
+    def body_frame(self, body: str) -> tuple[np.ndarray, np.ndarray]:
+        """World position (3,) and rotation matrix (3, 3) of the MJCF body's frame (MuJoCo's xpos, xmat)."""
+        uid, link = self.bullet_link(body)
+        if link == -1:
+            pos, orn = self._base_frame(uid)
+        else:
+            state = p.getLinkState(uid, link, computeForwardKinematics=1, physicsClientId=self.client)
+            pos, orn = np.array(state[4]), state[5]
+        return np.array(pos), _rotation(orn)
+
     # Parameters and motor model.
 
     def _apply_params(self, params: DynamicsParams) -> None:

@@ -1,8 +1,9 @@
 """The on-robot loop: arm, approach the start pose slowly, run the policy at a fixed rate, always end safe.
 
 One policy tick, on absolute deadlines:
-read state -> observation -> policy -> action mapping -> command exchange ->
-hand the transition to the sinks (never blocking). A new policy given with
+state (the reply to the previous command, or a fresh read) -> observation ->
+policy -> action mapping -> command exchange -> hand the transition to the
+sinks (never blocking). A new policy given with
 ``swap_policy`` (from any thread) takes effect at the start of the next tick.
 
 Every way out of ``run`` (duration reached, ``stop`` set by a signal handler,
@@ -18,6 +19,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -48,6 +50,11 @@ class LoopConfig:
     max_missed: int | None = None
     """Missed deadlines allowed within ``miss_window_s``; None: 10% of the window's deadlines, at least 2."""
     miss_window_s: float = 1.0
+    state_source: Literal["reply", "fresh"] = "reply"
+    """Where a tick's observation comes from. ``reply``: the state the motors sent back with the previous
+    command, one bus round trip per tick (what 1 kHz needs; the state is up to a period old, which training
+    covers by randomizing observation latency over 0-1 ticks). ``fresh``: a separate state read at the
+    tick's start, two round trips per tick, for slow loops on fast buses that want the freshest state."""
     safe_stop_attempts: int = 3
     """Tries of the safe-stop request before giving up (the board's own watchdog is then the last line)."""
 
@@ -60,6 +67,8 @@ class LoopConfig:
             raise ValueError(f"approach_speed: must be positive, got {self.approach_speed}")
         if self.miss_window_s <= 0:
             raise ValueError(f"miss_window_s: must be positive, got {self.miss_window_s}")
+        if self.state_source not in ("reply", "fresh"):
+            raise ValueError(f"state_source: 'reply' or 'fresh', got {self.state_source!r}")
         if self.safe_stop_attempts < 1:
             raise ValueError(f"safe_stop_attempts: must be at least 1, got {self.safe_stop_attempts}")
 
@@ -153,20 +162,22 @@ class ControlLoop:
         config = self.config
         report = LoopReport(rate_hz=config.rate_hz)
         monitor = SafetyMonitor(
-            stale_after_s=config.stale_after_s,
+            # A slow loop reads the state only once a period: never call it stale within two of them.
+            stale_after_s=max(config.stale_after_s, 2.0 / config.rate_hz),
             max_missed=config.missed_budget,
             miss_window=config.miss_window,
             feature_slices=self.builder.slices(),
         )
         try:
             armed = self._guard(self.bus.arm)
-            monitor.check_state(armed, clock())
-            self._emit(Event(clock(), "armed", "motors armed"))
+            arrived = clock()
+            monitor.check_state(armed, arrived)
+            self._emit(Event(arrived, "armed", "motors armed"))
             deadlines = DeadlineClock(config.rate_hz, spin_s=config.spin_s)
-            if not self._approach(armed, deadlines, monitor, report):
-                return report
-            self._emit(Event(clock(), "policy", "policy phase starts"))
-            self._policy_phase(deadlines, monitor, report)
+            last = self._approach((armed, arrived), deadlines, monitor, report)
+            if last is not None:
+                self._emit(Event(clock(), "policy", "policy phase starts"))
+                self._policy_phase(last, deadlines, monitor, report)
         except SafetyStop as stop:
             report.safety_stop = str(stop)
             report.stop_reason = stop.reason
@@ -176,10 +187,11 @@ class ControlLoop:
             report.bus_counters = self.bus.counters()
         return report
 
-    def _approach(self, armed: RobotState, deadlines: DeadlineClock, monitor: SafetyMonitor, report) -> bool:
+    def _approach(self, armed, deadlines: DeadlineClock, monitor: SafetyMonitor, report):
         """Move in straight joint-space lines from the armed pose to the start pose at ``approach_speed``.
-        Returns False if stopped on the way."""
-        q0 = np.clip(armed.joint_pos, self.spec.lower, self.spec.upper)
+        Returns the last reply and when it arrived, or None if stopped on the way."""
+        last = armed
+        q0 = np.clip(armed[0].joint_pos, self.spec.lower, self.spec.upper)
         distance = float(np.max(np.abs(self.spec.start - q0)))
         steps = math.ceil(distance / (self.config.approach_speed / self.config.rate_hz))
         for i in range(1, steps + 1):
@@ -187,22 +199,26 @@ class ControlLoop:
             report.missed_deadlines += tick.missed
             monitor.check_deadlines(tick.missed)
             if self.stop.is_set():
-                return False
+                return None
             reply = self._guard(self.bus.exchange, q0 + (self.spec.start - q0) * (i / steps))
-            monitor.check_state(reply, clock())
+            last = (reply, clock())
+            monitor.check_state(reply, last[1])
             report.approach_ticks += 1
-        return True
+        return last
 
-    def _policy_phase(self, deadlines: DeadlineClock, monitor: SafetyMonitor, report: LoopReport) -> None:
+    def _policy_phase(self, last, deadlines: DeadlineClock, monitor: SafetyMonitor, report: LoopReport) -> None:
         hist = self.builder.new_history(self.goals)
         h = report.timings.histograms
         h_period, h_read, h_policy, h_write, h_latency = (
             h["period_error"], h["read"], h["policy"], h["write"], h["latency"]
         )  # fmt: skip
         bus, builder, mapper, sinks = self.bus, self.builder, self.mapper, self.sinks
+        fresh = self.config.state_source == "fresh"
+        reply, reply_arrived = last
+        # As the simulator does at reset: rate limiting starts from the measured pose.
+        mapper.reset(reply.joint_pos)
         active: tuple[Policy, int] | None = None
         end = None
-        first = True
         while not self.stop.is_set():
             tick = deadlines.wait()
             report.missed_deadlines += tick.missed
@@ -220,13 +236,12 @@ class ControlLoop:
                 self._emit(Event(tick.started, "policy_version", f"policy version {version}", {"version": version}))
 
             t0 = clock()
-            state = self._guard(bus.read_state)
-            t1 = clock()
-            monitor.check_state(state, t1)
-            if first:
-                # As the simulator does at reset: rate limiting starts from the measured pose.
-                mapper.reset(state.joint_pos)
-                first = False
+            if fresh:
+                state = self._guard(bus.read_state)
+                t1 = arrived = clock()
+                monitor.check_state(state, t1)
+            else:
+                state, arrived, t1 = reply, reply_arrived, t0
             obs = builder.build(state, hist)
             monitor.check_observation(obs)
             action = policy(obs)
@@ -237,16 +252,19 @@ class ControlLoop:
             hist.record(action)
             t2 = clock()
             reply = self._guard(bus.exchange, command)
-            t3 = clock()
-            if reply.faults:
-                raise SafetyStop(StopReason.MOTOR_FAULT, f"the motors report {describe_faults(reply.faults)}")
+            t3 = reply_arrived = clock()
+            if fresh:
+                if reply.faults:
+                    raise SafetyStop(StopReason.MOTOR_FAULT, f"the motors report {describe_faults(reply.faults)}")
+            else:
+                monitor.check_state(reply, t3)
 
             timings = {
                 "period_error": tick.period_error_us,
                 "read": (t1 - t0) * 1e6,
                 "policy": (t2 - t1) * 1e6,
                 "write": (t3 - t2) * 1e6,
-                "latency": (t3 - t0) * 1e6,
+                "latency": (t3 - arrived) * 1e6,
             }
             h_period.record(timings["period_error"])
             h_read.record(timings["read"])

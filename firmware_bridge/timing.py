@@ -89,10 +89,11 @@ TIMING_CHANNELS = ("period_error", "read", "policy", "write", "latency")
 """What each tick measures, in microseconds:
 
 - ``period_error``: how late the tick started after its deadline;
-- ``read``: the state read (request to reply);
+- ``read``: the state read, request to reply (0 when the state came with the previous command's reply);
 - ``policy``: observation building, inference and action mapping;
-- ``write``: the command exchange (command sent to its acknowledging reply);
-- ``latency``: state request to command acknowledged, the end-to-end state-to-command time.
+- ``write``: the command exchange, command sent to its acknowledging reply;
+- ``latency``: state received to command acknowledged, the end-to-end state-to-command time (with the
+  state taken from the previous reply this includes the wait for the tick's deadline).
 """
 
 

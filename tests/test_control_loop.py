@@ -64,16 +64,20 @@ def _loop(bus, policy, version=1, sinks=(), stop=None, **config):
     )  # fmt: skip
 
 
-def test_the_policy_drives_the_robot_and_every_tick_reaches_the_sinks(tmp_path):
+@pytest.mark.parametrize("source", ["reply", "fresh"])
+def test_the_policy_drives_the_robot_and_every_tick_reaches_the_sinks(tmp_path, source):
     recorder = Recorder()
     sink = BackgroundSink("record", recorder)
     with virtual_quadruped() as (robot, bus):
-        report = _loop(bus, _policy(tmp_path, bias=HIPS), sinks=[sink]).run()
+        commands_before = robot.counters.commands
+        report = _loop(bus, _policy(tmp_path, bias=HIPS), sinks=[sink], state_source=source).run()
+        assert robot.counters.commands - commands_before == report.approach_ticks + report.ticks
         assert robot.mode is BoardMode.DAMPING  # the quadruped's safe state, after a clean end too
     sink.close()
     summary = report.summary()
     assert summary["safety_stop"] is None and summary["safe_state_reached"]
-    assert 45 <= summary["ticks"] <= 50 and summary["missed_deadlines"] <= 1
+    # 1 s at 50 Hz: 50 deadlines, each run or counted as missed (a loaded shared VM may miss a few).
+    assert 50 <= summary["ticks"] + summary["missed_deadlines"] <= 51 and summary["missed_deadlines"] <= 5
     assert summary["policy_versions"] == [1] and summary["bad_frames"] == 0
     assert set(summary["latency_us"]) == {"p50", "p99", "max"} and summary["latency_us"]["p50"] > 0
     ticks = [i for i in recorder.items if isinstance(i, Transition)]
@@ -83,6 +87,8 @@ def test_the_policy_drives_the_robot_and_every_tick_reaches_the_sinks(tmp_path):
     np.testing.assert_allclose(ticks[-1].command[hips], expected, atol=1e-6)
     moved = ticks[-1].state.joint_pos[hips] - ticks[0].state.joint_pos[hips]
     assert np.all(moved > 0.15)  # the hips followed the command
+    read = report.timings.histograms["read"]
+    assert (read.percentile(50) > 100) if source == "fresh" else (read.max_us < 50)  # a bus round trip, or none
     kinds = [i.kind for i in recorder.items if not isinstance(i, Transition)]
     assert kinds[:3] == ["armed", "policy", "policy_version"] and kinds[-1] == "safe_state"
 
@@ -99,12 +105,18 @@ def test_a_nan_policy_stops_before_its_output_reaches_a_motor(tmp_path):
 
 
 def test_a_motor_fault_reported_by_the_board_stops_the_loop(tmp_path):
+    class FaultAtTick10(Recorder):
+        def handle(self, item):
+            if isinstance(item, Transition) and item.tick == 10:
+                robot.motor_faults[3] = MotorStatus.OVERCURRENT
+
+    sink = BackgroundSink("fault", FaultAtTick10())
     with virtual_quadruped() as (robot, bus):
-        threading.Timer(0.3, lambda: robot.motor_faults.__setitem__(3, MotorStatus.OVERCURRENT)).start()
-        report = _loop(bus, _policy(tmp_path), duration_s=3.0).run()
+        report = _loop(bus, _policy(tmp_path), duration_s=3.0, sinks=[sink]).run()
         assert robot.mode is BoardMode.DAMPING
+    sink.close()
     assert report.stop_reason is StopReason.MOTOR_FAULT and "OVERCURRENT" in report.safety_stop
-    assert 5 <= report.ticks < 40 and report.safe_state_reached
+    assert 10 <= report.ticks <= 14 and report.safe_state_reached  # within a few ticks of the fault
 
 
 def test_a_robot_that_stops_answering_is_a_stale_state_and_its_watchdog_is_the_last_line(tmp_path):
@@ -164,12 +176,12 @@ def test_a_policy_swapped_from_another_thread_takes_over_between_ticks(tmp_path)
 def test_setting_stop_ends_the_run_cleanly_in_the_safe_state(tmp_path):
     stop = threading.Event()
     with virtual_quadruped() as (robot, bus):
-        threading.Timer(0.3, stop.set).start()
+        threading.Timer(0.6, stop.set).start()
         started = time.monotonic()
         report = _loop(bus, _policy(tmp_path), duration_s=None, stop=stop).run()
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 1.0  # within a tick of the request
         assert robot.mode is BoardMode.DAMPING
-    assert report.safety_stop is None and report.safe_state_reached and report.ticks > 5
+    assert report.safety_stop is None and report.safe_state_reached and report.ticks >= 3
 
 
 def test_the_approach_moves_slowly_from_the_armed_pose_to_the_start_pose(tmp_path):

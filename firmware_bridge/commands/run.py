@@ -57,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     safety.add_argument("--max-missed", type=int, help="missed deadlines allowed per window (default: 10%%)")
     safety.add_argument("--miss-window", type=float, default=1.0, help="window of --max-missed, seconds")
     timing = parser.add_argument_group("timing and real-time settings (off by default)")
+    timing.add_argument(
+        "--state-source",
+        choices=("reply", "fresh"),
+        default="reply",
+        help="observe the state sent back with the previous command (one round trip per tick), or read it "
+        "fresh at each tick (two round trips; fresher on a slow loop)",
+    )
     timing.add_argument("--spin-us", type=float, default=200.0, help="busy-wait before each deadline, us")
     timing.add_argument("--cpu", type=int, help="pin the process to this CPU")
     timing.add_argument("--fifo", type=int, metavar="PRIORITY", help="SCHED_FIFO at this priority")
@@ -117,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
             stale_after_s=args.stale_ms / 1e3,
             max_missed=args.max_missed,
             miss_window_s=args.miss_window,
+            state_source=args.state_source,
         )
     except ValueError as exc:
         print(f"firmware-bridge run: error: {exc}", file=err)

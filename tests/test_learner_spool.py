@@ -1,0 +1,55 @@
+"""The robot's spool: numbering across restarts, bounded size, deletion only of what the learner made durable."""
+
+import pytest
+
+from firmware_bridge.learner_spool import Spool, SpoolError
+
+
+def frames(first):
+    return [f"header {first}".encode(), bytes(100)]
+
+
+def test_batches_are_numbered_read_back_and_survive_a_restart(tmp_path):
+    spool = Spool(tmp_path, fsync=False)
+    assert (spool.next_seq, spool.lowest_held, spool.held) == (0, 0, 0)
+    assert spool.add(10, frames)[0] == 0
+    assert spool.add(5, frames)[0] == 10
+    assert spool.read(10) == frames(10)
+    assert spool.batch_from(3) == (0, 10) and spool.batch_from(12) == (10, 5) and spool.batch_from(15) is None
+    (tmp_path / "0000000000000099-000001.batch.tmp").write_bytes(b"half")  # a write cut by a crash
+
+    again = Spool(tmp_path, fsync=False)
+    assert again.spool_id == spool.spool_id
+    assert (again.next_seq, again.lowest_held, again.held) == (15, 0, 15)
+    assert not list(tmp_path.glob("*.tmp"))
+    assert again.add(1, frames)[0] == 15
+
+
+def test_forget_deletes_only_whole_batches_covered_and_numbering_continues(tmp_path):
+    spool = Spool(tmp_path, fsync=False)
+    for _ in range(3):
+        spool.add(4, frames)
+    assert spool.forget_through(5) == 4  # batch 4-7 is not wholly covered
+    assert spool.lowest_held == 4
+    assert spool.forget_through(11) == 8
+    assert (spool.held, spool.lowest_held) == (0, 12)
+    assert Spool(tmp_path, fsync=False).next_seq == 12  # empty, yet the numbers do not restart
+
+
+def test_a_full_spool_drops_the_oldest_and_counts_them(tmp_path):
+    one = len(b"".join(frames(0))) + 24
+    spool = Spool(tmp_path, max_bytes=3 * one, fsync=False)
+    for _ in range(5):
+        spool.add(2, frames)
+    assert spool.dropped == 4
+    assert (spool.lowest_held, spool.held) == (4, 6)
+    assert spool.held_bytes <= 3 * one
+
+
+def test_a_damaged_batch_file_is_named(tmp_path):
+    spool = Spool(tmp_path, fsync=False)
+    spool.add(1, frames)
+    path = next(tmp_path.glob("*.batch"))
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(SpoolError, match=path.name):
+        spool.read(0)

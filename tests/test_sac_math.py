@@ -192,3 +192,14 @@ def test_bfloat16_matmuls_keep_float32_losses_and_weights():
     assert all(p.dtype == torch.float32 for p in agent.critic.parameters())
     _, log_prob = agent.actor.sample(torch.randn(4, 3))
     assert log_prob.dtype == torch.float32
+
+
+def test_device_selection_is_automatic_and_explicit_cuda_fails_clearly(monkeypatch):
+    from robot_sac.sac import select_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="'cuda' requested but CUDA is not available"):
+        select_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device("auto") == torch.device("cuda")

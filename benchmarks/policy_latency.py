@@ -1,4 +1,5 @@
-"""Single-observation policy latency: PolicyRuntime vs torch eager vs plain numpy matrix products.
+"""Single-observation policy latency: PolicyRuntime vs onnxruntime's plain ``run`` vs torch eager vs plain
+numpy matrix products.
 
 For the quadruped and the claw actors (dimensions from configs/robots and configs/tasks, 256x256 hidden,
 observation normalization on), one observation at a time as the control loop calls it. Each method runs
@@ -18,9 +19,11 @@ import time
 from typing import Callable
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
-from firmware_bridge.policy_runtime import PolicyRuntime
+from firmware_bridge.policy_contract import INPUT_NAME, OUTPUT_NAME
+from firmware_bridge.policy_runtime import PolicyRuntime, session_options
 from firmware_bridge.task import TaskInterface
 from robot_sac.export import ExportedPolicy, TorchPolicy, build_contract, robot_interface, to_onnx
 from robot_sac.networks import Actor, ObservationNormalizer
@@ -68,6 +71,16 @@ def torch_policy(actor: Actor, normalizer: ObservationNormalizer) -> Callable[[n
     return policy
 
 
+def session_run_policy(data: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    """onnxruntime's plain ``run`` with a feed dict (same session options): what IO binding saves."""
+    session = ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return session.run([OUTPUT_NAME], {INPUT_NAME: obs[None]})[0][0]
+
+    return policy
+
+
 def time_calls(policy: Callable[[np.ndarray], np.ndarray], observations: np.ndarray) -> np.ndarray:
     """Microseconds per call, one observation at a time."""
     durations = np.empty(len(observations), dtype=np.int64)
@@ -95,9 +108,11 @@ def main() -> int:
         obs_dim, act_dim = interface["obs_dim"], interface["act_dim"]
         actor, normalizer = make_actor(obs_dim, act_dim, seed=t)
         contract = build_contract(interface, f"benchmark/{task_name}", normalizer, 0, "benchmark")
-        runtime = PolicyRuntime(to_onnx(ExportedPolicy(actor, normalizer), contract), robot, task)
+        data = to_onnx(ExportedPolicy(actor, normalizer), contract)
+        runtime = PolicyRuntime(data, robot, task)
         methods = {
             "PolicyRuntime": runtime,
+            "ort session.run": session_run_policy(data),
             "torch eager": torch_policy(actor, normalizer),
             "numpy float32": numpy_policy(actor, normalizer),
         }
@@ -122,15 +137,15 @@ def main() -> int:
                 "p50_vs_numpy": round(float(values[0] / medians["numpy float32"][0]), 2),
                 "p99_vs_numpy": round(float(values[1] / medians["numpy float32"][1]), 2),
             })
-        rows[-3]["runtime_own_latency_us"] = runtime.latency_us()
+        rows[-len(methods)]["runtime_own_latency_us"] = runtime.latency_us()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = f"{'actor':<30} {'method':<14} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'p50/np':>7} {'p99/np':>7}"
+    header = f"{'actor':<30} {'method':<16} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'p50/np':>7} {'p99/np':>7}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['actor']:<30} {r['method']:<14} {r['p50_us']:>8.1f} {r['p99_us']:>8.1f} {r['p99.9_us']:>9.1f} "
+        print(f"{r['actor']:<30} {r['method']:<16} {r['p50_us']:>8.1f} {r['p99_us']:>8.1f} {r['p99.9_us']:>9.1f} "
               f"{r['p50_vs_numpy']:>7.2f} {r['p99_vs_numpy']:>7.2f}")
     for r in rows:
         if r["method"] == "PolicyRuntime":

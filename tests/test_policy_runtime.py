@@ -194,7 +194,8 @@ def test_files_that_are_not_onnx_are_refused(tmp_path, claw_policy):
     text.write_text("hello, robot\n")
     error = _refusal(text)
     assert error.kinds == {Mismatch.NOT_ONNX}
-    assert str(error).startswith(f"{text}: policy refused") and "byte 0: field 13 with wire type 0" in str(error)
+    assert str(error).startswith(f"{text}: policy refused")
+    assert "an ONNX model starts with its ir_version (byte 0x08), this file starts with 68 65 6c 6c" in str(error)
     checkpoint = tmp_path / "best.pt"
     torch.save({"actor": {}}, checkpoint)
     assert _refusal(checkpoint).kinds == {Mismatch.NOT_ONNX}
@@ -209,6 +210,15 @@ def test_truncated_file_is_refused_with_the_byte_counts(claw_policy):
         error = _refusal(data[:cut])
         assert error.kinds == {Mismatch.TRUNCATED}, (cut, str(error))
         assert f"ends at byte {cut}" in str(error)
+
+
+def test_fields_from_a_newer_onnx_are_skipped_but_bad_wire_types_are_not(claw_policy):
+    data = claw_policy[0]
+    # Field 30 does not exist in ModelProto today: a varint (tag 0xF0 0x01) and a 4-byte fixed32 (0xF5 0x01).
+    newer = data + bytes([0xF0, 0x01, 0x05, 0xF5, 0x01, 1, 2, 3, 4])
+    assert PolicyRuntime(newer).contract == claw_policy[2]
+    error = _refusal(data + bytes([0x3B]))  # field 7 (graph) with wire type 3, a protobuf group
+    assert error.kinds == {Mismatch.NOT_ONNX} and f"byte {len(data)}: graph with wire type 3" in str(error)
 
 
 def test_damaged_graph_that_still_parses_is_refused_by_onnxruntime(claw_policy):

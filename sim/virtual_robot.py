@@ -24,7 +24,7 @@ from firmware_bridge.motor_messages import BoardMode
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.state import RobotState
 from sim.backend import Backend
-from sim.randomization import DynamicsParams
+from sim.randomization import DynamicsParams, corrupt_state
 
 
 @dataclasses.dataclass
@@ -43,6 +43,7 @@ class VirtualRobot:
         backend: Backend,
         params: DynamicsParams,
         *,
+        rng: np.random.Generator | None = None,
         watchdog_s: float = 0.1,
         lockstep: bool = False,
         clock: Callable[[], float] = time.monotonic,
@@ -55,6 +56,8 @@ class VirtualRobot:
         self.lockstep = lockstep
         self.clock = clock
         self.counters = DeviceCounters()
+        self._params = params
+        self._rng = rng or np.random.default_rng(0)
         self._state = backend.reset(params)
         self._targets = self._state.joint_pos.copy()
         self._start = clock()
@@ -112,8 +115,9 @@ class VirtualRobot:
         return True
 
     def state(self) -> RobotState:
+        """What the sensors report: the physics state with the dynamics' sensor noise and bias."""
         self.poll()
-        return self._state
+        return corrupt_state(self._state, self._params, self._rng)
 
     def poll(self) -> None:
         """Check the watchdog and, in real-time mode, bring the simulation up to the wall clock."""

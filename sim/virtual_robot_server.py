@@ -177,7 +177,8 @@ def build_robot(
     watchdog_s: float | None = None,
     lockstep: bool = False,
 ) -> VirtualRobot:
-    """A virtual robot with the task's randomized dynamics (seeded) or, without a task, the nominal model.
+    """A virtual robot with the task's randomized dynamics and sensor noise (seeded) or, without a task, the
+    nominal model.
 
     ``watchdog_s`` None: 100 ms like moteus, or three control periods for slower robots (the claw's
     10 Hz loop would otherwise trip a 100 ms watchdog between two healthy commands).
@@ -185,11 +186,9 @@ def build_robot(
     if watchdog_s is None:
         watchdog_s = max(0.1, 3 * spec.control_period)
     n_bodies, n_joints = len(backend.body_names), spec.num_joints
-    if task is None:
-        params = nominal(n_bodies, n_joints)
-    else:
-        params = sample(task.randomization, n_bodies, n_joints, np.random.default_rng(seed))
-    return VirtualRobot(spec, backend, params, watchdog_s=watchdog_s, lockstep=lockstep)
+    rng = np.random.default_rng(seed)
+    params = nominal(n_bodies, n_joints) if task is None else sample(task.randomization, n_bodies, n_joints, rng)
+    return VirtualRobot(spec, backend, params, rng=rng, watchdog_s=watchdog_s, lockstep=lockstep)
 
 
 def make_server(robot: VirtualRobot, *, serial: bool, zmq_address: str | None = None, link: str | None = None):

@@ -5,7 +5,8 @@ Each motor keeps its control table as bytes with the manual's access rules
 answers PING, READ, WRITE, SYNC_READ and SYNC_WRITE with status packets and
 error bytes. The joints drive one ``VirtualRobot``: goal positions become
 its targets; torque on for every joint arms it, torque off for any disarms
-it. The passive encoder ids report the valve angle and velocity.
+it. The passive encoder ids report the valve angle and velocity. Unlike a
+real motor, ID and baud rate cannot be changed.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ _ANSWERED_AT_LEVEL = {
     0: {Instruction.PING},
     1: {Instruction.PING, Instruction.READ, Instruction.SYNC_READ},
 }
+# The simulation is wired to the spec's ids and the pty's rate: writes to these are refused (ACCESS)
+# instead of silently detaching a motor from the model.
+_FIXED_IN_SIMULATION = {XM430.ID, XM430.BAUD_RATE}
 _OWNER = {addr: reg for reg in XM430 for addr in range(reg.value.address, reg.value.address + reg.value.size)}
 
 
@@ -89,6 +93,8 @@ class XM430Memory:
         for reg in owners:
             info = reg.value
             if not info.writable or info.address < address or info.address + info.size > end:
+                return StatusError.ACCESS
+            if reg in _FIXED_IN_SIMULATION:
                 return StatusError.ACCESS
             if info.area is Area.EEPROM and self.get(XM430.TORQUE_ENABLE):
                 return StatusError.ACCESS

@@ -8,7 +8,7 @@ from dynamixel_sdk import COMM_RX_TIMEOUT, COMM_SUCCESS, PacketHandler
 
 from firmware_bridge.bus_factory import open_bus
 from firmware_bridge.config_paths import resolve_robot
-from firmware_bridge.dynamixel_packets import StatusError
+from firmware_bridge.dynamixel_packets import BROADCAST_ID, Instruction, PacketParser, StatusError, build_packet
 from firmware_bridge.dynamixel_bus import DynamixelBus, DynamixelPort
 from firmware_bridge.dynamixel_table import XM430, XM430_MODEL_NUMBER, decode_raw, to_si
 from firmware_bridge.motor_bus import BusError, BusTimeout
@@ -16,6 +16,7 @@ from firmware_bridge.motor_messages import BoardMode
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.typed_yaml import load_yaml
 from sim.mujoco_backend import MujocoBackend
+from sim.virtual_robot_dynamixel import DynamixelChain
 from sim.virtual_robot_server import build_robot, make_server, serving
 
 SPEC = RobotSpec.load(resolve_robot("claw"))
@@ -59,6 +60,7 @@ def test_read_and_write_registers_with_the_manuals_rules(claw):
     assert ph.write2ByteTxRx(port, IDS[0], XM430.PRESENT_CURRENT.value.address, 5) == (COMM_SUCCESS, StatusError.ACCESS)
     assert ph.write1ByteTxRx(port, IDS[0], XM430.OPERATING_MODE.value.address, 2) == (COMM_SUCCESS, StatusError.DATA_RANGE)
     assert ph.readTxRx(port, IDS[0], 146, 4)[1:] == (COMM_SUCCESS, StatusError.ACCESS)
+    assert ph.write1ByteTxRx(port, IDS[0], XM430.ID.value.address, 5) == (COMM_SUCCESS, StatusError.ACCESS)
     # EEPROM is writable with torque off and locked with torque on.
     address = XM430.RETURN_DELAY_TIME.value.address
     assert ph.write1ByteTxRx(port, IDS[0], address, 0) == (COMM_SUCCESS, 0)
@@ -131,3 +133,22 @@ def test_watchdog_switches_torque_off_until_torque_is_enabled_again():
         bus.arm()
         assert robot.mode is BoardMode.ARMED and not robot.watchdog_latched
         bus.safe_stop()
+
+
+def test_random_instruction_packets_never_crash_the_chain_and_it_still_answers():
+    robot = build_robot(SPEC, MujocoBackend(SPEC), lockstep=True, watchdog_s=0)
+    chain = DynamixelChain(robot)
+    rng = np.random.default_rng(3)
+    ids = IDS + [VALVE, BROADCAST_ID, 7]
+    instructions = [int(i) for i in Instruction] + [0x42]
+    stream = b""
+    for _ in range(400):
+        params = rng.integers(0, 256, rng.integers(0, 24), dtype=np.uint8).tobytes()
+        stream += build_packet(int(rng.choice(ids)), int(rng.choice(instructions)), params)
+        if rng.random() < 0.3:
+            stream += rng.integers(0, 256, rng.integers(1, 20), dtype=np.uint8).tobytes()
+    for start in range(0, len(stream), 61):
+        chain.feed(stream[start : start + 61])
+    [(_, reply)] = chain.feed(build_packet(IDS[0], Instruction.PING))
+    assert PacketParser().feed(reply)[0].params == bytes([0, 0xFC, 0x03, 48])  # no error, model 1020, firmware 48
+    assert chain.parser.counters.packets >= 400

@@ -14,6 +14,8 @@ SUBCOMMANDS = {
     "robustness": ("robot_sac.commands.robustness", "run a policy.onnx through a grid of perturbations and report"),
     "export": ("robot_sac.commands.export", "export a run's actor to a self-checked policy.onnx"),
     "eval": ("robot_sac.commands.eval", "run a policy.onnx in simulation through the robot's PolicyRuntime"),
+    "learner": ("robot_sac.commands.learner", "continue SAC on robots' real transitions and send them new actors"),
+    "keys": ("robot_sac.commands.keys", "CURVE key pairs and allow-list for the learner and its robots"),
 }
 
 

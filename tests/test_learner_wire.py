@@ -27,7 +27,7 @@ from firmware_bridge.learner_wire import (
     parse_header,
     with_lowest_held,
 )
-from tests.learner_helpers import HASH, batch
+from learner_helpers import HASH, batch
 
 LAYOUT = TransitionLayout(obs_dim=7, act_dim=3, num_joints=3)
 

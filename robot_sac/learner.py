@@ -1,0 +1,362 @@
+"""The off-board learner: continue SAC from a simulation run on robots' real transitions, send actors back.
+
+Threads: ``LearnerLink`` (network, scoring, deduplication), a publisher (exports a snapshot of the actor
+to ONNX with ``robot_sac.export``, which takes seconds, off the training thread), and the caller's thread,
+which trains: drain what arrived into the real replay buffer, keep ``updates = utd x real transitions``,
+hand a snapshot to the publisher every ``push_every`` updates, checkpoint every ``checkpoint_every_s``.
+
+The output directory holds ``config.yaml`` (the sim run's training config and this learner's config),
+``checkpoints/last.pt`` (agent with optimizers and temperature, counters, per-robot sequence numbers,
+RNG states) with ``checkpoints/real_replay.<generation>.npz`` beside it, and ``summary.json``. A checkpoint
+names its replay generation and is replaced atomically, so a learner killed at any moment restarts from a
+consistent pair: the replay holds exactly the transitions up to the per-robot numbers in ``last.pt``, and
+robots still hold everything after them (a robot deletes only what a checkpoint covers).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from firmware_bridge.learner_wire import TransitionLayout
+from firmware_bridge.observation import ObservationBuilder
+from firmware_bridge.typed_yaml import ConfigError, from_mapping, to_mapping
+from robot_sac.config import TrainConfig
+from robot_sac.envs import make_env
+from robot_sac.export import ExportedPolicy, TorchPolicy, build_contract, robot_interface, to_onnx, verify
+from robot_sac.learner_link import LearnerLink, RobotRecord
+from robot_sac.real_transitions import TransitionScorer
+from robot_sac.replay import Batch, ReplayBuffer
+from robot_sac.sac import SAC, select_device
+from robot_sac.trainer import _atomic_torch_save
+
+LEARNER_CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class LearnerConfig:
+    utd: float = 1.0
+    """Gradient updates per real transition received."""
+    push_every: int = 1000
+    """Updates between two actors sent to the robots."""
+    checkpoint_every_s: float = 30.0
+    """Seconds between checkpoints; robots keep transitions in their spool until one covers them."""
+    seed_replay: bool = True
+    """Also sample the simulation run's replay buffer; False starts from real transitions only."""
+    real_fraction: float = 0.5
+    """Share of each minibatch drawn from real transitions while the simulation buffer is sampled too."""
+    real_buffer_size: int = 1_000_000
+    learning_starts: int = 256
+    """Real transitions before the first update."""
+    device: str = "auto"
+    torch_threads: int = 0
+    """Intra-op threads for torch on CPU; 0 keeps torch's default."""
+
+    def __post_init__(self) -> None:
+        if self.utd <= 0:
+            raise ConfigError(f"utd: must be positive, got {self.utd}")
+        if self.push_every < 1:
+            raise ConfigError(f"push_every: must be at least 1, got {self.push_every}")
+        if self.checkpoint_every_s <= 0:
+            raise ConfigError(f"checkpoint_every_s: must be positive, got {self.checkpoint_every_s}")
+        if not 0.0 < self.real_fraction <= 1.0:
+            raise ConfigError(f"real_fraction: must be in (0, 1], got {self.real_fraction}")
+
+
+class Publisher:
+    """Exports actor snapshots on its own thread; a snapshot that arrives while one is exporting replaces
+    any older waiting one (only the newest actor is worth sending)."""
+
+    def __init__(self, learner: Learner):
+        self.learner = learner
+        self._slot: queue.Queue = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.exports: list[tuple[int, float]] = []
+        """(version, seconds the export took)."""
+        self._thread = threading.Thread(target=self._work, name="learner-publisher", daemon=True)
+        self._thread.start()
+
+    def submit(self, version: int, actor, normalizer, check_obs: np.ndarray) -> None:
+        item = (version, actor, normalizer, check_obs)
+        while True:
+            try:
+                self._slot.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    self._slot.get_nowait()
+                except queue.Empty:
+                    pass
+
+    def close(self) -> None:
+        self.submit(None, None, None, None)
+        self._thread.join(60.0)
+
+    def _work(self) -> None:
+        learner = self.learner
+        while True:
+            version, actor, normalizer, check_obs = self._slot.get()
+            if version is None:
+                return
+            try:
+                t0 = time.perf_counter()
+                contract = build_contract(learner.interface, learner.train_cfg.env, normalizer, version, learner.run_id)
+                data = to_onnx(ExportedPolicy(actor, normalizer), contract)
+                # The file goes out only if the robot's own loader accepts it and it acts like the actor.
+                verify(data, TorchPolicy(actor, normalizer), {"real": check_obs}, learner.robot_spec, learner.task)
+                self.exports.append((version, time.perf_counter() - t0))
+                learner.link.publish(version, data)
+            except Exception as exc:  # noqa: BLE001 - one failed export must not stop training; it is reported
+                self.error = exc
+
+
+class Learner:
+    def __init__(
+        self,
+        from_dir: str | Path,
+        out_dir: str | Path,
+        cfg: LearnerConfig,
+        bind: str = "tcp://0.0.0.0:5555",
+        keys_dir: str | Path | None = None,
+    ):
+        self.from_dir, self.out_dir, self.cfg = Path(from_dir), Path(out_dir), cfg
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.run_id = self.out_dir.resolve().name
+        mapping = yaml.safe_load((self.from_dir / "config.yaml").read_text())
+        self.train_cfg = from_mapping(TrainConfig, mapping)
+        if cfg.torch_threads > 0:
+            torch.set_num_threads(cfg.torch_threads)
+        self.device = select_device(cfg.device)
+
+        env = make_env(self.train_cfg.env, self.train_cfg.env_kwargs)
+        base = env.unwrapped
+        if getattr(base, "robot_spec", None) is None:
+            env.close()
+            raise ConfigError(f"{self.from_dir}: env {self.train_cfg.env} is not a robot task; a learner needs one")
+        self.robot_spec, self.task = base.robot_spec, base.task
+        env.close()
+        self.interface = robot_interface(self.robot_spec, self.task)
+        obs_dim, act_dim = self.interface["obs_dim"], self.interface["act_dim"]
+        self.layout = TransitionLayout(obs_dim, act_dim, self.robot_spec.num_joints)
+        self.interface_hash = ObservationBuilder(self.robot_spec, self.task).interface_hash()
+
+        self.agent = SAC(obs_dim, act_dim, self.train_cfg.sac, self.device)
+        self.real = ReplayBuffer(obs_dim, act_dim, cfg.real_buffer_size, self.device)
+        self.sim: ReplayBuffer | None = None
+        if cfg.seed_replay:
+            self.sim = ReplayBuffer(obs_dim, act_dim, self.train_cfg.buffer_size, self.device)
+            self.sim.load(self.from_dir / "checkpoints" / "replay.npz")
+        self.rng = np.random.default_rng(self.train_cfg.seed + 7)
+
+        self.transitions = 0
+        self.updates = 0
+        self.update_s = 0.0
+        self.wall_s = 0.0
+        self.base_version = 0
+        self.next_version = 0
+        self.replay_generation = 0
+        self.ingested: dict[str, tuple[str, int]] = {}
+        """Per robot: (spool id, highest sequence number in the real buffer)."""
+        robots: dict[str, RobotRecord] = {}
+        if (self.ckpt_dir / "last.pt").exists():
+            robots = self._resume(self.ckpt_dir / "last.pt")
+        else:
+            self._start_from_sim(self.from_dir / "checkpoints" / "last.pt")
+        self.link = LearnerLink(bind, self.layout, self.interface_hash, TransitionScorer(self.task, self.robot_spec),
+                                robots, str(keys_dir) if keys_dir else None)  # fmt: skip
+        self.publisher: Publisher | None = None
+        self.checkpoints = 0
+        self.last_info: dict[str, float] = {}
+
+    # -- starting points ----------------------------------------------------------------------------
+
+    def _start_from_sim(self, path: Path) -> None:
+        # Our own file on local disk (trainer.py), never bytes from the network.
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.agent.load_state_dict(state["agent"])
+        # Versions continue past the simulation run's (exported with its step count as version).
+        self.base_version = int(state["counters"]["step"]) + 1
+        self.next_version = self.base_version
+
+    def _resume(self, path: Path) -> dict[str, RobotRecord]:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state.get("version") != LEARNER_CHECKPOINT_VERSION or state.get("kind") != "learner":
+            raise ValueError(f"{path}: not a learner checkpoint of version {LEARNER_CHECKPOINT_VERSION}")
+        self.agent.load_state_dict(state["agent"])
+        c = state["counters"]
+        self.transitions, self.updates, self.update_s, self.wall_s = (
+            c["transitions"], c["updates"], c["update_s"], c["wall_s"]
+        )  # fmt: skip
+        self.base_version, self.next_version = c["base_version"], c["next_version"]
+        self.replay_generation = state["replay_generation"]
+        if self.replay_generation:
+            self.real.load(self.ckpt_dir / f"real_replay.{self.replay_generation}.npz")
+        self.ingested = {robot: (r["spool"], r["received"]) for robot, r in state["robots"].items()}
+        self.rng.bit_generator.state = state["rng"]["numpy"]
+        torch.set_rng_state(state["rng"]["torch"])
+        return {robot: RobotRecord.from_checkpoint(r) for robot, r in state["robots"].items()}
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Bind and start receiving; returns the bound endpoint."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir.mkdir(exist_ok=True)
+        config = {"train": to_mapping(self.train_cfg), "learner": to_mapping(self.cfg), "from": str(self.from_dir)}
+        (self.out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self.publisher = Publisher(self)
+        self.link.start()
+        return self.link.endpoint
+
+    def run(self, stop: threading.Event, max_updates: int | None = None, on_report=None, report_every_s=10.0):
+        """Train until ``stop`` is set (or ``max_updates`` this session); checkpoint at the end."""
+        cfg = self.cfg
+        start_wall, last_ckpt, last_report = time.perf_counter(), time.perf_counter(), time.perf_counter()
+        base_wall, session_updates = self.wall_s, 0
+        dirty = False
+        while not stop.is_set() and (max_updates is None or session_updates < max_updates):
+            if self.link.error is not None:
+                raise RuntimeError(f"learner link failed: {self.link.error}") from self.link.error
+            dirty |= self._drain()
+            owed = int(cfg.utd * self.transitions) - self.updates
+            if owed > 0 and len(self.real) >= cfg.learning_starts:
+                t0 = time.perf_counter()
+                self.last_info = self.agent.update(self._sample())
+                self.update_s += time.perf_counter() - t0
+                self.updates += 1
+                session_updates += 1
+                dirty = True
+                if self.updates % cfg.push_every == 0:
+                    self.push()
+            else:
+                self._wait_for_data()
+            now = time.perf_counter()
+            self.wall_s = base_wall + now - start_wall
+            if dirty and now - last_ckpt >= cfg.checkpoint_every_s:
+                self.save_checkpoint()
+                last_ckpt, dirty = now, False
+            if on_report is not None and now - last_report >= report_every_s:
+                on_report(self.report())
+                last_report = now
+        self._drain()
+        self.save_checkpoint()
+        return self.report()
+
+    def close(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close()
+        self.link.stop()
+        self.write_summary()
+
+    def _wait_for_data(self) -> None:
+        try:
+            item = self.link.ingest.get(timeout=0.05)
+        except queue.Empty:
+            return
+        self._add(item)
+
+    def _drain(self) -> bool:
+        added = False
+        while True:
+            try:
+                item = self.link.ingest.get_nowait()
+            except queue.Empty:
+                return added
+            self._add(item)
+            added = True
+
+    def _add(self, item) -> None:
+        scored = item.scored
+        if len(scored):
+            self.real.add_batch(scored.obs, scored.action, scored.reward, scored.next_obs, scored.terminated)
+            if self.train_cfg.sac.normalize_observations:
+                self.agent.normalizer.update(torch.as_tensor(scored.next_obs, device=self.device))
+        self.transitions += len(scored)
+        self.ingested[item.robot] = (item.spool, item.last_seq)
+
+    def _sample(self) -> Batch:
+        n = self.train_cfg.sac.batch_size
+        if self.sim is None or len(self.sim) == 0:
+            return self.real.sample(self.rng, n)
+        n_real = max(1, round(n * self.cfg.real_fraction))
+        real, sim = self.real.sample(self.rng, n_real), self.sim.sample(self.rng, n - n_real)
+        return Batch(*(torch.cat([getattr(real, f), getattr(sim, f)]) for f in ("obs", "action", "reward",
+                                                                                 "next_obs", "terminated")))
+
+    def push(self) -> int:
+        """Snapshot the actor and hand it to the publisher; returns the version it will carry."""
+        seen = [rec.running_version for rec in list(self.link.robots.values())]
+        # Never below a version a robot already runs (e.g. sent before a crash and a restart).
+        version = max(self.next_version, self.base_version + self.updates, max(seen, default=-1) + 1)
+        self.next_version = version + 1
+        actor = copy.deepcopy(self.agent.actor).cpu().eval()
+        normalizer = copy.deepcopy(self.agent.normalizer).cpu().eval()
+        recent = (self.real.pos - 1 - np.arange(min(64, len(self.real)))) % self.real.capacity
+        self.publisher.submit(version, actor, normalizer, self.real.obs[recent].copy())
+        return version
+
+    # -- checkpoints and reports --------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """Replay generation first, then ``last.pt`` naming it; then robots may forget what it covers."""
+        generation = self.replay_generation + 1
+        self.real.save(self.ckpt_dir / f"real_replay.{generation}.npz")
+        robots = {}
+        for robot, (spool, through) in self.ingested.items():
+            rec = self.link.robots.get(robot, RobotRecord(robot, spool=spool))
+            robots[robot] = {**rec.checkpoint_state(through), "spool": spool}
+        state: dict[str, Any] = {
+            "version": LEARNER_CHECKPOINT_VERSION,
+            "kind": "learner",
+            "config": to_mapping(self.train_cfg),
+            "learner_config": to_mapping(self.cfg),
+            "agent": self.agent.state_dict(),
+            "counters": {"transitions": self.transitions, "updates": self.updates, "update_s": self.update_s,
+                         "wall_s": self.wall_s, "base_version": self.base_version,
+                         "next_version": self.next_version},  # fmt: skip
+            "robots": robots,
+            "replay_generation": generation,
+            "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
+        }
+        path = self.ckpt_dir / "last.pt"
+        _atomic_torch_save(state, path)
+        old = self.ckpt_dir / f"real_replay.{self.replay_generation}.npz"
+        old.unlink(missing_ok=True)
+        self.replay_generation = generation
+        self.checkpoints += 1
+        self.link.set_durable(dict(self.ingested))
+        return path
+
+    def report(self) -> dict[str, Any]:
+        publisher = self.publisher
+        return {
+            "transitions": self.transitions,
+            "updates": self.updates,
+            "updates_per_s": round(self.updates / self.update_s, 2) if self.update_s > 0 else None,
+            "wall_s": round(self.wall_s, 3),
+            "real_buffer": len(self.real),
+            "sim_buffer": len(self.sim) if self.sim is not None else 0,
+            "alpha": self.agent.alpha,
+            "checkpoints": self.checkpoints,
+            "policy_exports": [[v, round(s, 3)] for v, s in publisher.exports] if publisher else [],
+            "export_error": repr(publisher.error) if publisher and publisher.error else None,
+            "device": str(self.device),
+            "link": dict(self.link.counts),
+            "link_errors": list(self.link.errors),
+            "robots": {robot: rec.report() for robot, rec in list(self.link.robots.items())},
+        }
+
+    def write_summary(self) -> dict[str, Any]:
+        summary = self.report()
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary

@@ -1,0 +1,336 @@
+"""The learner's network side: one ROUTER socket on its own thread, many robots.
+
+Per robot it keeps ``received`` (the highest sequence number held with nothing missing below it) and
+``durable`` (the highest one in the last checkpoint, set by the training thread). A batch that starts
+above ``received + 1`` while the robot still holds the missing numbers is refused with a gap acknowledgement
+(the robot resends from there), so ``received`` alone is enough to drop every duplicate; numbers the robot
+no longer holds (its spool overflowed) are counted as lost and skipped. Accepted batches are scored with
+the task's code and queued for the training thread; acknowledgements tell the robot what it may stop
+sending (``received``) and what it may delete (``durable``).
+
+Anything that does not decode is counted and dropped; the thread never dies of a peer's bytes.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import zmq
+
+from firmware_bridge import curve_keys
+from firmware_bridge.learner_wire import (
+    MAX_BATCH,
+    MAX_EXTRAS,
+    MAX_HEADER_BYTES,
+    Ack,
+    MessageType,
+    TransitionLayout,
+    WireError,
+    decode_hello,
+    decode_policy_result,
+    decode_transitions,
+    encode_ack,
+    encode_policy,
+    parse_header,
+)
+from robot_sac.real_transitions import Scored, TransitionScorer
+
+RESEND_POLICY_AFTER_S = 5.0
+"""A robot that still announces an older policy this long after a push gets the newest again."""
+
+
+@dataclass
+class RobotRecord:
+    robot: str
+    spool: str = ""
+    received: int = -1
+    durable: int = -1
+    transitions: int = 0
+    """Transitions accepted (first copies)."""
+    duplicates: int = 0
+    gaps: int = 0
+    """Batches refused because numbers below them were missing (the robot resends)."""
+    lost: int = 0
+    """Numbers the robot no longer held when they were due (its spool overflowed)."""
+    non_finite: int = 0
+    unscorable: int = 0
+    safety_stops: int = 0
+    policy_versions_sent: list[int] = field(default_factory=list)
+    policy_versions_accepted: list[int] = field(default_factory=list)
+    policy_refusals: list[tuple[int, list[str]]] = field(default_factory=list)
+    running_version: int = -1
+    routing_id: bytes | None = None
+    key: str | None = None
+    """The CURVE public key the robot first spoke with; another key claiming this id is refused."""
+    first_seen: float | None = None
+    last_seen: float | None = None
+    last_push: tuple[int, float] = (-1, 0.0)
+
+    _KEPT = ("robot", "spool", "received", "durable", "transitions", "duplicates", "gaps", "lost", "non_finite",
+             "unscorable", "safety_stops", "policy_versions_sent", "policy_versions_accepted", "running_version")
+
+    def checkpoint_state(self, through: int) -> dict:
+        state = {key: getattr(self, key) for key in self._KEPT}
+        state["received"] = state["durable"] = through
+        return state
+
+    @classmethod
+    def from_checkpoint(cls, state: dict) -> RobotRecord:
+        return cls(**{key: state[key] for key in cls._KEPT})
+
+    def report(self) -> dict:
+        span = (self.last_seen - self.first_seen) if self.first_seen and self.last_seen else 0.0
+        return {
+            "transitions_received": self.transitions, "duplicates_dropped": self.duplicates,
+            "transitions_per_s": round(self.transitions / span, 1) if span > 0 else None,
+            "gaps_refused": self.gaps, "lost": self.lost, "non_finite": self.non_finite,
+            "unscorable": self.unscorable, "safety_stops": self.safety_stops, "received_through": self.received,
+            "durable_through": self.durable, "policy_versions_sent": list(self.policy_versions_sent),
+            "policy_versions_accepted": list(self.policy_versions_accepted),
+            "policy_refusals": [[v, p] for v, p in self.policy_refusals], "running_version": self.running_version,
+        }  # fmt: skip
+
+
+@dataclass
+class Ingested:
+    robot: str
+    spool: str
+    last_seq: int
+    scored: Scored
+
+
+class LearnerLink:
+    def __init__(
+        self,
+        bind: str,
+        layout: TransitionLayout,
+        interface_hash: str,
+        scorer: TransitionScorer,
+        robots: dict[str, RobotRecord] | None = None,
+        keys_dir: str | None = None,
+        context: zmq.Context | None = None,
+    ):
+        self.bind = bind
+        self.layout = layout
+        self.interface_hash = interface_hash
+        self.scorer = scorer
+        self.robots: dict[str, RobotRecord] = robots or {}
+        self.keys_dir = keys_dir
+        self.context = context or zmq.Context.instance()
+        self.ingest: queue.Queue[Ingested] = queue.Queue()
+        self.counts = dict.fromkeys(("messages", "malformed", "oversized", "wrong_interface", "impersonation",
+                                     "unknown_robot", "unreachable"), 0)  # fmt: skip
+        self.errors: deque[str] = deque(maxlen=20)
+        """The latest reasons for dropped messages."""
+        widest = max(layout.obs_dim, layout.act_dim, MAX_EXTRAS, 6)
+        self.max_frame_bytes = MAX_BATCH * widest * 4
+        self.max_message_bytes = MAX_HEADER_BYTES + len(layout.arrays(MAX_EXTRAS)) * self.max_frame_bytes
+        self._commands: queue.Queue = queue.Queue()
+        self._latest_policy: tuple[int, list[bytes]] | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self.endpoint: str | None = None
+        """The bound address (with the real port when ``bind`` asked for a random one)."""
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="learner-link", daemon=True)
+
+    # -- the training thread's side ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(10.0)
+        if self.error is not None:
+            raise RuntimeError(f"learner link: {self.error}") from self.error
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    def publish(self, version: int, data: bytes) -> None:
+        """Send this policy to every robot (from any thread)."""
+        self._commands.put(("publish", version, data))
+
+    def set_durable(self, durable: dict[str, tuple[str, int]]) -> None:
+        """``{robot: (spool, through)}`` now in a checkpoint; the robots are told they may delete it."""
+        self._commands.put(("durable", durable))
+
+    # -- the link thread ----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        auth = None
+        sock = None
+        try:
+            sock = self.context.socket(zmq.ROUTER)
+            sock.linger = 0
+            # Without this a policy for a robot that went away would vanish without a trace.
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            sock.maxmsgsize = max(self.max_frame_bytes, MAX_HEADER_BYTES)
+            sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+            if self.keys_dir is not None:
+                auth = curve_keys.start_authenticator(self.context, self.keys_dir)
+                curve_keys.configure_server(sock, self.keys_dir)
+            sock.bind(self.bind)
+            self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._ready.set()
+            while not self._stop.is_set():
+                self._run_commands(sock)
+                if sock.poll(10):
+                    for _ in range(256):
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._receive(sock, frames)
+        except BaseException as exc:  # noqa: BLE001 - reported by start() or the learner's report
+            self.error = exc
+        finally:
+            self._ready.set()
+            if sock is not None:
+                sock.close(linger=0)
+            if auth is not None:
+                auth.stop()
+
+    def _run_commands(self, sock: zmq.Socket) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if command[0] == "publish":
+                _, version, data = command
+                self._latest_policy = (version, encode_policy(version, data))
+                for rec in self.robots.values():
+                    self._push(sock, rec)
+            else:
+                for robot, (spool, through) in command[1].items():
+                    rec = self.robots.get(robot)
+                    if rec is not None and rec.spool == spool and through > rec.durable:
+                        rec.durable = through
+                        self._ack(sock, rec)
+
+    def _send(self, sock: zmq.Socket, rec: RobotRecord, frames: list) -> bool:
+        if rec.routing_id is None:
+            return False
+        try:
+            sock.send_multipart([rec.routing_id, *frames], flags=zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError:  # EHOSTUNREACH (gone, ROUTER_MANDATORY) or EAGAIN (its pipe is full)
+            self.counts["unreachable"] += 1
+            return False
+
+    def _ack(self, sock: zmq.Socket, rec: RobotRecord, gap: bool = False) -> None:
+        self._send(sock, rec, encode_ack(Ack(rec.robot, rec.spool, rec.received, rec.durable, gap)))
+
+    def _push(self, sock: zmq.Socket, rec: RobotRecord) -> None:
+        if self._latest_policy is None:
+            return
+        version, frames = self._latest_policy
+        if rec.running_version >= version or any(v == version for v, _ in rec.policy_refusals):
+            return
+        if self._send(sock, rec, frames):
+            rec.policy_versions_sent.append(version)
+            rec.last_push = (version, time.monotonic())
+
+    def _drop(self, kind: str, reason: str) -> None:
+        self.counts[kind] += 1
+        self.errors.append(f"{kind}: {reason}")
+
+    def _receive(self, sock: zmq.Socket, frames: list[zmq.Frame]) -> None:
+        self.counts["messages"] += 1
+        routing_id = frames[0].bytes
+        body = frames[1:]
+        size = sum(len(f) for f in body)
+        if size > self.max_message_bytes or len(body) > 2 + len(self.layout.arrays(MAX_EXTRAS)):
+            self._drop("oversized", f"{len(body)} frames, {size} bytes (at most {self.max_message_bytes})")
+            return
+        key = body[0].get("User-Id") if self.keys_dir is not None else None
+        buffers = [f.buffer for f in body]
+        try:
+            kind, header = parse_header(buffers)
+            if kind is MessageType.TRANSITIONS:
+                self._on_transitions(sock, decode_transitions(header, buffers, self.layout), routing_id, key)
+            elif kind is MessageType.HELLO:
+                self._on_hello(sock, decode_hello(header), routing_id, key)
+            elif kind is MessageType.POLICY_RESULT:
+                self._on_policy_result(decode_policy_result(header), key)
+            else:
+                raise WireError("type", f"{kind.value} is not sent to a learner")
+        except WireError as exc:
+            self._drop("malformed", str(exc))
+
+    def _record(self, robot: str, spool: str, routing_id: bytes, key: str | None, interface_hash: str):
+        """The robot's record, or None when this message must be dropped (wrong layout, wrong key)."""
+        if interface_hash != self.interface_hash:
+            self._drop("wrong_interface", f"{robot}: interface {interface_hash[:12]}, learner {self.interface_hash[:12]}")
+            return None
+        rec = self.robots.setdefault(robot, RobotRecord(robot))
+        if key is not None:
+            if rec.key is None:
+                rec.key = key
+            elif rec.key != key:
+                self._drop("impersonation", f"{robot}: spoken for by key {rec.key[:8]}..., not {key[:8]}...")
+                return None
+        if rec.spool != spool:
+            # A new spool (first contact, or the robot lost its disk): its numbering starts over.
+            rec.spool, rec.received, rec.durable = spool, -1, -1
+        now = time.monotonic()
+        rec.first_seen = rec.first_seen or now
+        rec.last_seen = now
+        rec.routing_id = routing_id
+        return rec
+
+    def _on_hello(self, sock, hello, routing_id: bytes, key: str | None) -> None:
+        rec = self._record(hello.robot, hello.spool, routing_id, key, hello.interface_hash)
+        if rec is None:
+            return
+        rec.running_version = max(rec.running_version, hello.policy_version)
+        self._ack(sock, rec)
+        version, sent_at = rec.last_push
+        if self._latest_policy is not None and (version != self._latest_policy[0] or
+                                                time.monotonic() - sent_at > RESEND_POLICY_AFTER_S):  # fmt: skip
+            self._push(sock, rec)
+
+    def _on_policy_result(self, result, key: str | None) -> None:
+        rec = self.robots.get(result.robot)
+        if rec is None or (key is not None and rec.key != key):
+            self._drop("unknown_robot", f"policy result from {result.robot!r}")
+            return
+        if result.accepted:
+            rec.policy_versions_accepted.append(result.version)
+            rec.running_version = max(rec.running_version, result.version)
+        else:
+            rec.policy_refusals.append((result.version, result.problems))
+            self.errors.append(f"{rec.robot} refused policy {result.version}: {'; '.join(result.problems)}")
+
+    def _on_transitions(self, sock, batch, routing_id: bytes, key: str | None) -> None:
+        rec = self._record(batch.robot, batch.spool, routing_id, key, batch.interface_hash)
+        if rec is None:
+            return
+        expected = rec.received + 1
+        if batch.first_seq > expected and batch.lowest_held > expected:
+            # The robot let these go (spool full): wait for them no longer.
+            rec.lost += batch.lowest_held - expected
+            rec.received, expected = batch.lowest_held - 1, batch.lowest_held
+        if batch.first_seq > expected:
+            rec.gaps += 1
+            self._ack(sock, rec, gap=True)
+            return
+        skip = expected - batch.first_seq
+        if skip >= batch.count:
+            rec.duplicates += batch.count
+            self._ack(sock, rec)
+            return
+        rec.duplicates += skip
+        scored = self.scorer.score(batch, start=skip)
+        rec.transitions += batch.count - skip
+        rec.non_finite += scored.non_finite
+        rec.unscorable += scored.unscorable
+        rec.safety_stops += scored.safety_stops
+        rec.received = batch.last_seq
+        self.ingest.put(Ingested(rec.robot, rec.spool, batch.last_seq, scored))
+        self._ack(sock, rec)

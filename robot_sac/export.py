@@ -31,6 +31,7 @@ from firmware_bridge.typed_yaml import ConfigError, from_mapping
 from robot_sac.config import TrainConfig
 from robot_sac.envs import make_env
 from robot_sac.networks import Actor, ObservationNormalizer
+from robot_sac.trainer import CHECKPOINT_VERSION
 
 OPSET = 20
 """The newest opset onnxruntime 1.17 (the base install's floor) runs."""
@@ -196,7 +197,11 @@ def to_onnx(policy: ExportedPolicy, contract: PolicyContract) -> bytes:
 
 
 def verify(
-    data: bytes, reference: nn.Module, observations: dict[str, np.ndarray], robot_spec=None, task=None
+    data: bytes,
+    reference: nn.Module,
+    observations: dict[str, np.ndarray],
+    robot_spec: RobotSpec | None = None,
+    task: TaskObservation | None = None,
 ) -> dict[str, float]:
     """Max |runtime - torch| per observation set; raises ``ExportError`` above ``TOLERANCE``.
 
@@ -259,10 +264,10 @@ class LoadedPolicy:
     checkpoint: Path
 
 
-def load_policy(run_dir: Path, checkpoint: str = "best") -> LoadedPolicy:
+def load_policy(run_dir: str | Path, checkpoint: str = "best") -> LoadedPolicy:
     """Actor and normalizer from ``checkpoints/best.pt`` (``best``), ``checkpoints/last.pt`` (``last``) or a
-    checkpoint path, sized from the env the checkpoint's config names."""
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt" if checkpoint in ("best", "last") else Path(checkpoint)
+    checkpoint path, sized from the stored weights."""
+    path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt" if checkpoint in ("best", "last") else Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     # Our own file (trainer.py); last.pt holds numpy RNG states, which weights_only cannot load.
@@ -272,6 +277,8 @@ def load_policy(run_dir: Path, checkpoint: str = "best") -> LoadedPolicy:
         raise ValueError(f"{path}: not a torch checkpoint ({exc})") from None
     if not isinstance(state, dict) or "config" not in state:
         raise ValueError(f"{path}: not a robot-sac checkpoint (no 'config')")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint version {state.get('version')}, this exporter reads {CHECKPOINT_VERSION}")
     if "agent" in state:
         weights, step = state["agent"], state["counters"]["step"]
     elif "actor" in state:

@@ -179,7 +179,7 @@ def test_virtual_robot_command_links_a_pty_and_prints_counters_on_sigterm(tmp_pa
     )  # fmt: skip
     try:
         first = proc.stdout.readline()
-        assert "virtual quadruped (framed_serial, lockstep) on /dev/pts/" in first and str(link) in first
+        assert "virtual quadruped (framed_serial, lockstep, mujoco) on /dev/pts/" in first and str(link) in first
         with open_bus(SPEC, port=str(link), timeout_s=1.0) as bus, bus.armed():
             for _ in range(5):
                 bus.exchange(SPEC.start)

@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--link", help="with --serial: make this path a symlink to the pty")
     parser.add_argument("--lockstep", action="store_true", help="advance one control period per command")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampled dynamics (with --task)")
+    parser.add_argument("--backend", default="mujoco", choices=["mujoco", "pybullet"], help="physics engine")
     parser.add_argument(
         "--watchdog-ms",
         type=float,
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sim.mujoco_backend import MujocoBackend
+    from sim.env import make_backend
     from sim.task import TaskSpec
     from sim.virtual_robot_server import build_robot, make_server, server_counters
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"robot-sac virtual-robot: error: task {args.task} is for robot {task.robot}, not {spec.name}",
               file=sys.stderr)  # fmt: skip
         return 2
-    backend = MujocoBackend(spec)
+    backend = make_backend(args.backend, spec)
     robot = build_robot(
         spec,
         backend,
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    mode = "lockstep" if args.lockstep else "real time"
+    mode = ("lockstep" if args.lockstep else "real time") + f", {args.backend}"
     where = f"{server.path} (link {args.link})" if args.link else server.address
     print(f"virtual {spec.name} ({spec.bus.kind if args.serial else 'zmq'}, {mode}) on {where}", flush=True)
     try:

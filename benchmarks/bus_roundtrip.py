@@ -13,6 +13,7 @@ a real 1 Mbaud UART (10 bit times per byte each way, see
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 import subprocess
@@ -71,6 +72,8 @@ def main() -> None:
         ("quadruped", "zmq", "ZMQ, TCP loopback"),
         ("claw", "pty", "Dynamixel 2.0, 1 Mbaud pty"),
     ]
+    # Tails depend on what else the machine runs: say how busy it was.
+    print(f"load average (1 min) before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"{'robot':10s} {'transport':28s} {'p50 us':>8s} {'p99 us':>8s} {'max us':>8s} {'rate /s':>8s} {'bad':>4s}")
     for robot, transport, label in cases:
         runs = [measure(robot, transport, args.seconds) for _ in range(args.repeats)]
@@ -80,6 +83,7 @@ def main() -> None:
         rate = np.median([r for _, r, _ in runs])
         bad = sum(c.get("bad_frames", 0) + c.get("timeouts", 0) for _, _, c in runs)
         print(f"{robot:10s} {label:28s} {p50:8.0f} {p99:8.0f} {worst:8.0f} {rate:8.0f} {bad:4d}")
+    print(f"load average (1 min) after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

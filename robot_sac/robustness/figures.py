@@ -67,27 +67,29 @@ def perturbation_heatmap(summary: dict[str, Any], name: str, path: Path) -> None
     plt = _pyplot()
     severities = summary["perturbations"][name]["severities"]
     backends = summary["backends"]
-    labels = ["none"] + [f"{s:g}" for s in severities]
+    labels = ["baseline"] + [f"{s:g}" for s in severities]
     studies = _studies(summary)
-    nrows = len(METRICS) * len(backends)
-    fig, axes = plt.subplots(1, len(studies), figsize=(2.2 + 1.0 * len(labels) * len(studies) + 0.8 * (len(studies) - 1),
-                                                        1.6 + 0.55 * nrows), dpi=120, squeeze=False, sharey=True)
+    metrics = [m for m in METRICS if m[0] != "fall_rate" or summary["falls_possible"]]
+    nrows = len(metrics) * len(backends)
+    width = 2.4 + 1.0 * len(labels) * len(studies) + 0.8 * (len(studies) - 1)
+    fig, axes = plt.subplots(1, len(studies), figsize=(width, 1.7 + 0.55 * nrows), dpi=120, squeeze=False,
+                             sharey=True, layout="constrained")
     for ax, (title, cells) in zip(axes[0], studies):
         rows, row_labels = [], []
         for backend in backends:
             mine = [c for c in cells if c["backend"] == backend]
             base = next(c for c in mine if c["perturbation"] == BASELINE)
             swept = [c for c in mine if c["perturbation"] == name]
-            for key, label, cmap, limits in METRICS:
+            for key, label, cmap, limits in metrics:
                 rows.append((key, [base[key]] + [c[key] for c in swept], cmap, limits))
                 row_labels.append(label if len(backends) == 1 else f"{label} [{backend}]")
         _draw_rows(ax, rows, labels)
         ax.set_yticks(range(len(rows)), row_labels)
         ax.set_xlabel("severity")
         ax.set_title(title, fontsize=10)
-    description = textwrap.fill(f"{name}: {summary['perturbations'][name]['description']}", 110)
+    # About 11 characters of 10-point text per inch of figure.
+    description = textwrap.fill(f"{name}: {summary['perturbations'][name]['description']}", int(width * 11))
     fig.suptitle(description, fontsize=10)
-    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 

@@ -35,15 +35,17 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def _cell_row(cell: dict[str, Any]) -> list[str]:
-    return [
+def _cell_row(cell: dict[str, Any], falls: bool) -> list[str]:
+    row = [
         cell["perturbation"], f"{cell['severity']:g}", cell["backend"], _pct(cell["success_rate"]),
         f"{cell['return_mean']:.1f} ± {cell['return_std']:.1f}", _num(cell["return_normalized"]),
-        _pct(cell["fall_rate"]),
     ]
+    return row + [_pct(cell["fall_rate"])] if falls else row
 
 
-CELL_HEADER = ["perturbation", "severity", "backend", "success", "return (mean ± std)", "return normalized", "falls"]
+def _cell_header(falls: bool) -> list[str]:
+    header = ["perturbation", "severity", "backend", "success", "return (mean ± std)", "return normalized"]
+    return header + ["falls"] if falls else header
 
 
 def _verdict_lines(verdicts: dict[str, dict[str, dict]], backends: list[str]) -> list[str]:
@@ -58,6 +60,7 @@ def _verdict_lines(verdicts: dict[str, dict[str, dict]], backends: list[str]) ->
 def markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
     """The report: verdicts, the worst conditions, one section per perturbation, and the comparison."""
     backends = summary["backends"]
+    falls = summary["falls_possible"]
     policies = [summary["policy"]] + [c["policy"] for c in summary["compare"]]
     lines = [
         f"# Robustness of `{summary['policy']}` on {summary['task']}",
@@ -75,7 +78,7 @@ def markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
         "",
         "## Conditions, worst first",
         "",
-        *_table(CELL_HEADER, [_cell_row(c) for c in worst_first(summary["cells"])]),
+        *_table(_cell_header(falls), [_cell_row(c, falls) for c in worst_first(summary["cells"])]),
         "",
     ]
     if "overview" in figures:
@@ -83,7 +86,7 @@ def markdown(summary: dict[str, Any], figures: dict[str, str]) -> str:
     for name, info in summary["perturbations"].items():
         cells = [c for c in summary["cells"] if c["perturbation"] in (name, BASELINE)]
         lines += [f"## {name}", "", f"{info['description']}.", "",
-                  *_table(CELL_HEADER, [_cell_row(c) for c in cells]), ""]
+                  *_table(_cell_header(falls), [_cell_row(c, falls) for c in cells]), ""]
         if name in figures:
             lines += [f"![{name}]({figures[name]})", ""]
     if summary["compare"]:

@@ -14,6 +14,7 @@ from robot_sac.robustness.metrics import summarize_policy
 from robot_sac.robustness.runner import run_jobs
 from robot_sac.robustness.suite import Suite
 from sim.perturbations import PERTURBATIONS
+from sim.rewards import TASK_KINDS, never_terminates
 from sim.task import TaskSpec
 
 
@@ -48,6 +49,7 @@ def run_study(
         "seed": seed,
         "episodes": suite.episodes,
         "randomize_dynamics": suite.randomize_dynamics,
+        "falls_possible": TASK_KINDS[spec.kind].terminated is not never_terminates,
         "perturbations": {name: {"severities": severities, "description": PERTURBATIONS[name].doc}
                           for name, severities in grid.items()},
         "idle_return": {b: float(np.mean([o.episode_return for o in idle[b]])) for b in backends},

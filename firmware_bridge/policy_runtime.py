@@ -153,6 +153,7 @@ class PolicyRuntime:
             OUTPUT_NAME, "cpu", 0, np.float32, list(self._action.shape), self._action.ctypes.data
         )
         self._obs_row, self._action_row = self._obs[0], self._action[0]
+        self._obs_shape = (self.obs_dim,)
         self.latency = LatencyRecorder(latency_window)
         zeros = np.zeros(self.obs_dim, dtype=np.float32)
         for _ in range(warmup_calls):
@@ -170,7 +171,7 @@ class PolicyRuntime:
         one allocation left per call.
         """
         t0 = time.perf_counter_ns()
-        if obs.shape != (self.obs_dim,):
+        if obs.shape != self._obs_shape:
             raise ValueError(f"policy {self.source}: observation shape {obs.shape}, expected ({self.obs_dim},)")
         np.copyto(self._obs_row, obs, casting="same_kind")
         # No RunOptions: with one, onnxruntime's Python wrapper probes it for a GPU-graph key through a

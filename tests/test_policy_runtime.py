@@ -228,12 +228,12 @@ def test_damaged_graph_that_still_parses_is_refused_by_onnxruntime(claw_policy):
     assert error.kinds == {Mismatch.UNLOADABLE} and "NoSuchOperator" in str(error)
 
 
-def _foreign_model(in_name="x", in_shape=(1, 5), out_name="y", out_shape=(1, 5)) -> onnx.ModelProto:
+def _foreign_model(in_name="x", in_shape=(1, 5), out_name="y", out_shape=(1, 5), dtype=TensorProto.FLOAT):
     graph = helper.make_graph(
         [helper.make_node("Tanh", [in_name], [out_name])],
         "foreign",
-        [helper.make_tensor_value_info(in_name, TensorProto.FLOAT, list(in_shape))],
-        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, list(out_shape))],
+        [helper.make_tensor_value_info(in_name, dtype, list(in_shape))],
+        [helper.make_tensor_value_info(out_name, dtype, list(out_shape))],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)
 
@@ -261,3 +261,10 @@ def test_contract_round_trips_through_metadata(claw_policy):
     parsed, problems = PolicyContract.from_metadata(contract.to_metadata())
     assert problems == [] and parsed == contract
     assert parsed.task_interface() == TaskInterface.load("claw_turn")
+
+
+def test_double_precision_graph_is_refused():
+    model = _foreign_model("obs", ("batch", 24), "action", ("batch", 24), dtype=TensorProto.DOUBLE)
+    error = _refusal(model.SerializeToString())
+    assert Mismatch.INPUT_OUTPUT in error.kinds
+    assert "input 'obs' is tensor(double), expected tensor(float)" in str(error)

@@ -88,7 +88,7 @@ def test_valve_start_angle_and_damping_are_applied():
     base = env.unwrapped
     assert base.true_state.extras["valve_angle"] == pytest.approx(info["dynamics"]["valve_start_angle"])
     dof = base.backend.valve_dof_id
-    assert base.backend.model.dof_damping[dof] == pytest.approx(0.01 * info["dynamics"]["valve_damping_scale"])
+    assert base.backend.model.dof_damping[dof] == pytest.approx(0.05 * info["dynamics"]["valve_damping_scale"])
 
 
 def test_corrupt_state_adds_bias_and_noise_without_touching_the_input():

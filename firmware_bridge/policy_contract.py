@@ -129,9 +129,8 @@ class PolicyContract:
         if problems:
             return None, problems
         if decoded["policy_format"] != FORMAT_VERSION:
-            return None, [
-                (Mismatch.FORMAT_VERSION, f"policy_format {decoded['policy_format']!r}, this runtime reads {FORMAT_VERSION}")
-            ]
+            found = decoded["policy_format"]
+            return None, [(Mismatch.FORMAT_VERSION, f"policy_format {found!r}, this runtime reads {FORMAT_VERSION}")]
         try:
             contract = typed_yaml.from_mapping(cls, decoded, "metadata")
         except ConfigError as exc:

@@ -56,8 +56,11 @@ def run(args: argparse.Namespace) -> int:
         except (PolicyRejectedError, FileNotFoundError) as exc:
             print(f"robot-sac robustness: error: {exc}", file=sys.stderr)
             return 2
+    suite_path = resolve_suite(args.suite).resolve()
+    # Relative where possible: the report names the suite the same way from any checkout.
+    suite_name = str(suite_path.relative_to(Path.cwd()) if suite_path.is_relative_to(Path.cwd()) else suite_path)
     summary = run_study(policies, args.task, backends, suite, args.seed, args.workers,
-                        progress=not args.no_progress, suite_name=str(resolve_suite(args.suite)))
+                        progress=not args.no_progress, suite_name=suite_name)
     figures = write_figures(args.out, summary)
     write_report(args.out, summary, figures)
     for name, by_backend in summary["verdicts"].items():

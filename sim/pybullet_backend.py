@@ -4,11 +4,11 @@ perturbation hooks as ``MujocoBackend``.
 
 What Bullet lacks, and how MuJoCo's behaviour is kept:
 
-- Joint armature (reflected rotor inertia; on these robots it outweighs the links). After each Bullet step
-  the velocity change Bullet computed with the links' mass matrix M is rescaled to what M + A gives for the
-  same forces and contact impulses: dv = -(M + A)^-1 A (v' - v), positions moved by dt * dv.
+- Joint armature (reflected rotor inertia; on these robots it outweighs the links): per joint, a rotor on a
+  world-fixed hinge whose speed a gear constraint ties to the joint's, so its kinetic energy is MuJoCo's
+  1/2 armature qd^2 and Bullet's solver meets it together with limits and contacts.
 - Joint friction loss: Bullet's velocity motor with target 0 and its force capped at the friction loss (the
-  way PyBullet's Minitaur models it), a constraint like MuJoCo's; its own default motors are otherwise off.
+  way PyBullet's Minitaur models it), a constraint like MuJoCo's. A stuck motor is the same motor uncapped.
 - Joint damping and the PD law: explicit torques each physics step (MuJoCo integrates them implicitly; at
   these time steps the difference is far below the agreement tests' tolerances).
 - Friction: MuJoCo takes the larger of two geoms' frictions, Bullet their product. Robot links carry
@@ -37,6 +37,12 @@ from sim.urdf_from_mjcf import WORLD, collides, urdf_trees
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 VALVE_JOINT = "valve"
+MAX_JOINT_VELOCITY = 1e4
+"""rad/s: Bullet's joint speed clamp, lifted out of the way."""
+STUCK_TORQUE = 1e6
+"""N m: the brake of a jammed motor, far above any torque the robot can make."""
+GEAR_TORQUE = 1e6
+"""N m: what a rotor's gear constraint may transmit; unbounded in effect."""
 
 
 def _xyzw(quat_wxyz: np.ndarray) -> list[float]:
@@ -76,6 +82,13 @@ class PybulletBackend(Backend):
         if not path.is_file():
             raise FileNotFoundError(f"no model for robot {robot_spec.name!r} at {path}")
         m = mujoco.MjModel.from_xml_path(str(path))
+        missing = [n for n in robot_spec.joint_names if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n) < 0]
+        if missing:
+            raise ValueError(f"{path}: robot spec {robot_spec.name} names joint {missing[0]!r}, which the model lacks")
+        # The robot spec, not the model file, is the source of truth for limits (as in MujocoBackend).
+        spec_joints = [m.joint(n).id for n in robot_spec.joint_names]
+        m.jnt_range[spec_joints] = np.stack([robot_spec.lower, robot_spec.upper], axis=1)
+        m.jnt_limited[spec_joints] = 1
         self.description = m
         """The compiled MJCF both engines are built from (read, never stepped)."""
         self.physics_dt = float(m.opt.timestep)
@@ -91,6 +104,7 @@ class PybulletBackend(Backend):
         self._load(m, path)
         self._index_joints(m, path)
         self._set_up_contacts(m, path)
+        self._rotors = self._add_rotors()
 
         self._mass_bodies = [b for b in range(1, m.nbody) if m.body_mass[b] > 0]
         self.body_names = [m.body(b).name for b in self._mass_bodies]
@@ -104,6 +118,7 @@ class PybulletBackend(Backend):
         self._safe_mode: str | None = None
         self._safe_kd = 0.0
         self._pushes: list[_Push] = []
+        self._stuck: set[int] = set()
         self._frozen = FrozenSensors(robot_spec.joint_names, robot_spec.name)
         self._steps_since_reset = 0
         self._motor_torque = np.zeros(n)
@@ -141,9 +156,8 @@ class PybulletBackend(Backend):
                     self._link[b] = (uid, names[WORLD if b == 0 else m.body(b).name])
                 if tree.floating:
                     self._root_pose[uid] = (np.array(pos, dtype=np.float64), quat)
-                # Bullet damps every link's velocity by default; MuJoCo's joint damping is applied as torque.
                 for link in [-1, *range(p.getNumJoints(uid, physicsClientId=c))]:
-                    p.changeDynamics(uid, link, linearDamping=0, angularDamping=0, jointDamping=0, physicsClientId=c)
+                    self._undamp(uid, link)
                 self._trees.append(_Tree(uid, tree.floating, dof_joints, slice(dof_count, dof_count + len(dof_joints))))
                 dof_count += len(dof_joints)
         self._num_dofs = dof_count
@@ -158,9 +172,6 @@ class PybulletBackend(Backend):
                 name = p.getJointInfo(tree.uid, j, physicsClientId=c)[1].decode()
                 global_names.append(name)
                 self._dof_mj.append(int(m.jnt_dofadr[m.joint(name).id]))
-        missing = [name for name in spec.joint_names if name not in global_names]
-        if missing:
-            raise ValueError(f"{path}: robot spec {spec.name} names joint {missing[0]!r}, which the model lacks")
         self._spec_dofs = np.array([global_names.index(name) for name in spec.joint_names])
         self._valve_dof = global_names.index(VALVE_JOINT) if VALVE_JOINT in global_names else None
         if "valve_encoder" in spec.sensors and self._valve_dof is None:
@@ -174,6 +185,38 @@ class PybulletBackend(Backend):
         self._armature0 = m.dof_armature[self._dof_mj].copy()
         self._frictionloss = m.dof_frictionloss[self._dof_mj].copy()
         self._joint_of_dof = [(t.uid, j) for t in self._trees for j in t.dof_joints]
+
+    def _undamp(self, uid: int, link: int) -> None:
+        """Bullet damps every link's velocity and clamps joint speeds at 100 rad/s by default; MuJoCo does
+        neither (its joint damping is our explicit torque). The clamp bites inside a step, where a light link
+        under full torque briefly outruns it, and then the constraint solver works from wrong velocities."""
+        p.changeDynamics(uid, link, linearDamping=0, angularDamping=0, jointDamping=0,
+                         maxJointVelocity=MAX_JOINT_VELOCITY, physicsClientId=self.client)
+
+    def _add_rotors(self) -> dict[int, tuple[int, int]]:
+        """Joint armature as Bullet sees it: per joint with armature, a rotor on a hinge fixed in the world, its
+        speed tied to the joint's by a gear constraint. Its kinetic energy is 1/2 armature qd^2, exactly the
+        armature's, and Bullet's solver meets limits, contacts and the gear at once. Returns dof -> (rotor, gear)."""
+        c = self.client
+        rotors = {}
+        for dof in np.flatnonzero(self._armature0 > 0):
+            uid, joint = self._joint_of_dof[dof]
+            # Rotors have no collision shape; they sit below the floor only to be out of the camera's way.
+            rotor = p.createMultiBody(
+                baseMass=0, basePosition=[0, 0, -10.0 - dof], linkMasses=[1.0], linkCollisionShapeIndices=[-1],
+                linkVisualShapeIndices=[-1], linkPositions=[[0, 0, 0]], linkOrientations=[[0, 0, 0, 1]],
+                linkInertialFramePositions=[[0, 0, 0]], linkInertialFrameOrientations=[[0, 0, 0, 1]],
+                linkParentIndices=[0], linkJointTypes=[p.JOINT_REVOLUTE], linkJointAxis=[[0, 0, 1]],
+                physicsClientId=c,
+            )
+            self._undamp(rotor, 0)
+            p.setJointMotorControl2(rotor, 0, p.VELOCITY_CONTROL, force=0, physicsClientId=c)
+            gear = p.createConstraint(uid, joint, rotor, 0, p.JOINT_GEAR, [0, 0, 1], [0, 0, 0], [0, 0, 0],
+                                      physicsClientId=c)
+            # Bullet's gear: qd_joint + ratio * qd_rotor = 0; no position term (the rotor's angle is meaningless).
+            p.changeConstraint(gear, gearRatio=-1.0, erp=0.0, physicsClientId=c)
+            rotors[int(dof)] = (rotor, gear)
+        return rotors
 
     def _set_up_contacts(self, m: mujoco.MjModel, path: Path) -> None:
         """MuJoCo's contact filter (contype/conaffinity, welds, parent-child) on every pair of Bullet links."""
@@ -278,6 +321,12 @@ class PybulletBackend(Backend):
         self._armature[self._spec_dofs] *= params.armature_scale
         if self._valve_dof is not None:
             self._damping[self._valve_dof] *= params.valve_damping_scale
+        for dof, (rotor, gear) in self._rotors.items():
+            armature = float(self._armature[dof])
+            # A zero armature (armature_scale 0) unhooks the rotor rather than gearing in a massless one.
+            inertia = [armature or float(self._armature0[dof])] * 3  # only the hinge axis's moment matters
+            p.changeDynamics(rotor, 0, localInertiaDiagonal=inertia, physicsClientId=self.client)
+            p.changeConstraint(gear, maxForce=GEAR_TORQUE if armature else 0.0, physicsClientId=self.client)
 
     def _gains(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         p_, strength = self.params, self.params.motor_strength * self._strength_factor
@@ -288,10 +337,15 @@ class PybulletBackend(Backend):
             kd = np.full_like(strength, self._safe_kd if self._safe_mode == "damping" else 0.0)
         return kp, kd, strength * self.robot_spec.max_torque
 
-    def _set_joint_limits(self, limits: np.ndarray) -> None:
-        for i, (low, high) in zip(self._spec_dofs, limits):
-            uid, j = self._joint_of_dof[i]
-            p.changeDynamics(uid, j, jointLowerLimit=float(low), jointUpperLimit=float(high), physicsClientId=self.client)
+    def _set_joint_friction(self) -> None:
+        """Bullet's velocity motors, kept only as the joints' dry friction, or as the brake of a stuck motor."""
+        forces = self._frictionloss.copy()
+        forces[list(self._stuck)] = STUCK_TORQUE
+        for tree in self._moving:
+            p.setJointMotorControlArray(
+                tree.uid, tree.dof_joints, p.VELOCITY_CONTROL, targetVelocities=[0.0] * len(tree.dof_joints),
+                forces=forces[tree.dofs].tolist(), physicsClientId=self.client,
+            )
 
     # Backend interface.
 
@@ -318,11 +372,8 @@ class PybulletBackend(Backend):
             p.resetJointStatesMultiDof(
                 tree.uid, tree.dof_joints, [[v] for v in values], [[0.0]] * len(values), physicsClientId=c
             )
-            # Bullet's default velocity motors, kept only as the joints' dry friction.
-            p.setJointMotorControlArray(
-                tree.uid, tree.dof_joints, p.VELOCITY_CONTROL, targetVelocities=[0.0] * len(values),
-                forces=self._frictionloss[tree.dofs].tolist(), physicsClientId=c,
-            )
+        for dof, (rotor, _) in self._rotors.items():
+            p.resetJointState(rotor, 0, positions[dof], 0.0, physicsClientId=c)
         self._q, self._qd = positions, np.zeros(self._num_dofs)
         self._targets = q.copy()
         self._motor_torque = np.zeros(self.robot_spec.num_joints)
@@ -370,53 +421,20 @@ class PybulletBackend(Backend):
         for push in self._pushes:
             if push.start <= now + 1e-9 < push.end:
                 self._apply_push(push)
-        masses = []
         for tree in self._moving:
             p.setJointMotorControlArray(
                 tree.uid, tree.dof_joints, p.TORQUE_CONTROL, forces=torque[tree.dofs].tolist(), physicsClientId=c
             )
-            masses.append(np.array(p.calculateMassMatrix(tree.uid, q[tree.dofs].tolist(), physicsClientId=c)))
         p.stepSimulation(physicsClientId=c)
         self._steps_since_reset += 1
         self._pushes = [push for push in self._pushes if push.end > now + dt + 1e-9]
-        for tree, mass in zip(self._moving, masses):
-            self._add_armature(tree, mass)
+        self._read_joints()
 
-    def _add_armature(self, tree: _Tree, mass: np.ndarray) -> None:
-        """Rescale Bullet's step to the armature-loaded mass matrix: dv = -(M + A)^-1 A (v' - v)."""
-        c, dt = self.client, self.physics_dt
-        states = p.getJointStates(tree.uid, tree.dof_joints, physicsClientId=c)
-        q_new = np.array([s[0] for s in states])
-        qd_new = np.array([s[1] for s in states])
-        armature = self._armature[tree.dofs]
-        base = 6 if tree.floating else 0
-        if not armature.any():
-            self._q[tree.dofs], self._qd[tree.dofs] = q_new, qd_new
-            return
-        loaded = mass.copy()
-        loaded[base:, base:] += np.diag(armature)
-        rhs = np.zeros(len(loaded))
-        rhs[base:] = armature * (qd_new - self._qd[tree.dofs])
-        dv = -np.linalg.solve(loaded, rhs)
-        qd_fixed = qd_new + dv[base:]
-        q_fixed = q_new + dt * dv[base:]
-        p.resetJointStatesMultiDof(
-            tree.uid, tree.dof_joints, [[v] for v in q_fixed], [[v] for v in qd_fixed], physicsClientId=c
-        )
-        if tree.floating:
-            # Bullet's floating-base coordinates: angular then linear velocity of the centre of mass, base frame.
-            com_pos, com_orn = p.getBasePositionAndOrientation(tree.uid, physicsClientId=c)
-            linear, angular = p.getBaseVelocity(tree.uid, physicsClientId=c)
-            rot = _rotation(com_orn)
-            d_angular, d_linear = rot @ dv[:3], rot @ dv[3:6]
-            angle = float(np.linalg.norm(d_angular)) * dt
-            turn = p.getQuaternionFromAxisAngle((d_angular / np.linalg.norm(d_angular)).tolist(), angle) if angle else (0, 0, 0, 1)
-            _, orn = p.multiplyTransforms([0, 0, 0], turn, [0, 0, 0], com_orn)
-            p.resetBasePositionAndOrientation(tree.uid, (np.array(com_pos) + dt * d_linear).tolist(), orn, physicsClientId=c)
-            p.resetBaseVelocity(
-                tree.uid, (np.array(linear) + d_linear).tolist(), (np.array(angular) + d_angular).tolist(), physicsClientId=c
-            )
-        self._q[tree.dofs], self._qd[tree.dofs] = q_fixed, qd_fixed
+    def _read_joints(self) -> None:
+        for tree in self._moving:
+            states = p.getJointStates(tree.uid, tree.dof_joints, physicsClientId=self.client)
+            self._q[tree.dofs] = [s[0] for s in states]
+            self._qd[tree.dofs] = [s[1] for s in states]
 
     def _apply_push(self, push: _Push) -> None:
         c = self.client
@@ -493,10 +511,9 @@ class PybulletBackend(Backend):
         self._strength_factor[self._joint_index(joint)] = factor
 
     def stick_motor(self, joint: int) -> None:
-        q = self._q[self._spec_dofs[self._joint_index(joint)]]
-        uid, j = self._joint_of_dof[self._spec_dofs[joint]]
-        # A jammed gearbox: the joint's limits close in on where it is now.
-        p.changeDynamics(uid, j, jointLowerLimit=q - 1e-3, jointUpperLimit=q + 1e-3, physicsClientId=self.client)
+        # A jammed gearbox: the joint's friction motor brakes it where it is with all the torque it needs.
+        self._stuck.add(int(self._spec_dofs[self._joint_index(joint)]))
+        self._set_joint_friction()
 
     def drop_sensor(self, sensor: str) -> None:
         self._frozen.drop(sensor, self.state())
@@ -505,7 +522,8 @@ class PybulletBackend(Backend):
         self._pushes = []
         self._frozen.clear()
         self._strength_factor = np.ones(self.robot_spec.num_joints)
-        self._set_joint_limits(np.stack([self.robot_spec.lower, self.robot_spec.upper], axis=1))
+        self._stuck = set()
+        self._set_joint_friction()
 
     @property
     def time(self) -> float:

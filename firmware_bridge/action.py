@@ -45,7 +45,8 @@ class ActionMapper:
         return self.center + self.scale * np.minimum(np.maximum(policy_output, -1.0), 1.0)
 
     def map(self, policy_output: np.ndarray) -> np.ndarray:
-        """(n,) in [-1, 1] -> (n,) float64 joint position targets [rad]."""
+        """(n,) in [-1, 1] -> (n,) float64 joint position targets [rad]. Rate limiting runs from the pose given
+        to ``reset``; call it with the measured pose before the first tick."""
         a = np.asarray(policy_output, dtype=np.float64)
         if a.shape != self.lower.shape:
             raise ValueError(f"action: expected shape {self.lower.shape}, got {a.shape}")

@@ -1,12 +1,14 @@
-"""Environment steps per second, and env step time over the raw ``mujoco.mj_step`` calls it makes.
+"""Environment steps per second, and env step time over the raw engine steps it makes.
 
 For each env: run STEPS env steps with random actions (recording the joint
 targets the env sent), then replay the same targets through bare
 ``mj_step(model, data, nstep=substeps)`` calls on the same model from the same
 reset. The ratio is the env's overhead (observation, action mapping, reward,
-randomization, Python) on top of physics.
+randomization, Python) on top of physics. With ``--backend pybullet`` the raw
+figure is bare ``stepSimulation`` calls, as many as the env made: our PD loop
+(torques set and joints read every physics step in Python) counts as overhead.
 
-    python benchmarks/sim_speed.py [--steps 2000] [--repeats 3]
+    python benchmarks/sim_speed.py [--steps 2000] [--repeats 3] [--backend mujoco|pybullet]
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 import gymnasium as gym
 import mujoco
 import numpy as np
+import pybullet
 
 import sim  # noqa: F401  (registers the env ids)
 
@@ -28,9 +31,30 @@ ENV_IDS = [
 ]
 
 
-def measure(env_id: str, steps: int, seed: int) -> tuple[float, float, int]:
-    """(env seconds per step, raw mj_step seconds per step, physics steps per env step)."""
-    env = gym.make(env_id)
+def raw_mujoco(backend, targets: list[np.ndarray], n: int) -> float:
+    model, data, act = backend.model, backend.data, backend.actuator_ids
+    start = time.perf_counter()
+    for target in targets:
+        data.ctrl[act] = target
+        mujoco.mj_step(model, data, nstep=n)
+    return time.perf_counter() - start
+
+
+def raw_pybullet(backend, targets: list[np.ndarray], n: int) -> float:
+    client = backend.client
+    start = time.perf_counter()
+    for _ in targets:
+        for _ in range(n):
+            pybullet.stepSimulation(physicsClientId=client)
+    return time.perf_counter() - start
+
+
+RAW_STEPS = {"mujoco": raw_mujoco, "pybullet": raw_pybullet}
+
+
+def measure(env_id: str, steps: int, seed: int, backend_name: str = "mujoco") -> tuple[float, float, int]:
+    """(env seconds per step, raw engine seconds per step, physics steps per env step)."""
+    env = gym.make(env_id, backend=backend_name)
     base = env.unwrapped
     backend = base.backend
     rng = np.random.default_rng(seed)
@@ -46,16 +70,10 @@ def measure(env_id: str, steps: int, seed: int) -> tuple[float, float, int]:
     env_time = time.perf_counter() - start
     substeps = (backend.physics_steps - physics0) / steps
 
-    model, data = backend.model, backend.data
     n = int(round(substeps))
     env.reset(seed=seed)
     targets = [base.action_mapper.unclipped(a) for a in actions]
-    act = backend.actuator_ids
-    start = time.perf_counter()
-    for target in targets:
-        data.ctrl[act] = target
-        mujoco.mj_step(model, data, nstep=n)
-    raw_time = time.perf_counter() - start
+    raw_time = RAW_STEPS[backend_name](backend, targets, n)
     env.close()
     return env_time / steps, raw_time / steps, n
 
@@ -64,10 +82,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3, help="report the fastest of this many runs")
+    parser.add_argument("--backend", choices=list(RAW_STEPS), default="mujoco")
     args = parser.parse_args()
     print(f"{'env':36s} {'substeps':>8s} {'env steps/s':>12s} {'env us/step':>12s} {'raw us/step':>12s} {'ratio':>6s}")
     for env_id in ENV_IDS:
-        runs = [measure(env_id, args.steps, seed) for seed in range(args.repeats)]
+        runs = [measure(env_id, args.steps, seed, args.backend) for seed in range(args.repeats)]
         env_s = min(r[0] for r in runs)
         raw_s = min(r[1] for r in runs)
         print(

@@ -89,6 +89,8 @@ class LoopReport:
     ticks: int = 0
     approach_ticks: int = 0
     missed_deadlines: int = 0
+    bus_timeouts: int = 0
+    """Requests that got no reply; each tolerated while the last good state was fresh enough."""
     wall_s: float = 0.0
     """Policy phase length, first tick to the end of the last."""
     timings: TickTimings = field(default_factory=TickTimings)
@@ -119,6 +121,7 @@ class LoopReport:
             "safety_stop": self.safety_stop,
             "safe_state_reached": self.safe_state_reached,
             "safe_stop_error": self.safe_stop_error,
+            "bus_timeouts": self.bus_timeouts,
             "bad_frames": int(self.bus_counters.get("bad_frames", self.bus_counters.get("errors", 0))),
             "bus_counters": self.bus_counters,
             "policy_versions": self.policy_versions,
@@ -200,9 +203,10 @@ class ControlLoop:
             monitor.check_deadlines(tick.missed)
             if self.stop.is_set():
                 return None
-            reply = self._guard(self.bus.exchange, q0 + (self.spec.start - q0) * (i / steps))
-            last = (reply, clock())
-            monitor.check_state(reply, last[1])
+            reply = self._tolerate_timeout(self.bus.exchange, monitor, report, q0 + (self.spec.start - q0) * (i / steps))
+            if reply is not None:
+                last = (reply, clock())
+                monitor.check_state(reply, last[1])
             report.approach_ticks += 1
         return last
 
@@ -237,9 +241,12 @@ class ControlLoop:
 
             t0 = clock()
             if fresh:
-                state = self._guard(bus.read_state)
-                t1 = arrived = clock()
-                monitor.check_state(state, t1)
+                read = self._tolerate_timeout(bus.read_state, monitor, report)
+                t1 = clock()
+                if read is not None:
+                    reply, reply_arrived = read, t1
+                    monitor.check_state(read, t1)
+                state, arrived = reply, reply_arrived
             else:
                 state, arrived, t1 = reply, reply_arrived, t0
             obs = builder.build(state, hist)
@@ -251,13 +258,15 @@ class ControlLoop:
                 raise SafetyStop(StopReason.NON_FINITE_ACTION, f"{exc} (policy version {version})") from None
             hist.record(action)
             t2 = clock()
-            reply = self._guard(bus.exchange, command)
-            t3 = reply_arrived = clock()
-            if fresh:
-                if reply.faults:
-                    raise SafetyStop(StopReason.MOTOR_FAULT, f"the motors report {describe_faults(reply.faults)}")
-            else:
-                monitor.check_state(reply, t3)
+            answer = self._tolerate_timeout(bus.exchange, monitor, report, command)
+            t3 = clock()
+            if answer is not None:
+                if fresh:
+                    if answer.faults:
+                        raise SafetyStop(StopReason.MOTOR_FAULT, f"the motors report {describe_faults(answer.faults)}")
+                else:
+                    reply, reply_arrived = answer, t3
+                    monitor.check_state(answer, t3)
 
             timings = {
                 "period_error": tick.period_error_us,
@@ -277,6 +286,18 @@ class ControlLoop:
                     sink.offer(item)
             report.ticks += 1
             report.wall_s = t3 - started
+
+    def _tolerate_timeout(self, call, monitor: SafetyMonitor, report: LoopReport, *args) -> RobotState | None:
+        """``call(*args)``'s state, or None after a timeout the safety monitor still tolerates (see
+        ``SafetyMonitor.missing_state``); a bus error is always a stop."""
+        try:
+            return call(*args)
+        except BusTimeout as exc:
+            report.bus_timeouts += 1
+            monitor.missing_state(clock(), exc)
+            return None
+        except BusError as exc:
+            raise SafetyStop(StopReason.BUS_ERROR, str(exc)) from None
 
     def _guard(self, call, *args) -> RobotState:
         """A bus call whose failure is a safety stop: no answer is a stale state, a wrong answer a bus error."""

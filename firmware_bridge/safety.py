@@ -80,6 +80,15 @@ class SafetyMonitor:
                 f"(limit {self.stale_after_s * 1e3:.0f} ms)",
             )
 
+    def missing_state(self, now: float, error: Exception) -> None:
+        """A request got no reply: tolerated while the last good state is younger than ``stale_after_s``
+        (the loop then acts on it, as the simulator's observation dropout trains for), a stop after that."""
+        if self._last_timestamp is None or now - self._last_advance > self.stale_after_s:
+            age = "no state yet" if self._last_timestamp is None else f"{(now - self._last_advance) * 1e3:.0f} ms"
+            raise SafetyStop(
+                StopReason.STALE_STATE, f"{error} (last good state: {age}; limit {self.stale_after_s * 1e3:.0f} ms)"
+            )
+
     def check_observation(self, obs: np.ndarray) -> None:
         if not np.isfinite(obs).all():
             bad = np.flatnonzero(~np.isfinite(obs))

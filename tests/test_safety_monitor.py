@@ -56,3 +56,15 @@ def test_missed_deadlines_beyond_the_budget_within_the_window_stop():
     with pytest.raises(SafetyStop) as stop:
         monitor.check_deadlines(1)
     assert stop.value.reason is StopReason.MISSED_DEADLINES and "4 missed in the last 10" in str(stop.value)
+
+
+def test_a_lost_reply_is_tolerated_only_while_the_last_state_is_fresh():
+    monitor = _monitor(stale_after_s=0.1)
+    with pytest.raises(SafetyStop, match="no state yet"):
+        monitor.missing_state(0.0, TimeoutError("no reply"))
+    monitor.check_state(_state(1.0), now=1.0)
+    monitor.missing_state(1.05, TimeoutError("no reply"))  # 50 ms old: act on it
+    with pytest.raises(SafetyStop) as stop:
+        monitor.missing_state(1.11, TimeoutError("no reply to seq 7"))
+    assert stop.value.reason is StopReason.STALE_STATE
+    assert "no reply to seq 7 (last good state: 110 ms; limit 100 ms)" in str(stop.value)

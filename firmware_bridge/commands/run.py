@@ -73,6 +73,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class EventPrinter:
+    """Prints the loop's events (armed, policy phase, swaps, safety stops) as they happen, off the loop's thread."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.t0: float | None = None
+
+    def handle(self, item) -> None:
+        if isinstance(item, Event) and item.kind != "summary":
+            self.t0 = item.time if self.t0 is None else self.t0
+            print(f"[{item.time - self.t0:8.3f} s] {item.kind}: {item.detail}", file=self.out, flush=True)
+
+    def close(self) -> None:
+        self.out.flush()
+
+
 def _goals(pairs: list[str]) -> dict[str, float]:
     goals = {}
     for pair in pairs:
@@ -137,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         switch_interval_s=args.switch_interval_us * 1e-6 if args.switch_interval_us else None,
     )
     stop = threading.Event()
-    sinks = []
+    sinks = [BackgroundSink("console", EventPrinter(out))]
     if args.log:
         from firmware_bridge.tick_log import TickLog
 

@@ -1,0 +1,201 @@
+"""The on-robot loop at 250, 500 and 1000 Hz against the virtual quadruped, beside a bare Python loop.
+
+For each rate, in one run and interleaved so both see the same machine:
+
+- ``bare``: the pacing alone (sleep to the deadline minus the spin, then spin; no work): this machine's floor;
+- ``loop``: ``ControlLoop`` driving ``robot-sac virtual-robot`` (its own process, real-time physics) over
+  ZMQ with an untrained SAC actor (256x256, exported by the real exporter): state -> observation ->
+  policy -> action mapping -> command exchange, one bus round trip per tick;
+- ``loop+log``: the same with the MCAP tick log written off the loop's thread;
+- ``loop+rt``: the same with the real-time options (CPU pinned, gc frozen; SCHED_FIFO with ``--fifo``).
+
+ZMQ, not the pty: the modelled 1 Mbaud line alone needs about 1.6 ms per command/state round trip, more
+than a 1 kHz period (``benchmarks/bus_roundtrip.py``). Times in microseconds; ``period error`` is how late
+each tick started after its deadline; ``state->cmd`` is from the state's arrival to the command's
+acknowledgement (with the state taken from the previous reply it includes the wait for the deadline).
+
+    python benchmarks/loop_timing.py [--seconds 10] [--rates 250 500 1000] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from firmware_bridge.action import ActionMapper
+from firmware_bridge.bus_factory import open_bus
+from firmware_bridge.config_paths import resolve_robot
+from firmware_bridge.control_loop import ControlLoop, LoopConfig
+from firmware_bridge.observation import ObservationBuilder
+from firmware_bridge.policy_runtime import PolicyRuntime
+from firmware_bridge.realtime import RealtimeSettings
+from firmware_bridge.spec import RobotSpec
+from firmware_bridge.task import TaskInterface
+from firmware_bridge.tick_log import TickLog
+from firmware_bridge.timing import DeadlineClock, Histogram
+from firmware_bridge.transitions import BackgroundSink
+
+ROBOT, TASK = "quadruped", "quadruped_walk"
+
+
+def export_untrained_actor(path: Path, spec: RobotSpec, task: TaskInterface) -> Path:
+    """An untrained actor through the real exporter: the same graph and cost as a trained one."""
+    import torch
+
+    from robot_sac.export import ExportedPolicy, build_contract, robot_interface, to_onnx
+    from robot_sac.networks import Actor, ObservationNormalizer
+
+    torch.manual_seed(0)
+    interface = robot_interface(spec, task)
+    actor = Actor(interface["obs_dim"], interface["act_dim"])
+    normalizer = ObservationNormalizer(interface["obs_dim"], enabled=False)
+    contract = build_contract(interface, "robot_sac/QuadrupedWalk-v0", normalizer, 1, "untrained")
+    path.write_bytes(to_onnx(ExportedPolicy(actor, normalizer), contract))
+    return path
+
+
+def bare_loop(rate_hz: float, seconds: float, spin_s: float) -> dict:
+    pacer = DeadlineClock(rate_hz, spin_s=spin_s)
+    h = Histogram()
+    for _ in range(round(rate_hz * seconds)):
+        h.record(pacer.wait().period_error_us)
+    return {"ticks": h.count, "missed": pacer.missed, "period_error_us": h.summary()}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VirtualRobotProcess:
+    def __init__(self):
+        self.address = f"tcp://127.0.0.1:{_free_port()}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "robot_sac.cli", "virtual-robot", "--robot", ROBOT, "--zmq", self.address],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.proc.stdout.readline()  # "virtual quadruped ... on ADDR": bound and serving
+
+    def close(self) -> dict:
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=30)
+        return json.loads(out.strip().splitlines()[-1])["counters"]
+
+
+def control_loop(
+    rate_hz: float, seconds: float, spin_s: float, spec, task, policy, *, log: Path | None, realtime: bool,
+    fifo: int | None = None,
+) -> dict:
+    builder = ObservationBuilder(spec, task)
+    # The policy was exported for the spec's 50 Hz; the rate limit is a speed, so the mapper follows the rate.
+    mapper = ActionMapper(dataclasses.replace(spec, control_rate_hz=rate_hz))
+    sinks = []
+    if log is not None:
+        sinks.append(BackgroundSink("log", TickLog(log, {"robot": spec.name, "joint_names": spec.joint_names,
+                                                          "rate_hz": rate_hz})))  # fmt: skip
+    settings = RealtimeSettings(cpu=0, fifo_priority=fifo, gc_freeze=True) if realtime else RealtimeSettings()
+    device = VirtualRobotProcess()
+    try:
+        with open_bus(spec, zmq_address=device.address, timeout_s=0.05) as bus:
+            config = LoopConfig(rate_hz=rate_hz, duration_s=seconds, spin_s=spin_s, max_missed=10**9)
+            loop = ControlLoop(bus, builder, mapper, policy, policy.version, config, sinks=sinks)
+            settings.apply()
+            try:
+                report = loop.run()
+            finally:
+                settings.restore()
+    finally:
+        counters = device.close()
+        for sink in sinks:
+            sink.close()
+    s = report.summary()
+    return {
+        "ticks": s["ticks"],
+        "missed": s["missed_deadlines"],
+        "period_error_us": s["period_error_us"],
+        "policy_us": s["policy_us"],
+        "write_us": s["write_us"],
+        "latency_us": s["latency_us"],
+        "safety_stop": s["safety_stop"],
+        "log_dropped": sinks[0].counters()["dropped"] if sinks else None,
+        "realtime": settings.report() if realtime else None,
+        "device_watchdog_trips": counters["device_watchdog_trips"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each row")
+    parser.add_argument("--rates", type=float, nargs="+", default=[250.0, 500.0, 1000.0])
+    parser.add_argument("--spin-us", type=float, default=200.0)
+    parser.add_argument("--policy", help="policy file (default: export an untrained actor)")
+    parser.add_argument("--no-extras", action="store_true", help="skip the loop+log and loop+rt rows")
+    parser.add_argument(
+        "--fifo", type=int, metavar="PRIORITY",
+        help="add SCHED_FIFO to the loop+rt row; off by default: on a small shared VM a spinning real-time "
+        "loop starves the virtual robot (and everyone else) on its CPU",
+    )  # fmt: skip
+    parser.add_argument("--json", help="also write the rows as JSON here")
+    args = parser.parse_args()
+
+    spec = RobotSpec.load(resolve_robot(ROBOT))
+    task = TaskInterface.load(TASK)
+    tmp = Path(tempfile.mkdtemp(prefix="loop_timing_"))
+    policy_path = Path(args.policy) if args.policy else export_untrained_actor(tmp / "actor.onnx", spec, task)
+    policy = PolicyRuntime(policy_path, spec, task)
+    spin = args.spin_us * 1e-6
+    kinds = ["bare", "loop"] + ([] if args.no_extras else ["loop+log", "loop+rt"])
+    rows = []
+    for rate in args.rates:
+        for kind in kinds:
+            started = time.perf_counter()
+            if kind == "bare":
+                row = bare_loop(rate, args.seconds, spin)
+            else:
+                row = control_loop(rate, args.seconds, spin, spec, task, policy,
+                                   log=tmp / f"{rate:g}.mcap" if kind == "loop+log" else None,
+                                   realtime=kind == "loop+rt", fifo=args.fifo)  # fmt: skip
+            row.update(rate_hz=rate, kind=kind, wall_s=round(time.perf_counter() - started, 2))
+            rows.append(row)
+            print(f"  {rate:g} Hz {kind}: done", file=sys.stderr, flush=True)
+    print_table(rows, args.seconds)
+    for row in rows:
+        if row.get("realtime"):
+            print(f"real-time at {row['rate_hz']:g} Hz: {row['realtime']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def print_table(rows: list[dict], seconds: float) -> None:
+    def cell(row, key, stat):
+        value = row.get(key)
+        return f"{value[stat]:.1f}" if value else "-"
+
+    header = ("| rate Hz | kind | ticks | missed | period err p50 | p99 | max | policy p50 | p99 | "
+              "state->cmd p50 | p99 | bus rtt p50 | log dropped |")  # fmt: skip
+    print(f"\n{seconds:g} s per row, microseconds\n")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for r in rows:
+        print(
+            f"| {r['rate_hz']:g} | {r['kind']} | {r['ticks']} | {r['missed']} | "
+            f"{cell(r, 'period_error_us', 'p50')} | {cell(r, 'period_error_us', 'p99')} | "
+            f"{cell(r, 'period_error_us', 'max')} | {cell(r, 'policy_us', 'p50')} | {cell(r, 'policy_us', 'p99')} | "
+            f"{cell(r, 'latency_us', 'p50')} | {cell(r, 'latency_us', 'p99')} | {cell(r, 'write_us', 'p50')} | "
+            f"{r['log_dropped'] if r.get('log_dropped') is not None else '-'} |"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

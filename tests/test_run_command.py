@@ -1,0 +1,204 @@
+"""``firmware-bridge run`` end to end: two processes, the bridge and ``robot-sac virtual-robot``, on a real pty.
+
+The quadruped (100 Hz) and the claw (25 Hz, Dynamixel) each run for a few seconds (``benchmarks/loop_timing.py``
+runs longer); signals, a killed bridge and a silent robot each end with the robot safe.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from firmware_bridge.config_paths import resolve_robot
+from firmware_bridge.spec import RobotSpec
+from firmware_bridge.task import TaskInterface
+from firmware_bridge.tick_log import read_tick_log
+from policy_files import write_policy
+
+RATE_HZ = 100.0
+SECONDS = 4.0
+
+
+def robot_at_rate(tmp_path: Path, name: str, rate_hz: float = RATE_HZ) -> tuple[Path, RobotSpec]:
+    """The robot's spec with another control rate, as a file both processes load."""
+    mapping = yaml.safe_load(resolve_robot(name).read_text())
+    mapping["control_rate_hz"] = rate_hz
+    path = tmp_path / f"{name}_{rate_hz:g}hz.yaml"
+    path.write_text(yaml.safe_dump(mapping))
+    return path, RobotSpec.load(path)
+
+
+class VirtualRobot:
+    """``robot-sac virtual-robot --serial`` as a child process; ``counters()`` stops it and reads its report."""
+
+    def __init__(self, robot: Path, *extra: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "robot_sac.cli", "virtual-robot", "--robot", str(robot), "--serial", *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        first = self.proc.stdout.readline()
+        assert " on " in first, f"virtual robot did not start: {first!r} {self.proc.stderr.read()}"
+        self.port = first.split(" on ")[-1].strip()
+
+    def counters(self) -> dict[str, int]:
+        self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=20)
+        assert self.proc.returncode == 0, err
+        return json.loads(out.strip().splitlines()[-1])["counters"]
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def virtual_robots():
+    started = []
+
+    def start(robot: Path, *extra: str) -> VirtualRobot:
+        started.append(VirtualRobot(robot, *extra))
+        return started[-1]
+
+    yield start
+    for robot in started:
+        robot.kill()
+
+
+def bridge(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "firmware_bridge.cli", "run", "--approach-speed", "1.0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_policy_phase(proc: subprocess.Popen, seconds_after: float = 0.5) -> str:
+    """Read the bridge's event lines (stderr with ``--json`` on stdout) until the policy runs, then wait a bit."""
+    seen = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if "policy phase starts" in line:
+            time.sleep(seconds_after)
+            return "".join(seen)
+        assert line, f"bridge ended before its policy phase: {''.join(seen)}"
+    raise AssertionError(f"no policy phase within 30 s: {''.join(seen)}")
+
+
+def _moving_policy(tmp_path, spec, task, seed=0):
+    """A random linear-tanh policy: it reacts to the state, so the robot keeps moving (like an untrained actor)."""
+    rng = np.random.default_rng(seed)
+    from firmware_bridge.observation import ObservationBuilder
+
+    dim = ObservationBuilder(spec, task).dim
+    return write_policy(
+        tmp_path / f"{spec.name}.onnx", spec, task, weights=rng.normal(0, 0.5, (dim, spec.num_joints)),
+        bias=rng.normal(0, 0.5, spec.num_joints),
+    )  # fmt: skip
+
+
+# The quadruped at 100 Hz (twice its spec's rate); the claw at 25 Hz (2.5 times the D'Claw's 10 Hz): one
+# Dynamixel tick is a SYNC_WRITE and a SYNC_READ of ten devices, ~2.7 ms on the modelled 1 Mbaud line and
+# 5-25 ms on this shared VM with the SDK's busy polling, which 100 Hz cannot fit.
+@pytest.mark.parametrize(
+    "robot_name,task_name,rate_hz", [("quadruped", "quadruped_walk", 100.0), ("claw", "claw_turn", 25.0)]
+)
+def test_a_policy_drives_the_virtual_robot_over_its_pty_without_a_safety_stop(
+    tmp_path, virtual_robots, robot_name, task_name, rate_hz
+):
+    robot_file, spec = robot_at_rate(tmp_path, robot_name, rate_hz)
+    policy = _moving_policy(tmp_path, spec, TaskInterface.load(task_name))
+    device = virtual_robots(robot_file)
+    log, summary_file = tmp_path / "run.mcap", tmp_path / "summary.json"
+    proc = bridge("--policy", str(policy), "--robot", str(robot_file), "--port", device.port,
+                  "--duration", str(SECONDS), "--log", str(log), "--json", str(summary_file))  # fmt: skip
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    summary = json.loads(summary_file.read_text())
+    assert summary["safety_stop"] is None and summary["safe_state_reached"]
+    deadlines = summary["ticks"] + summary["missed_deadlines"]
+    assert deadlines >= rate_hz * SECONDS and summary["missed_deadlines"] < 0.01 * deadlines
+    for key in ("period_error_us", "latency_us"):
+        assert set(summary[key]) == {"p50", "p99", "max"}
+    assert summary["bad_frames"] == 0 and summary["policy_versions"] == [1]
+    assert summary["transitions_sent"] == 0 and summary["transitions_acked"] == 0
+    assert summary["sinks"]["log"]["dropped"] == 0
+    data = read_tick_log(log)
+    assert data.ticks == summary["ticks"]
+    assert np.ptp(data.joint_pos, axis=0).max() > 0.1, "the robot did not move"
+    assert "SAFETY" not in out and "robot in its safe state" in out
+    counters = device.counters()
+    assert counters["device_watchdog_trips"] == 0 and counters["device_commands"] >= summary["ticks"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_end_in_the_safe_state_without_a_traceback(tmp_path, virtual_robots, sig):
+    robot_file, spec = robot_at_rate(tmp_path, "quadruped")
+    policy = _moving_policy(tmp_path, spec, TaskInterface.load("quadruped_walk"))
+    device = virtual_robots(robot_file)
+    proc = bridge("--policy", str(policy), "--robot", str(robot_file), "--port", device.port, "--json")
+    wait_for_policy_phase(proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    summary = json.loads(out)
+    assert summary["stopped_by_signal"] and summary["safety_stop"] is None and summary["safe_state_reached"]
+    assert summary["ticks"] >= 20  # half a second of policy ticks at 100 Hz, give or take a loaded VM
+    assert device.counters()["device_watchdog_trips"] == 0  # disarmed by the bridge, not by the watchdog
+
+
+def test_a_killed_bridge_leaves_the_robot_to_its_watchdog(tmp_path, virtual_robots):
+    robot_file, spec = robot_at_rate(tmp_path, "quadruped")
+    policy = _moving_policy(tmp_path, spec, TaskInterface.load("quadruped_walk"))
+    device = virtual_robots(robot_file)
+    proc = bridge("--policy", str(policy), "--robot", str(robot_file), "--port", device.port, "--json")
+    wait_for_policy_phase(proc)
+    proc.kill()
+    proc.wait()
+    time.sleep(0.3)  # three watchdog periods
+    counters = device.counters()
+    assert counters["device_watchdog_trips"] == 1 and counters["device_commands"] > 10
+
+
+def test_a_robot_that_stops_answering_is_reported_and_its_watchdog_takes_over(tmp_path, virtual_robots):
+    robot_file, spec = robot_at_rate(tmp_path, "quadruped")
+    policy = _moving_policy(tmp_path, spec, TaskInterface.load("quadruped_walk"))
+    device = virtual_robots(robot_file)
+    proc = bridge("--policy", str(policy), "--robot", str(robot_file), "--port", device.port, "--json")
+    wait_for_policy_phase(proc)
+    os.kill(device.proc.pid, signal.SIGSTOP)  # the board hangs: no reply, no watchdog either, yet
+    try:
+        out, err = proc.communicate(timeout=20)
+    finally:
+        os.kill(device.proc.pid, signal.SIGCONT)
+    summary = json.loads(out)
+    assert proc.returncode == 4, err  # even the safe stop got no answer
+    assert summary["safety_stop"].startswith("stale state: motor board: no STATE reply")
+    assert not summary["safe_state_reached"] and "watchdog is the last line" in summary["safe_stop_error"]
+    time.sleep(0.3)  # the board runs again and finds no command for far longer than its timeout
+    assert device.counters()["device_watchdog_trips"] == 1
+
+
+def test_a_policy_for_another_robot_is_refused_before_anything_is_armed(tmp_path, virtual_robots):
+    claw_policy = write_policy(tmp_path / "claw.onnx", RobotSpec.load(resolve_robot("claw")), TaskInterface.load("claw_turn"))
+    robot_file, _ = robot_at_rate(tmp_path, "quadruped")
+    device = virtual_robots(robot_file)
+    proc = bridge("--policy", str(claw_policy), "--robot", str(robot_file), "--port", device.port)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "wrong robot" in err and "policy is for robot 'claw'" in err and "action dimension differs" in err
+    counters = device.counters()
+    assert counters["device_commands"] == 0 and counters.get("frames", 0) == 0

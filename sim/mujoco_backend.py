@@ -188,15 +188,20 @@ class MujocoBackend(Backend):
     def state(self) -> RobotState:
         d = self.data
         spec = self.robot_spec
-        imu = np.zeros(6)
         extras: dict[str, float] = {}
         if self._free_qpos is not None:
             fq, fd = self._free_qpos, self._free_dof
-            imu[:3] = _roll_pitch_yaw(d.qpos[fq + 3 : fq + 7])
-            imu[3:] = d.qvel[fd + 3 : fd + 6]  # free-joint angular velocity is in the body frame, as a gyro reads
-            extras["base_velocity_x"], extras["base_velocity_y"], extras["base_velocity_z"] = d.qvel[fd : fd + 3]
-            extras["base_height"] = float(d.qpos[fq + 2])
-            extras["base_position_x"], extras["base_position_y"] = d.qpos[fq : fq + 2]
+            # Python floats via tolist(): cheaper than numpy scalars here, and plain in JSON.
+            x, y, z = d.qpos[fq : fq + 3].tolist()
+            vx, vy, vz, wx, wy, wz = d.qvel[fd : fd + 6].tolist()
+            # Free-joint angular velocity is in the body frame, as a gyro reads it.
+            imu = np.array([*_roll_pitch_yaw(d.qpos[fq + 3 : fq + 7]), wx, wy, wz])
+            extras.update(
+                base_velocity_x=vx, base_velocity_y=vy, base_velocity_z=vz,
+                base_height=z, base_position_x=x, base_position_y=y,
+            )
+        else:
+            imu = np.zeros(6)
         if self.valve_qpos_id is not None:
             extras["valve_angle"] = float(d.qpos[self.valve_qpos_id])
             extras["valve_velocity"] = float(d.qvel[self.valve_dof_id])

@@ -123,26 +123,39 @@ def control_period(nominal_period: float, params: DynamicsParams, rng: np.random
 
 def corrupt_state(state: RobotState, params: DynamicsParams, rng: np.random.Generator) -> RobotState:
     """What the sensors report: ``state`` plus the episode's bias plus fresh Gaussian noise (a new object)."""
-    if not params.obs_noise and not params.obs_bias:
+    noise, bias = params.obs_noise, params.obs_bias
+    if not noise and not bias:
         return state
-    out = state.copy()
-    for sensor in NOISY_SENSORS:
-        std = params.obs_noise.get(sensor, 0.0)
-        bias = params.obs_bias.get(sensor)
-        if std == 0.0 and bias is None:
-            continue
-        if sensor == "valve_angle":
-            if "valve_angle" not in out.extras:
-                continue
-            value = np.array([out.extras["valve_angle"]])
-        else:
-            value = getattr(out, sensor)
-        if bias is not None:
-            value = value + bias
+    readings = {
+        "joint_pos": state.joint_pos,
+        "joint_vel": state.joint_vel,
+        "joint_current": state.joint_current,
+        "imu": state.imu,
+    }
+    extras = dict(state.extras)
+    if "valve_angle" in extras:
+        readings["valve_angle"] = np.array([extras["valve_angle"]])
+    noisy = [sensor for sensor in readings if noise.get(sensor)]
+    # One draw for every noisy channel of the tick: this runs every control tick.
+    draws = rng.standard_normal(sum(readings[s].shape[0] for s in noisy)) if noisy else None
+    offset = 0
+    for sensor, value in readings.items():
+        std, offset_bias = noise.get(sensor, 0.0), bias.get(sensor)
         if std:
-            value = value + rng.normal(0.0, std, value.shape)
-        if sensor == "valve_angle":
-            out.extras["valve_angle"] = float(value[0])
-        else:
-            setattr(out, sensor, value)
-    return out
+            width = value.shape[0]
+            value = value + std * draws[offset : offset + width]
+            offset += width
+        if offset_bias is not None:
+            value = value + offset_bias
+        readings[sensor] = value
+    if "valve_angle" in readings:
+        extras["valve_angle"] = float(readings["valve_angle"][0])
+    return RobotState(
+        timestamp=state.timestamp,
+        joint_pos=readings["joint_pos"].copy(),
+        joint_vel=readings["joint_vel"].copy(),
+        joint_current=readings["joint_current"].copy(),
+        imu=readings["imu"].copy(),
+        extras=extras,
+        faults=state.faults,
+    )

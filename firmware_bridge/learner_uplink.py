@@ -15,10 +15,8 @@ policy keeps running. The socket is owned by this one thread (ZMQ sockets are no
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import queue
-import socket as _socket
 import re
 import threading
 import time
@@ -126,6 +124,9 @@ class LearnerUplink:
         self.interface_hash = builder.interface_hash()
         self.layout = TransitionLayout(builder.dim, self.spec.num_joints, self.spec.num_joints)
         self.swap = swap
+        self._swap_lock = threading.Lock()
+        self._held: tuple[PolicyRuntime, int] | None = None
+        """A policy accepted before ``attach``: the loop did not exist yet."""
         self.policy_version = policy.version
         self.policy_sha256 = policy.sha256
         self.spool = Spool(config.spool_dir, config.spool_max_bytes, config.spool_fsync)
@@ -156,6 +157,14 @@ class LearnerUplink:
         self._thread.start()
 
     # -- the loop's side --------------------------------------------------------------------------
+
+    def attach(self, swap: Swap) -> None:
+        """Hand accepted policies to ``swap`` from now on (and the one accepted before, if any)."""
+        with self._swap_lock:
+            self.swap = swap
+            if self._held is not None:
+                swap(*self._held)
+                self._held = None
 
     def offer(self, item: Transition | Event) -> bool:
         self._counts["offered"] += 1
@@ -413,36 +422,14 @@ class LearnerUplink:
         else:
             self._counts["policies_accepted"] += 1
             self.policy_version, self.policy_sha256 = msg.version, digest
-            if self.swap is not None:
-                self.swap(runtime, msg.version)
+            with self._swap_lock:
+                if self.swap is not None:
+                    self.swap(runtime, msg.version)
+                else:
+                    self._held = (runtime, msg.version)
             self.swaps.append((msg.version, time.monotonic()))
         result = PolicyResult(self.config.robot_id, msg.version, msg.sha256, not problems, problems)
         try:
             sock.send_multipart(encode_policy_result(result), flags=zmq.NOBLOCK)
         except zmq.Again:
             pass  # the learner learns the running version from the next hello
-
-
-# -- the ``firmware-bridge run`` options ---------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("continued training (robot-sac learner)")
-    group.add_argument("--learner", metavar="ADDR", help="stream transitions to this learner, e.g. tcp://gpu:5555")
-    group.add_argument("--keys", metavar="DIR", help="CURVE keys from `robot-sac keys` (server.key, clients/)")
-    group.add_argument("--key-name", default="client", help="this robot's key pair under DIR/clients (default client)")
-    group.add_argument("--robot-id", help="this robot's id at the learner (default: <robot>-<hostname>)")
-    group.add_argument("--spool", metavar="DIR", help="unacknowledged transitions (default: ~/.cache/robot-sac/spool/<id>)")
-
-
-def from_args(
-    args: argparse.Namespace, builder: ObservationBuilder, policy: PolicyRuntime, goals: dict[str, float]
-) -> LearnerUplink | None:
-    """The uplink ``--learner`` asks for (None without it); ``swap`` is set once the loop exists."""
-    if not args.learner:
-        return None
-    host = re.sub(r"[^A-Za-z0-9_.-]", "-", _socket.gethostname())[:40]
-    robot_id = args.robot_id or f"{builder.robot_spec.name}-{host}"
-    spool = Path(args.spool) if args.spool else Path.home() / ".cache" / "robot-sac" / "spool" / robot_id
-    config = UplinkConfig(args.learner, robot_id, spool, Path(args.keys) if args.keys else None, args.key_name)
-    return LearnerUplink(config, builder, policy, goals=goals)

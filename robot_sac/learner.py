@@ -1,9 +1,11 @@
 """The off-board learner: continue SAC from a simulation run on robots' real transitions, send actors back.
 
-Threads: ``LearnerLink`` (network, scoring, deduplication), a publisher (exports a snapshot of the actor
-to ONNX with ``robot_sac.export``, which takes seconds, off the training thread), and the caller's thread,
-which trains: drain what arrived into the real replay buffer, keep ``updates = utd x real transitions``,
-hand a snapshot to the publisher every ``push_every`` updates, checkpoint every ``checkpoint_every_s``.
+Threads: ``LearnerLink`` (network, scoring, deduplication) and the caller's thread, which trains: drain
+what arrived into the real replay buffer, keep ``updates = utd x real transitions``, export the actor every
+``push_every`` updates (``robot_sac.export``, checked by the robot's own loader) and hand it to the link,
+checkpoint every ``checkpoint_every_s``. The export runs on the training thread: torch's exporter keeps
+global tracing state that a concurrent optimizer step corrupts (seen as ``KeyError: 'custom'`` in
+``torch.fx.traceback``), so training pauses for the seconds an export takes.
 
 The output directory holds ``config.yaml`` (the sim run's training config and this learner's config),
 ``checkpoints/last.pt`` (agent with optimizers and temperature, counters, per-robot sequence numbers,
@@ -69,55 +71,10 @@ class LearnerConfig:
             raise ConfigError(f"push_every: must be at least 1, got {self.push_every}")
         if self.checkpoint_every_s <= 0:
             raise ConfigError(f"checkpoint_every_s: must be positive, got {self.checkpoint_every_s}")
+        if self.learning_starts < 1:
+            raise ConfigError(f"learning_starts: must be at least 1, got {self.learning_starts}")
         if not 0.0 < self.real_fraction <= 1.0:
             raise ConfigError(f"real_fraction: must be in (0, 1], got {self.real_fraction}")
-
-
-class Publisher:
-    """Exports actor snapshots on its own thread; a snapshot that arrives while one is exporting replaces
-    any older waiting one (only the newest actor is worth sending)."""
-
-    def __init__(self, learner: Learner):
-        self.learner = learner
-        self._slot: queue.Queue = queue.Queue(maxsize=1)
-        self.error: BaseException | None = None
-        self.exports: list[tuple[int, float]] = []
-        """(version, seconds the export took)."""
-        self._thread = threading.Thread(target=self._work, name="learner-publisher", daemon=True)
-        self._thread.start()
-
-    def submit(self, version: int, actor, normalizer, check_obs: np.ndarray) -> None:
-        item = (version, actor, normalizer, check_obs)
-        while True:
-            try:
-                self._slot.put_nowait(item)
-                return
-            except queue.Full:
-                try:
-                    self._slot.get_nowait()
-                except queue.Empty:
-                    pass
-
-    def close(self) -> None:
-        self.submit(None, None, None, None)
-        self._thread.join(60.0)
-
-    def _work(self) -> None:
-        learner = self.learner
-        while True:
-            version, actor, normalizer, check_obs = self._slot.get()
-            if version is None:
-                return
-            try:
-                t0 = time.perf_counter()
-                contract = build_contract(learner.interface, learner.train_cfg.env, normalizer, version, learner.run_id)
-                data = to_onnx(ExportedPolicy(actor, normalizer), contract)
-                # The file goes out only if the robot's own loader accepts it and it acts like the actor.
-                verify(data, TorchPolicy(actor, normalizer), {"real": check_obs}, learner.robot_spec, learner.task)
-                self.exports.append((version, time.perf_counter() - t0))
-                learner.link.publish(version, data)
-            except Exception as exc:  # noqa: BLE001 - one failed export must not stop training; it is reported
-                self.error = exc
 
 
 class Learner:
@@ -174,7 +131,8 @@ class Learner:
             self._start_from_sim(self.from_dir / "checkpoints" / "last.pt")
         self.link = LearnerLink(bind, self.layout, self.interface_hash, TransitionScorer(self.task, self.robot_spec),
                                 robots, str(keys_dir) if keys_dir else None)  # fmt: skip
-        self.publisher: Publisher | None = None
+        self.exports: list[tuple[int, float]] = []
+        """(version, seconds the export took) of every actor sent."""
         self.checkpoints = 0
         self.last_info: dict[str, float] = {}
 
@@ -214,7 +172,6 @@ class Learner:
         self.ckpt_dir.mkdir(exist_ok=True)
         config = {"train": to_mapping(self.train_cfg), "learner": to_mapping(self.cfg), "from": str(self.from_dir)}
         (self.out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        self.publisher = Publisher(self)
         self.link.start()
         return self.link.endpoint
 
@@ -253,8 +210,6 @@ class Learner:
         return self.report()
 
     def close(self) -> None:
-        if self.publisher is not None:
-            self.publisher.close()
         self.link.stop()
         self.write_summary()
 
@@ -294,15 +249,22 @@ class Learner:
                                                                                  "next_obs", "terminated")))
 
     def push(self) -> int:
-        """Snapshot the actor and hand it to the publisher; returns the version it will carry."""
+        """Export the actor as it is now and send it to every robot; returns its version."""
         seen = [rec.running_version for rec in list(self.link.robots.values())]
         # Never below a version a robot already runs (e.g. sent before a crash and a restart).
         version = max(self.next_version, self.base_version + self.updates, max(seen, default=-1) + 1)
         self.next_version = version + 1
+        t0 = time.perf_counter()
         actor = copy.deepcopy(self.agent.actor).cpu().eval()
         normalizer = copy.deepcopy(self.agent.normalizer).cpu().eval()
+        contract = build_contract(self.interface, self.train_cfg.env, normalizer, version, self.run_id)
+        data = to_onnx(ExportedPolicy(actor, normalizer), contract)
+        # The file goes out only if the robot's own loader accepts it and it acts like the actor on the
+        # latest real observations.
         recent = (self.real.pos - 1 - np.arange(min(64, len(self.real)))) % self.real.capacity
-        self.publisher.submit(version, actor, normalizer, self.real.obs[recent].copy())
+        verify(data, TorchPolicy(actor, normalizer), {"real": self.real.obs[recent]}, self.robot_spec, self.task)
+        self.exports.append((version, time.perf_counter() - t0))
+        self.link.publish(version, data)
         return version
 
     # -- checkpoints and reports --------------------------------------------------------------------
@@ -338,7 +300,6 @@ class Learner:
         return path
 
     def report(self) -> dict[str, Any]:
-        publisher = self.publisher
         return {
             "transitions": self.transitions,
             "updates": self.updates,
@@ -348,8 +309,7 @@ class Learner:
             "sim_buffer": len(self.sim) if self.sim is not None else 0,
             "alpha": self.agent.alpha,
             "checkpoints": self.checkpoints,
-            "policy_exports": [[v, round(s, 3)] for v, s in publisher.exports] if publisher else [],
-            "export_error": repr(publisher.error) if publisher and publisher.error else None,
+            "policy_exports": [[v, round(s, 3)] for v, s in self.exports],
             "device": str(self.device),
             "link": dict(self.link.counts),
             "link_errors": list(self.link.errors),

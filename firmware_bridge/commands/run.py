@@ -21,6 +21,7 @@ from pathlib import Path
 from firmware_bridge.action import ActionMapper
 from firmware_bridge.calibration import Calibration
 from firmware_bridge.config_paths import resolve_robot
+from firmware_bridge import learner_options
 from firmware_bridge.control_loop import ControlLoop, LoopConfig, LoopReport
 from firmware_bridge.motor_bus import BusError
 from firmware_bridge.observation import ObservationBuilder
@@ -71,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     timing.add_argument(
         "--switch-interval-us", type=float, help="Python thread switch interval (default 5000 us)"
     )
+    learner_options.add_arguments(parser)
 
 
 class EventPrinter:
@@ -170,6 +172,9 @@ def run(args: argparse.Namespace) -> int:
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         sinks.append(BackgroundSink("log", TickLog(args.log, run_info)))
+    uplink = learner_options.uplink_from_args(args, builder, policy, goals)
+    if uplink is not None:
+        sinks.append(uplink)
 
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     report: LoopReport | None = None
@@ -183,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
             calibration=calibration,
         ) as bus:
             loop = ControlLoop(bus, builder, mapper, policy, policy.version, config, goals=goals, sinks=sinks, stop=stop)
+            if uplink is not None:
+                uplink.attach(loop.swap_policy)
             print(f"{spec.name}: policy {args.policy} (version {policy.version}) at {rate:g} Hz on "
                   f"{args.port or args.zmq}", file=out)  # fmt: skip
             realtime.apply()

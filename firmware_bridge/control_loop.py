@@ -45,6 +45,8 @@ class LoopConfig:
     """Busy-wait this long before each deadline instead of sleeping (the OS wakes sleepers late)."""
     approach_speed: float = 0.3
     """Fastest joint speed [rad/s] while moving from the armed pose to the spec's start pose."""
+    approach_tolerance: float = 0.01
+    """No approach when every joint is already this close to the start pose [rad] (encoder resolution)."""
     stale_after_s: float = 0.1
     """A state whose timestamp has not advanced for this long is stale (the motor board's watchdog is 100 ms)."""
     max_missed: int | None = None
@@ -65,6 +67,8 @@ class LoopConfig:
             raise ValueError(f"duration_s: must not be negative, got {self.duration_s}")
         if self.approach_speed <= 0:
             raise ValueError(f"approach_speed: must be positive, got {self.approach_speed}")
+        if self.approach_tolerance < 0:
+            raise ValueError(f"approach_tolerance: must not be negative, got {self.approach_tolerance}")
         if self.miss_window_s <= 0:
             raise ValueError(f"miss_window_s: must be positive, got {self.miss_window_s}")
         if self.state_source not in ("reply", "fresh"):
@@ -196,6 +200,8 @@ class ControlLoop:
         last = armed
         q0 = np.clip(armed[0].joint_pos, self.spec.lower, self.spec.upper)
         distance = float(np.max(np.abs(self.spec.start - q0)))
+        if distance <= self.config.approach_tolerance:
+            return last
         steps = math.ceil(distance / (self.config.approach_speed / self.config.rate_hz))
         for i in range(1, steps + 1):
             tick = deadlines.wait()

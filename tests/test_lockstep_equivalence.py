@@ -1,0 +1,135 @@
+"""The deploy path computes what training saw: the bridge driving the virtual claw in lockstep over its
+Dynamixel pty gives the observations, actions and (scored by the task's own reward code) the return of the
+simulator's evaluation of the same policy file, within the wire format's quantization.
+
+The claw, not the quadruped: its reward reads only what its bus reports (joints and the valve encoder),
+whereas the walk reward needs the base velocity, which no motor bus carries.
+"""
+
+import numpy as np
+import pytest
+
+from firmware_bridge.action import ActionMapper
+from firmware_bridge.bus_factory import open_bus
+from firmware_bridge.control_loop import ControlLoop, LoopConfig
+from firmware_bridge.dynamixel_table import XM430, to_si
+from firmware_bridge.observation import ObservationBuilder
+from firmware_bridge.policy_runtime import PolicyRuntime
+from firmware_bridge.task import TaskInterface
+from firmware_bridge.transitions import BackgroundSink, Transition
+from policy_files import write_policy
+from robot_sac.evaluation import make_task_env, run_episodes
+from sim.mujoco_backend import MujocoBackend
+from sim.rewards import Reward
+from sim.rewards import Transition as ScoredTransition
+from sim.task import TaskSpec
+from sim.virtual_robot_server import build_robot, make_server, serving
+
+SEED = 3
+
+
+class Recorder:
+    def __init__(self):
+        self.ticks = []
+        self.closed = False
+
+    def handle(self, item):
+        if isinstance(item, Transition):
+            self.ticks.append(item)
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture(scope="module")
+def claw_runs(tmp_path_factory):
+    task_spec = TaskSpec.load("claw_turn")
+    spec = task_spec.load_robot()
+    task = TaskInterface.load("claw_turn")
+    dim = ObservationBuilder(spec, task).dim
+    rng = np.random.default_rng(SEED)
+    path = write_policy(tmp_path_factory.mktemp("lockstep") / "claw.onnx", spec, task,
+                        weights=rng.normal(0, 0.1, (dim, spec.num_joints)), bias=rng.normal(0, 0.5, spec.num_joints))  # fmt: skip
+
+    # robot-sac eval --nominal --episodes 1 --seed SEED, recording what the policy saw and did.
+    env = make_task_env("claw_turn", randomize=False)
+    env.reset(seed=SEED)
+    goals = dict(env.unwrapped.goals)
+    runtime = PolicyRuntime(path, spec, task)
+    sim_obs, sim_actions = [], []
+
+    def recording_policy(obs):
+        action = runtime(obs)
+        sim_obs.append(obs.copy())
+        sim_actions.append(action.copy())
+        return action
+
+    episode = run_episodes(env, recording_policy, episodes=1, seed=SEED)
+    env.close()
+    steps = episode.lengths[0]
+
+    # The bridge, one tick more than the episode: the last tick's state is the episode's final state.
+    recorder = Recorder()
+    sink = BackgroundSink("record", recorder)
+    robot = build_robot(spec, MujocoBackend(spec), lockstep=True, watchdog_s=0)
+    with serving(make_server(robot, serial=True)) as server, open_bus(spec, port=server.path, timeout_s=0.5) as bus:
+        config = LoopConfig(rate_hz=spec.control_rate_hz, duration_s=(steps + 0.5) / spec.control_rate_hz)
+        loop = ControlLoop(bus, ObservationBuilder(spec, task), ActionMapper(spec), PolicyRuntime(path, spec, task),
+                           1, config, goals=goals, sinks=[sink])  # fmt: skip
+        report = loop.run()
+    sink.close()
+    return {
+        "spec": spec,
+        "task_spec": task_spec,
+        "goals": goals,
+        "steps": steps,
+        "sim_obs": np.array(sim_obs),
+        "sim_actions": np.array(sim_actions),
+        "sim_return": episode.returns[0],
+        "bridge": recorder.ticks,
+        "report": report,
+    }
+
+
+def test_the_bridge_ran_the_whole_episode_without_an_approach(claw_runs):
+    report = claw_runs["report"]
+    assert report.safety_stop is None and report.missed_deadlines == 0
+    assert report.approach_ticks == 0  # the robot starts at the start pose: no extra physics steps
+    assert len(claw_runs["bridge"]) == claw_runs["steps"] + 1 == 41
+
+
+def test_observations_and_actions_match_the_simulator_within_quantization(claw_runs):
+    steps = claw_runs["steps"]
+    bridge_obs = np.array([t.observation for t in claw_runs["bridge"][:steps]])
+    bridge_actions = np.array([t.action for t in claw_runs["bridge"][:steps]])
+    sim_obs = claw_runs["sim_obs"]
+    # XM430 wire units: 4096 counts per turn (1.5e-3 rad), 0.229 rpm (0.024 rad/s) per velocity unit.
+    position_unit = to_si(XM430.PRESENT_POSITION, 1) - to_si(XM430.PRESENT_POSITION, 0)
+    velocity_unit = to_si(XM430.PRESENT_VELOCITY, 1) - to_si(XM430.PRESENT_VELOCITY, 0)
+    np.testing.assert_allclose(bridge_obs[0], sim_obs[0], atol=position_unit)
+    # Each tick's rounding feeds back through the policy and the contacts, so later ticks may differ by a
+    # few units; a wrong feature, a tick of lag or a different rate limit would differ by far more.
+    slices = ObservationBuilder(claw_runs["spec"], TaskInterface.load("claw_turn")).slices()
+    for name, where in slices.items():
+        unit = velocity_unit if name == "valve_velocity" else position_unit
+        worst = np.abs(bridge_obs[:, where] - sim_obs[:, where]).max()
+        assert worst < 8 * unit, f"{name}: differs by {worst:.4f}, {worst / unit:.1f} wire units"
+    assert np.abs(bridge_actions - claw_runs["sim_actions"]).max() < 0.03
+    # A policy that did nothing would match trivially: this one turned joints and the valve.
+    assert np.ptp(sim_obs[:, slices["joint_pos"]], axis=0).max() > 0.2
+    assert np.abs(sim_obs[:, slices["valve_velocity"]]).max() > 1.0
+
+
+def test_the_task_reward_scores_the_bridge_episode_like_the_simulator(claw_runs):
+    task_spec, spec, goals, steps = claw_runs["task_spec"], claw_runs["spec"], claw_runs["goals"], claw_runs["steps"]
+    reward = Reward(task_spec.kind, task_spec.reward)
+    ticks = claw_runs["bridge"]
+    total, previous_action = 0.0, np.zeros(spec.num_joints)
+    for before, after in zip(ticks[:steps], ticks[1 : steps + 1]):
+        action = before.action.astype(np.float64)
+        r, _ = reward(ScoredTransition(previous_state=before.state, state=after.state, action=action,
+                                       previous_action=previous_action, goals=goals, robot=spec,
+                                       criteria=task_spec.criteria))  # fmt: skip
+        total += r
+        previous_action = action
+    assert total == pytest.approx(claw_runs["sim_return"], rel=0.02, abs=0.05)

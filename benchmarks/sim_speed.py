@@ -1,14 +1,16 @@
-"""Environment steps per second, and env step time over the raw engine steps it makes.
+"""Environment steps per second, and env step time over the raw ``mujoco.mj_step`` calls it makes.
 
-For each env: run STEPS env steps with random actions (recording the joint
-targets the env sent), then replay the same targets through bare
-``mj_step(model, data, nstep=substeps)`` calls on the same model from the same
-reset. The ratio is the env's overhead (observation, action mapping, reward,
-randomization, Python) on top of physics. With ``--backend pybullet`` the raw
-figure is bare ``stepSimulation`` calls, as many as the env made: our PD loop
-(torques set and joints read every physics step in Python) counts as overhead.
+For each env: a first pass records, per env step, the joint targets the env
+sent and the physics state at each episode start (random actions; a fallen
+quadruped resets). The timed env pass repeats it with the same seed (the env
+is deterministic). The raw pass replays the same targets through bare
+``mj_step(model, data, nstep=substeps)`` calls from the same states. The ratio
+is the env's overhead (observation, action mapping, reward, randomization,
+latency, resets, Python) on top of physics. Times are this process's CPU time
+(both loops are single-threaded), so other jobs on a shared machine do not
+land in one side of the ratio; the best of several repeats is reported.
 
-    python benchmarks/sim_speed.py [--steps 2000] [--repeats 3] [--backend mujoco|pybullet]
+    python benchmarks/sim_speed.py [--steps 2000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import time
 import gymnasium as gym
 import mujoco
 import numpy as np
-import pybullet
 
 import sim  # noqa: F401  (registers the env ids)
 
@@ -31,49 +32,48 @@ ENV_IDS = [
 ]
 
 
-def raw_mujoco(backend, targets: list[np.ndarray], n: int) -> float:
-    model, data, act = backend.model, backend.data, backend.actuator_ids
-    start = time.perf_counter()
-    for target in targets:
-        data.ctrl[act] = target
-        mujoco.mj_step(model, data, nstep=n)
-    return time.perf_counter() - start
-
-
-def raw_pybullet(backend, targets: list[np.ndarray], n: int) -> float:
-    client = backend.client
-    start = time.perf_counter()
-    for _ in targets:
-        for _ in range(n):
-            pybullet.stepSimulation(physicsClientId=client)
-    return time.perf_counter() - start
-
-
-RAW_STEPS = {"mujoco": raw_mujoco, "pybullet": raw_pybullet}
-
-
-def measure(env_id: str, steps: int, seed: int, backend_name: str = "mujoco") -> tuple[float, float, int]:
-    """(env seconds per step, raw engine seconds per step, physics steps per env step)."""
-    env = gym.make(env_id, backend=backend_name)
+def _run_env(env, actions, seed, record: bool):
     base = env.unwrapped
-    backend = base.backend
-    rng = np.random.default_rng(seed)
-    actions = rng.uniform(-1.0, 1.0, (steps, base.action_space.shape[0])).astype(np.float32)
+    targets, starts = [], {}
     env.reset(seed=seed)
-    # Random actions topple the quadruped; a fall ends the episode and the reset is part of the env's cost.
-    physics0 = backend.physics_steps
-    start = time.perf_counter()
-    for a in actions:
+    if record:
+        starts[0] = mujoco.MjData(base.backend.model), 0
+        mujoco.mj_copyData(starts[0][0], base.backend.model, base.backend.data)
+    start = time.process_time()
+    for i, a in enumerate(actions):
         _, _, terminated, truncated, _ = env.step(a)
+        if record:
+            targets.append(base._targets[-1 - int(base.params.latency_ticks)].copy())
         if terminated or truncated:
             env.reset()
-    env_time = time.perf_counter() - start
-    substeps = (backend.physics_steps - physics0) / steps
+            if record:
+                saved = mujoco.MjData(base.backend.model)
+                mujoco.mj_copyData(saved, base.backend.model, base.backend.data)
+                starts[i + 1] = saved, 0
+    return time.process_time() - start, targets, starts
 
-    n = int(round(substeps))
-    env.reset(seed=seed)
-    targets = [base.action_mapper.unclipped(a) for a in actions]
-    raw_time = RAW_STEPS[backend_name](backend, targets, n)
+
+def measure(env_id: str, steps: int, seed: int) -> tuple[float, float, int]:
+    """(env CPU seconds per step, raw mj_step CPU seconds per step, physics steps per env step)."""
+    env = gym.make(env_id)
+    backend = env.unwrapped.backend
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(-1.0, 1.0, (steps, env.action_space.shape[0])).astype(np.float32)
+    _, targets, starts = _run_env(env, actions, seed, record=True)
+    physics0 = backend.physics_steps
+    env_time, _, _ = _run_env(env, actions, seed, record=False)
+    n = int(round((backend.physics_steps - physics0) / steps))
+
+    model, data = backend.model, backend.data
+    act = backend.actuator_ids
+    raw_time = 0.0
+    for i, target in enumerate(targets):
+        if i in starts:
+            mujoco.mj_copyData(data, model, starts[i][0])
+        t0 = time.process_time()
+        data.ctrl[act] = target
+        mujoco.mj_step(model, data, nstep=n)
+        raw_time += time.process_time() - t0
     env.close()
     return env_time / steps, raw_time / steps, n
 
@@ -82,11 +82,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3, help="report the fastest of this many runs")
-    parser.add_argument("--backend", choices=list(RAW_STEPS), default="mujoco")
     args = parser.parse_args()
-    print(f"{'env':36s} {'substeps':>8s} {'env steps/s':>12s} {'env us/step':>12s} {'raw us/step':>12s} {'ratio':>6s}")
+    header = f"{'env':36s} {'substeps':>8s} {'env steps/s':>12s} {'env us/step':>12s} {'raw us/step':>12s} {'ratio':>6s}"
+    print(header + "   (CPU time)")
     for env_id in ENV_IDS:
-        runs = [measure(env_id, args.steps, seed, args.backend) for seed in range(args.repeats)]
+        runs = [measure(env_id, args.steps, seed) for seed in range(args.repeats)]
         env_s = min(r[0] for r in runs)
         raw_s = min(r[1] for r in runs)
         print(

@@ -50,12 +50,17 @@ class ActionMapper:
         a = np.asarray(policy_output, dtype=np.float64)
         if a.shape != self.lower.shape:
             raise ValueError(f"action: expected shape {self.lower.shape}, got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            bad = [self.robot_spec.joint_names[i] for i in np.flatnonzero(~np.isfinite(a))]
+        finite = np.isfinite(a)
+        if not finite.all():
+            bad = [self.robot_spec.joint_names[i] for i in np.flatnonzero(~finite)]
             raise NonFiniteActionError(f"action: non-finite policy output for joint(s) {', '.join(bad)}")
+        # The joint limits and this tick's rate window, intersected first: one clip instead of three.
+        if self._previous is None:
+            low, high = self.lower, self.upper
+        else:
+            low = np.maximum(self.lower, self._previous - self.max_step)
+            high = np.minimum(self.upper, self._previous + self.max_step)
         # np.minimum/np.maximum rather than np.clip: a third of the cost on arrays this small.
-        target = np.minimum(np.maximum(self.unclipped(a), self.lower), self.upper)
-        if self._previous is not None:
-            target = np.minimum(np.maximum(target, self._previous - self.max_step), self._previous + self.max_step)
+        target = np.minimum(np.maximum(self.unclipped(a), low), high)
         self._previous = target
         return target.copy()

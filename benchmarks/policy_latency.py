@@ -3,8 +3,8 @@ numpy matrix products.
 
 For the quadruped and the claw actors (dimensions from configs/robots and configs/tasks, 256x256 hidden,
 observation normalization on), one observation at a time as the control loop calls it. Each method runs
-``--calls`` timed calls per round, rounds interleaved; the table holds the median over rounds of each
-percentile, in microseconds, and the ratios to numpy.
+``--calls`` timed calls per round, the methods taking turns in blocks of 1,000; the table holds the median
+over rounds of each percentile, in microseconds, and the ratios to numpy.
 
     python benchmarks/policy_latency.py [--calls 20000] [--rounds 3]
 
@@ -31,6 +31,9 @@ from robot_sac.networks import Actor, ObservationNormalizer
 TASKS = ("quadruped_walk", "claw_turn")
 HIDDEN = (256, 256)
 PERCENTILES = (50.0, 99.0, 99.9)
+BLOCK = 1_000
+"""Timed calls per method before the next method takes its turn."""
+WARMUP = 50
 
 
 def make_actor(obs_dim: int, act_dim: int, seed: int) -> tuple[Actor, ObservationNormalizer]:
@@ -125,9 +128,15 @@ def main() -> int:
         per_round: dict[str, list[np.ndarray]] = {name: [] for name in methods}
         for _ in range(args.rounds):
             observations = rng.standard_normal((args.calls, obs_dim)).astype(np.float32)
-            for name, policy in methods.items():
-                time_calls(policy, observations[:500])  # warm caches after the other methods ran
-                per_round[name].append(np.percentile(time_calls(policy, observations), PERCENTILES))
+            timed: dict[str, list[np.ndarray]] = {name: [] for name in methods}
+            # Methods take turns in blocks, so a burst of load from other processes hits them all alike.
+            for start in range(0, args.calls, BLOCK):
+                block = observations[start : start + BLOCK]
+                for name, policy in methods.items():
+                    time_calls(policy, block[:WARMUP])  # warm the caches the other methods just used
+                    timed[name].append(time_calls(policy, block))
+            for name, durations in timed.items():
+                per_round[name].append(np.percentile(np.concatenate(durations), PERCENTILES))
         medians = {name: np.median(np.stack(p), axis=0) for name, p in per_round.items()}
         for name, values in medians.items():
             rows.append({

@@ -16,9 +16,6 @@ from dynamixel_sdk import Protocol2PacketHandler
 
 HEADER = b"\xff\xff\xfd\x00"
 BROADCAST_ID = 0xFE
-MAX_ID = 252
-# Header, id, length, instruction, CRC: the length field counts instruction + parameters + CRC.
-MIN_PACKET = 10
 MAX_PACKET = 1024  # the SDK's RXPACKET_MAX_LEN
 
 _SDK = Protocol2PacketHandler()

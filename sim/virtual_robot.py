@@ -87,10 +87,6 @@ class VirtualRobot:
         self.poll()
         self._go_safe(torque_off)
 
-    def safe_stop(self) -> None:
-        """The spec's safe state: what the watchdog does."""
-        self.disarm(torque_off=self.spec.safe_state.mode == "torque_off")
-
     def _go_safe(self, torque_off: bool) -> None:
         if torque_off:
             self.backend.set_safe_state("torque_off")

@@ -54,9 +54,10 @@ class LoopConfig:
     miss_window_s: float = 1.0
     state_source: Literal["reply", "fresh"] = "reply"
     """Where a tick's observation comes from. ``reply``: the state the motors sent back with the previous
-    command, one bus round trip per tick (what 1 kHz needs; the state is up to a period old, which training
-    covers by randomizing observation latency over 0-1 ticks). ``fresh``: a separate state read at the
-    tick's start, two round trips per tick, for slow loops on fast buses that want the freshest state."""
+    command, one bus round trip per tick (what 1 kHz needs; the state is up to a period old, a loop delay
+    of the kind training covers with its 0-1 tick latency randomization). ``fresh``: a separate state read
+    at the tick's start, two round trips per tick, for slow loops on fast buses that want the freshest
+    state."""
     safe_stop_attempts: int = 3
     """Tries of the safe-stop request before giving up (the board's own watchdog is then the last line)."""
 
@@ -93,6 +94,8 @@ class LoopReport:
     ticks: int = 0
     approach_ticks: int = 0
     missed_deadlines: int = 0
+    """In the policy phase; ``ticks + missed_deadlines`` is the number of deadlines it had."""
+    approach_missed: int = 0
     bus_timeouts: int = 0
     """Requests that got no reply; each tolerated while the last good state was fresh enough."""
     wall_s: float = 0.0
@@ -117,6 +120,7 @@ class LoopReport:
             "achieved_rate_hz": round(self.ticks / self.wall_s, 3) if self.wall_s > 0 else 0.0,
             "wall_s": round(self.wall_s, 4),
             "approach_ticks": self.approach_ticks,
+            "approach_missed_deadlines": self.approach_missed,
             "period_error_us": t["period_error"],
             "latency_us": t["latency"],
             "read_us": t["read"],
@@ -205,7 +209,7 @@ class ControlLoop:
         steps = math.ceil(distance / (self.config.approach_speed / self.config.rate_hz))
         for i in range(1, steps + 1):
             tick = deadlines.wait()
-            report.missed_deadlines += tick.missed
+            report.approach_missed += tick.missed
             monitor.check_deadlines(tick.missed)
             if self.stop.is_set():
                 return None

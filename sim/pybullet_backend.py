@@ -36,9 +36,6 @@ from sim.urdf_from_mjcf import WORLD, collides, urdf_trees
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 VALVE_JOINT = "valve"
-SOLVER_ITERATIONS = 10
-"""Bullet's default is 50. Sweeps, standing height, a push and the valve agree with MuJoCo the same at 10
-(measured), and the rotors' gear constraints make the solver the larger part of a step."""
 MAX_JOINT_VELOCITY = 1e4
 """rad/s: Bullet's joint speed clamp, lifted out of the way."""
 STUCK_TORQUE = 1e6
@@ -101,9 +98,7 @@ class PybulletBackend(Backend):
         c = self.client
         p.setGravity(*m.opt.gravity, physicsClientId=c)
         p.setTimeStep(self.physics_dt, physicsClientId=c)
-        p.setPhysicsEngineParameter(
-            deterministicOverlappingPairs=1, numSolverIterations=SOLVER_ITERATIONS, physicsClientId=c
-        )
+        p.setPhysicsEngineParameter(deterministicOverlappingPairs=1, physicsClientId=c)
 
         self._load(m, path)
         self._index_joints(m, path)

@@ -177,7 +177,9 @@ def test_a_robot_that_stops_answering_is_reported_and_its_watchdog_takes_over(tm
     robot_file, spec = robot_at_rate(tmp_path, "quadruped")
     policy = _moving_policy(tmp_path, spec, TaskInterface.load("quadruped_walk"))
     device = virtual_robots(robot_file)
-    proc = bridge("--policy", str(policy), "--robot", str(robot_file), "--port", device.port, "--json")
+    log = tmp_path / "silent.mcap"
+    proc = bridge("--policy", str(policy), "--robot", str(robot_file), "--port", device.port, "--json",
+                  "--log", str(log))  # fmt: skip
     wait_for_policy_phase(proc)
     os.kill(device.proc.pid, signal.SIGSTOP)  # the board hangs: no reply, no watchdog either, yet
     try:
@@ -190,6 +192,13 @@ def test_a_robot_that_stops_answering_is_reported_and_its_watchdog_takes_over(tm
     assert not summary["safe_state_reached"] and "watchdog is the last line" in summary["safe_stop_error"]
     time.sleep(0.3)  # the board runs again and finds no command for far longer than its timeout
     assert device.counters()["device_watchdog_trips"] == 1
+    # The log holds the ticks before the silence and both events; log-summary reports them.
+    summary_run = subprocess.run([sys.executable, "-m", "firmware_bridge.cli", "log-summary", str(log), "--json",
+                                  "--no-plot"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    logged = json.loads(summary_run.stdout)
+    assert logged["ticks"] == summary["ticks"] and logged["safe_state"] is False
+    assert logged["safety_stop"] == summary["safety_stop"]
+    assert [e["kind"] for e in logged["events"]][-2:] == ["safety_stop", "safe_stop_failed"]
 
 
 def test_a_policy_for_another_robot_is_refused_before_anything_is_armed(tmp_path, virtual_robots):

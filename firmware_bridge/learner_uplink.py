@@ -227,7 +227,7 @@ class LearnerUplink:
                         break
                     self._take(item)
                 now = time.monotonic()
-                if self._rows and (
+                while self._rows and (
                     len(self._rows) >= self.config.batch_size or now - self._rows_since >= self.config.flush_s or closing
                 ):
                     self._seal()
@@ -295,13 +295,17 @@ class LearnerUplink:
         self._counts["transitions"] += 1
 
     def _seal(self) -> None:
-        rows, self._rows = self._rows, []
+        """Store the oldest rows (at most a batch, all naming the same extras) as one numbered batch."""
+        rows = self._rows[: self.config.batch_size]
         extras = sorted(rows[0]["state"].extras)
-        # Rows whose states name other extras than the first go into the next batch.
-        fits = [sorted(r["state"].extras) == extras and sorted(r["next_state"].extras) == extras for r in rows]
-        same = [r for r, ok in zip(rows, fits) if ok]
-        if len(same) < len(rows):
-            self._rows = [r for r, ok in zip(rows, fits) if not ok]
+        # A row whose states name other extras than the first ends the batch; it starts the next one.
+        same = []
+        for r in rows:
+            if sorted(r["state"].extras) != extras or sorted(r["next_state"].extras) != extras:
+                break
+            same.append(r)
+        del self._rows[: len(same)]
+        if self._rows:
             self._rows_since = time.monotonic()
         arrays = {
             name: np.array([r[name] for r in same], dtype=np.float32)

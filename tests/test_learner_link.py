@@ -1,0 +1,177 @@
+"""Sequence numbers end to end: the learner drops duplicates, refuses gaps, skips what a robot lost; the
+robot pairs ticks into transitions with the right episode flags, resends when unanswered and deletes only
+what the learner made durable."""
+
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from firmware_bridge.learner_uplink import LearnerUplink, UplinkConfig
+from firmware_bridge.learner_wire import (
+    MessageType,
+    TransitionLayout,
+    decode_ack,
+    decode_transitions,
+    encode_ack,
+    encode_transitions,
+    parse_header,
+)
+from firmware_bridge.observation import ObservationBuilder
+from firmware_bridge.policy_runtime import PolicyRuntime
+from firmware_bridge.task import TaskInterface
+from firmware_bridge.transitions import Event
+from learner_helpers import batch, tick
+from policy_files import write_policy
+from robot_sac.learner_link import LearnerLink
+from robot_sac.real_transitions import TransitionScorer
+from sim.task import TaskSpec
+
+TASK = TaskInterface.load("claw_turn")
+SPEC = TASK.load_robot()
+BUILDER = ObservationBuilder(SPEC, TASK)
+LAYOUT = TransitionLayout(BUILDER.dim, SPEC.num_joints, SPEC.num_joints)
+HASH = BUILDER.interface_hash()
+
+
+@pytest.fixture
+def link():
+    link = LearnerLink("tcp://127.0.0.1:*", LAYOUT, HASH, TransitionScorer(TaskSpec.load("claw_turn"), SPEC))
+    link.start()
+    yield link
+    link.stop()
+
+
+@pytest.fixture
+def dealer(link):
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(link.endpoint)
+    yield sock
+    sock.close()
+
+
+def exchange(sock, first_seq, n=4, lowest_held=None, spool="00aa11bb22cc33dd"):
+    b = batch(LAYOUT, n, first_seq, ("valve_angle", "valve_velocity"), interface_hash=HASH, spool=spool,
+              lowest_held=first_seq if lowest_held is None else lowest_held)  # fmt: skip
+    sock.send_multipart(encode_transitions(b, LAYOUT))
+    assert sock.poll(5000)
+    kind, header = parse_header(sock.recv_multipart())
+    assert kind is MessageType.ACK
+    return decode_ack(header)
+
+
+def test_duplicates_are_dropped_gaps_refused_and_lost_numbers_skipped(link, dealer):
+    assert exchange(dealer, 0).received == 3
+    ack = exchange(dealer, 0)  # the same batch again
+    assert (ack.received, ack.gap) == (3, False)
+    assert exchange(dealer, 2).received == 5  # overlaps: 2, 3 dropped, 4, 5 new
+    ack = exchange(dealer, 10, lowest_held=6)  # 6..9 missing and the robot still holds them
+    assert (ack.received, ack.gap) == (5, True)
+    ack = exchange(dealer, 10, lowest_held=8)  # the robot's spool let 6 and 7 go: 8, 9 still due
+    assert (ack.received, ack.gap) == (7, True)
+    assert exchange(dealer, 8, n=6, lowest_held=8).received == 13
+    rec = link.robots["claw-1"]
+    assert (rec.transitions, rec.duplicates, rec.gaps, rec.lost) == (4 + 2 + 6, 4 + 2, 2, 2)
+    items = []
+    while not link.ingest.empty():
+        items.append(link.ingest.get())
+    assert [(i.last_seq, len(i.scored)) for i in items] == [(3, 4), (5, 2), (13, 6)]
+    # A new spool (a robot whose disk was replaced) numbers from 0 again and is not taken for duplicates.
+    assert exchange(dealer, 0, spool="ffee00112233aabb").received == 3
+
+
+def test_rows_are_scored_by_the_task_code_and_non_finite_rows_dropped(link, dealer):
+    b = batch(LAYOUT, 3, 0, ("valve_angle", "valve_velocity"), interface_hash=HASH)
+    b.arrays["next_obs"][1, 0] = np.nan
+    dealer.send_multipart(encode_transitions(b, LAYOUT))
+    assert dealer.poll(5000)
+    dealer.recv_multipart()
+    scored = link.ingest.get(timeout=5).scored
+    assert len(scored) == 2 and scored.non_finite == 1
+    assert np.all(np.isfinite(scored.reward)) and not np.all(scored.reward == 0)
+
+
+class FakeLearner:
+    def __init__(self):
+        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
+        self.sock.linger = 0
+        self.sock.bind("tcp://127.0.0.1:*")
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def batches(self, timeout=5.0):
+        """Transition batches received within ``timeout`` (hellos skipped), with the sender's id."""
+        out, end = [], time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not self.sock.poll(50):
+                continue
+            peer, *frames = self.sock.recv_multipart()
+            kind, header = parse_header(frames)
+            if kind is MessageType.TRANSITIONS:
+                out.append((peer, decode_transitions(header, frames, LAYOUT)))
+        return out
+
+
+@pytest.fixture
+def uplink_to(tmp_path):
+    made = []
+
+    def make(endpoint, **config):
+        policy = PolicyRuntime(write_policy(tmp_path / "p.onnx", SPEC, TASK, version=1), SPEC, TASK)
+        options = {"batch_size": 64, "flush_s": 0.05, "spool_fsync": False, **config}
+        made.append(LearnerUplink(UplinkConfig(endpoint, "claw-1", tmp_path / "spool", **options), BUILDER, policy))
+        return made[-1]
+
+    yield make
+    for uplink in made:
+        uplink.close()
+
+
+def test_ticks_pair_into_transitions_with_episode_flags_and_no_pair_across_episodes(uplink_to):
+    fake = FakeLearner()
+    uplink = uplink_to(fake.endpoint, flush_s=0.3)
+    n = SPEC.num_joints
+    items = [Event(0, "policy", "start"), *(tick(i, n, BUILDER.dim) for i in range(4)),
+             Event(0, "safety_stop", "stale state"), Event(0, "policy", "start"),
+             *(tick(i, n, BUILDER.dim) for i in range(10, 13)), Event(0, "safe_state", "done")]  # fmt: skip
+    for item in items:
+        uplink.offer(item)
+    (_, b), = fake.batches(3.0)[:1]
+    arr = b.arrays
+    assert b.count == 3 + 2 and b.first_seq == 0
+    assert arr["obs"][:, 0].tolist() == [0, 1, 2, 10, 11]
+    assert arr["next_obs"][:, 0].tolist() == [1, 2, 3, 11, 12]
+    assert arr["safety_stop"].tolist() == [0, 0, 1, 0, 0]
+    assert arr["time_limit"].tolist() == [0, 0, 0, 0, 1]
+    # The previous action is zero at each episode start, then the action before.
+    assert np.all(arr["prev_action"][[0, 3]] == 0) and np.all(arr["prev_action"][[1, 2, 4]] == np.float32(0.1))
+    assert arr["next_state.extras"][:, b.extras.index("valve_angle")] == pytest.approx([0.01, 0.02, 0.03, 0.11, 0.12])
+    fake.sock.close()
+
+
+def test_unanswered_batches_are_resent_and_only_durable_ones_deleted(uplink_to):
+    fake = FakeLearner()
+    uplink = uplink_to(fake.endpoint, batch_size=4, resend_after_s=0.5)
+    uplink.offer(Event(0, "policy", "start"))
+    for i in range(9):
+        uplink.offer(tick(i, SPEC.num_joints, BUILDER.dim))
+    uplink.offer(Event(0, "safe_state", "done"))
+    first = fake.batches(1.5)
+    # 8 transitions in two batches of the batch size, never answered: both come again.
+    sent = [(b.first_seq, b.count) for _, b in first]
+    assert sent[:2] == [(0, 4), (4, 4)] and sent.count((0, 4)) >= 2
+    peer = first[0][0]
+    fake.sock.send_multipart([peer, *encode_ack(ack_for(uplink, received=7, durable=3))])
+    deadline = time.monotonic() + 5
+    while uplink.spool.held != 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert uplink.spool.held == 4 and uplink.spool.lowest_held == 4  # 0..3 durable and deleted; 4..7 kept
+    assert uplink.counters()["acked"] == 4 and uplink.counters()["resent"] >= 4
+    fake.sock.close()
+
+
+def ack_for(uplink, received, durable):
+    from firmware_bridge.learner_wire import Ack
+
+    return Ack(uplink.config.robot_id, uplink.spool.spool_id, received, durable)

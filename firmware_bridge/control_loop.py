@@ -133,6 +133,7 @@ class LoopReport:
             "bad_frames": int(self.bus_counters.get("bad_frames", self.bus_counters.get("errors", 0))),
             "bus_counters": self.bus_counters,
             "policy_versions": self.policy_versions,
+            "timing_histograms_us": self.timings.coarse(),
         }
 
 

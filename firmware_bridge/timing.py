@@ -14,6 +14,7 @@ nanoseconds of pure Python.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ _LOG_GROWTH = math.log(_GROWTH)
 _MIN_US = 1.0
 _MAX_US = 1e8  # 100 s: beyond any tick
 _BINS = int(math.log(_MAX_US / _MIN_US) / _LOG_GROWTH) + 2  # bin 0 holds values below 1 us
+
+
+COARSE_EDGES_US = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5)
 
 
 class Histogram:
@@ -75,6 +79,14 @@ class Histogram:
             "max": round(self.max_us, 1),
         }
 
+    def coarse(self) -> dict[str, list[float]]:
+        """Counts between ``COARSE_EDGES_US`` (the last bin open-ended): a histogram small enough for JSON."""
+        counts = [0] * len(COARSE_EDGES_US)
+        for low, high, n in self.bins():
+            middle = math.sqrt(low * high) if low > 0 else 0.0
+            counts[bisect.bisect_right(COARSE_EDGES_US, middle) - 1] += n
+        return {"edges_us": list(COARSE_EDGES_US), "counts": counts}
+
     def bins(self) -> list[tuple[float, float, int]]:
         """Non-empty bins as ``(low_us, high_us, count)``, for plotting."""
         out = []
@@ -105,6 +117,9 @@ class TickTimings:
 
     def summary(self) -> dict[str, dict[str, float]]:
         return {name: h.summary() for name, h in self.histograms.items()}
+
+    def coarse(self) -> dict[str, dict[str, list[float]]]:
+        return {name: h.coarse() for name, h in self.histograms.items()}
 
 
 @dataclass

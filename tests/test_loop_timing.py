@@ -70,3 +70,14 @@ def test_bad_parameters_are_refused():
         DeadlineClock(0)
     with pytest.raises(ValueError, match="spin_s"):
         DeadlineClock(100, spin_s=-1)
+
+
+def test_coarse_histogram_counts_every_value_in_its_bin():
+    h = Histogram()
+    for v in (0.3, 1.5, 3.0, 7.0, 12.0, 900.0, 1100.0, 2.5e5):  # none within a fine bin (1%) of an edge
+        h.record(v)
+    coarse = h.coarse()
+    counts = dict(zip(coarse["edges_us"], coarse["counts"]))
+    assert sum(coarse["counts"]) == 8
+    assert counts[0.0] == 1 and counts[1.0] == 1 and counts[2.0] == 1 and counts[5.0] == 1 and counts[10.0] == 1
+    assert counts[500.0] == 1 and counts[1e3] == 1 and counts[1e5] == 1  # the last bin is open-ended

@@ -10,7 +10,12 @@ latency, resets, Python) on top of physics. Times are this process's CPU time
 (both loops are single-threaded), so other jobs on a shared machine do not
 land in one side of the ratio; the best of several repeats is reported.
 
-    python benchmarks/sim_speed.py [--steps 2000] [--repeats 3]
+With ``--backend pybullet`` the states are Bullet's saved states and the raw
+pass holds each target with Bullet's own position motors (capped at the
+spec's torques) over ``stepSimulation`` calls: our PD law, run in Python at
+every physics step, then counts as overhead.
+
+    python benchmarks/sim_speed.py [--steps 2000] [--repeats 3] [--backend mujoco|pybullet]
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 import gymnasium as gym
 import mujoco
 import numpy as np
+import pybullet
 
 import sim  # noqa: F401  (registers the env ids)
 
@@ -32,13 +38,53 @@ ENV_IDS = [
 ]
 
 
+class MujocoRaw:
+    @staticmethod
+    def save(backend):
+        saved = mujoco.MjData(backend.model)
+        mujoco.mj_copyData(saved, backend.model, backend.data)
+        return saved
+
+    @staticmethod
+    def restore(backend, saved) -> None:
+        mujoco.mj_copyData(backend.data, backend.model, saved)
+
+    @staticmethod
+    def step(backend, target: np.ndarray, n: int) -> None:
+        backend.data.ctrl[backend.actuator_ids] = target
+        mujoco.mj_step(backend.model, backend.data, nstep=n)
+
+
+class PybulletRaw:
+    @staticmethod
+    def save(backend):
+        return pybullet.saveState(physicsClientId=backend.client)
+
+    @staticmethod
+    def restore(backend, saved) -> None:
+        pybullet.restoreState(saved, physicsClientId=backend.client)
+
+    @staticmethod
+    def step(backend, target: np.ndarray, n: int) -> None:
+        spec, client = backend.robot_spec, backend.client
+        for i, name in enumerate(spec.joint_names):
+            uid, joint = backend.bullet_joint(name)
+            pybullet.setJointMotorControl2(uid, joint, pybullet.POSITION_CONTROL, targetPosition=float(target[i]),
+                                           force=float(spec.max_torque[i]), physicsClientId=client)
+        for _ in range(n):
+            pybullet.stepSimulation(physicsClientId=client)
+
+
+RAW = {"mujoco": MujocoRaw, "pybullet": PybulletRaw}
+
+
 def _run_env(env, actions, seed, record: bool):
     base = env.unwrapped
+    raw = RAW[base.backend_name]
     targets, starts = [], {}
     env.reset(seed=seed)
     if record:
-        starts[0] = mujoco.MjData(base.backend.model), 0
-        mujoco.mj_copyData(starts[0][0], base.backend.model, base.backend.data)
+        starts[0] = raw.save(base.backend), 0
     start = time.process_time()
     for i, a in enumerate(actions):
         _, _, terminated, truncated, _ = env.step(a)
@@ -47,15 +93,14 @@ def _run_env(env, actions, seed, record: bool):
         if terminated or truncated:
             env.reset()
             if record:
-                saved = mujoco.MjData(base.backend.model)
-                mujoco.mj_copyData(saved, base.backend.model, base.backend.data)
-                starts[i + 1] = saved, 0
+                starts[i + 1] = raw.save(base.backend), 0
     return time.process_time() - start, targets, starts
 
 
-def measure(env_id: str, steps: int, seed: int) -> tuple[float, float, int]:
-    """(env CPU seconds per step, raw mj_step CPU seconds per step, physics steps per env step)."""
-    env = gym.make(env_id)
+def measure(env_id: str, steps: int, seed: int, backend_name: str = "mujoco") -> tuple[float, float, int]:
+    """(env CPU seconds per step, raw engine CPU seconds per step, physics steps per env step)."""
+    env = gym.make(env_id, backend=backend_name)
+    raw = RAW[backend_name]
     backend = env.unwrapped.backend
     rng = np.random.default_rng(seed)
     actions = rng.uniform(-1.0, 1.0, (steps, env.action_space.shape[0])).astype(np.float32)
@@ -64,15 +109,12 @@ def measure(env_id: str, steps: int, seed: int) -> tuple[float, float, int]:
     env_time, _, _ = _run_env(env, actions, seed, record=False)
     n = int(round((backend.physics_steps - physics0) / steps))
 
-    model, data = backend.model, backend.data
-    act = backend.actuator_ids
     raw_time = 0.0
     for i, target in enumerate(targets):
         if i in starts:
-            mujoco.mj_copyData(data, model, starts[i][0])
+            raw.restore(backend, starts[i][0])
         t0 = time.process_time()
-        data.ctrl[act] = target
-        mujoco.mj_step(model, data, nstep=n)
+        raw.step(backend, target, n)
         raw_time += time.process_time() - t0
     env.close()
     return env_time / steps, raw_time / steps, n
@@ -82,11 +124,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3, help="report the fastest of this many runs")
+    parser.add_argument("--backend", choices=list(RAW), default="mujoco")
     args = parser.parse_args()
     header = f"{'env':36s} {'substeps':>8s} {'env steps/s':>12s} {'env us/step':>12s} {'raw us/step':>12s} {'ratio':>6s}"
     print(header + "   (CPU time)")
     for env_id in ENV_IDS:
-        runs = [measure(env_id, args.steps, seed) for seed in range(args.repeats)]
+        runs = [measure(env_id, args.steps, seed, args.backend) for seed in range(args.repeats)]
         env_s = min(r[0] for r in runs)
         raw_s = min(r[1] for r in runs)
         print(

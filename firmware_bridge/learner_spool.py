@@ -93,6 +93,9 @@ class Spool:
             self.next_seq = max(self.next_seq, first + count)
         self._firsts = list(self._index)  # sorted, for bisect in batch_from
         self.held_bytes = sum(size for _, size in self._index.values())
+        # Kept as plain numbers (not summed over the index) so other threads may read them at any time.
+        self.held = sum(count for count, _ in self._index.values())
+        """Transitions in the spool."""
         self._write_meta()
 
     def _path(self, first: int, count: int) -> Path:
@@ -103,14 +106,10 @@ class Spool:
         _write_atomic(self.directory / "meta.json", json.dumps(meta).encode(), self.fsync)
 
     @property
-    def held(self) -> int:
-        """Transitions in the spool."""
-        return sum(count for count, _ in self._index.values())
-
-    @property
     def lowest_held(self) -> int:
         """The oldest sequence number still held (``next_seq`` when empty)."""
-        return next(iter(self._index), self.next_seq)
+        firsts = self._firsts
+        return firsts[0] if firsts else self.next_seq
 
     def add(self, count: int, encode: Callable[[int], list[bytes | memoryview]]) -> tuple[int, list[bytes]]:
         """Number ``count`` new transitions, store ``encode(first_seq)``; returns the first number and the
@@ -128,6 +127,7 @@ class Spool:
         self._index[first] = (count, len(data))
         self._firsts.append(first)
         self.held_bytes += len(data)
+        self.held += count
         self.next_seq = first + count
         self._write_meta()
         return first, frames
@@ -136,6 +136,7 @@ class Spool:
         count, size = self._index.pop(first)
         del self._firsts[bisect.bisect_left(self._firsts, first)]
         self.held_bytes -= size
+        self.held -= count
         self._path(first, count).unlink(missing_ok=True)
 
     def forget_through(self, seq: int) -> int:

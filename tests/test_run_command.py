@@ -211,3 +211,15 @@ def test_a_policy_for_another_robot_is_refused_before_anything_is_armed(tmp_path
     assert "wrong robot" in err and "policy is for robot 'claw'" in err and "action dimension differs" in err
     counters = device.counters()
     assert counters["device_commands"] == 0 and counters.get("frames", 0) == 0
+
+
+def test_a_missing_port_or_an_unwritable_log_is_a_clear_error(tmp_path):
+    robot_file, spec = robot_at_rate(tmp_path, "quadruped")
+    policy = _moving_policy(tmp_path, spec, TaskInterface.load("quadruped_walk"))
+    base = ("--policy", str(policy), "--robot", str(robot_file))
+    proc = bridge(*base, "--port", str(tmp_path / "no-such-tty"))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "no-such-tty: cannot open serial port" in err
+    proc = bridge(*base, "--port", str(tmp_path / "no-such-tty"), "--log", str(tmp_path / "missing" / "run.mcap"))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "--log" in err and "No such file or directory" in err

@@ -171,7 +171,12 @@ def run(args: argparse.Namespace) -> int:
             "bus": args.port or args.zmq,
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
-        sinks.append(BackgroundSink("log", TickLog(args.log, run_info)))
+        try:
+            tick_log = TickLog(args.log, run_info)
+        except OSError as exc:
+            print(f"firmware-bridge run: error: --log {args.log}: {exc.strerror or exc}", file=err)
+            return 2
+        sinks.append(BackgroundSink("log", tick_log))
     uplink = learner_options.uplink_from_args(args, builder, policy, goals)
     if uplink is not None:
         sinks.append(uplink)

@@ -108,8 +108,10 @@ class Spool:
     @property
     def lowest_held(self) -> int:
         """The oldest sequence number still held (``next_seq`` when empty)."""
-        firsts = self._firsts
-        return firsts[0] if firsts else self.next_seq
+        try:
+            return self._firsts[0]
+        except IndexError:
+            return self.next_seq
 
     def add(self, count: int, encode: Callable[[int], list[bytes | memoryview]]) -> tuple[int, list[bytes]]:
         """Number ``count`` new transitions, store ``encode(first_seq)``; returns the first number and the

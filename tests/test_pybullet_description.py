@@ -10,7 +10,7 @@ from sim.mujoco_backend import MujocoBackend
 from sim.pybullet_backend import PybulletBackend
 from sim.randomization import sample
 from sim.task import TaskSpec
-from sim.urdf_from_mjcf import quat_to_rpy
+from sim.urdf_from_mjcf import quat_to_rpy, urdf_trees
 
 TASKS = ["quadruped_walk", "claw_turn"]
 REL = 0.01
@@ -143,3 +143,32 @@ def test_rpy_conversion_round_trips_including_gimbal_lock():
         x, y, z, w = p.getQuaternionFromEuler(quat_to_rpy(quat))
         back = np.array([w, x, y, z])
         assert min(np.abs(back - quat).max(), np.abs(back + quat).max()) < 1e-9
+
+
+def _model(body: str) -> mujoco.MjModel:
+    return mujoco.MjModel.from_xml_string(f"<mujoco><worldbody>{body}</worldbody></mujoco>")
+
+
+def test_features_urdf_cannot_carry_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"geom 'egg' of body 'b': type .* has no URDF twin"):
+        urdf_trees(_model('<body name="b"><joint type="hinge"/><geom name="egg" type="ellipsoid" size="1 2 3"/></body>'))
+    with pytest.raises(ValueError, match=r"joint 'j' of body 'b': type .* has no URDF twin"):
+        urdf_trees(_model('<body name="b"><joint name="j" type="ball"/><geom size="1"/></body>'))
+    with pytest.raises(ValueError, match=r"body 'b': 2 joints"):
+        urdf_trees(_model('<body name="b"><joint type="hinge"/><joint type="slide"/><geom size="1"/></body>'))
+    with pytest.raises(ValueError, match=r"joint 'j': anchored off its body's origin"):
+        urdf_trees(_model('<body name="b"><joint name="j" type="hinge" pos="0 0 1"/><geom size="1"/></body>'))
+
+
+def test_trees_split_at_free_joints_and_keep_the_world():
+    m = _model(
+        '<geom type="plane" size="1 1 1"/>'
+        '<body name="arm"><joint type="hinge"/><geom size="0.1"/></body>'
+        '<body name="ball" pos="0 0 1"><freejoint/><geom size="0.1"/>'
+        '<body name="flap"><joint type="hinge"/><geom size="0.1"/></body></body>'
+    )
+    trees = urdf_trees(m)
+    assert [(t.root, t.floating) for t in trees] == [("world", False), ("ball", True)]
+    assert [m.body(b).name for b in trees[0].bodies] == ["world", "arm"]
+    assert [m.body(b).name for b in trees[1].bodies] == ["ball", "flap"]
+    assert "<plane" in trees[0].urdf and "<plane" not in trees[1].urdf

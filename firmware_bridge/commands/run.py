@@ -233,7 +233,8 @@ def _finish(report: LoopReport | None, policy, realtime: RealtimeSettings, sinks
     for sink in sinks:
         with contextlib.suppress(RuntimeError, TimeoutError):  # a failed log never changes the exit status
             sink.close()
-        counters[sink.name] = {**sink.counters(), "error": repr(sink.error) if sink.error else None}
+        error = getattr(sink, "error", None)  # not part of the TransitionSink protocol: reported where kept
+        counters[sink.name] = {**sink.counters(), "error": repr(error) if error else None}
     summary["sinks"] = counters
     # The learner uplink, when it is among the sinks, counts these; without one nothing is sent.
     summary["transitions_sent"] = sum(c.get("sent", 0) for c in counters.values())
@@ -244,6 +245,7 @@ def _finish(report: LoopReport | None, policy, realtime: RealtimeSettings, sinks
 def _print(summary: dict, out) -> None:
     if "ticks" not in summary:
         return
+
     def pct(key: str) -> str:
         v = summary[key]
         return f"p50 {v['p50']:8.1f}  p99 {v['p99']:8.1f}  max {v['max']:8.1f}"

@@ -8,7 +8,6 @@ from gymnasium.utils.env_checker import check_env
 
 import sim  # noqa: F401  (registers the ids)
 from sim.pybullet_backend import PybulletBackend
-from sim.randomization import nominal
 from sim.task import TaskSpec
 
 
@@ -144,4 +143,23 @@ def test_render_rgb_array():
     env.reset(seed=0)
     frame = env.render()
     assert frame.shape == (360, 480, 3) and frame.dtype == np.uint8 and frame.std() > 0
+    env.close()
+
+
+@pytest.mark.parametrize("task", ["quadruped_walk", "claw_turn"])
+def test_every_perturbation_of_the_task_runs_on_pybullet(task):
+    """The task's robustness grid, each perturbation at its strongest severity, a second of simulated time."""
+    from sim.perturbations import PERTURBATIONS
+
+    env = gym.make(f"robot_sac/{'QuadrupedWalk' if task == 'quadruped_walk' else 'ClawTurn'}-v0", backend="pybullet")
+    grid = env.unwrapped.task.perturbations
+    assert grid and set(grid) <= set(PERTURBATIONS)
+    steps = int(round(1.5 * env.unwrapped.robot_spec.control_rate_hz))
+    for name, severities in grid.items():
+        env.reset(seed=1, options={"perturbation": (name, severities[-1])})
+        for _ in range(steps):
+            obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            assert np.all(np.isfinite(obs)) and np.isfinite(reward), name
+            if terminated:
+                break
     env.close()

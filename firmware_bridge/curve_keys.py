@@ -14,17 +14,35 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from firmware_bridge.typed_yaml import ConfigError
+
 SERVER = "server"
 
 
-class KeysError(FileNotFoundError):
+class KeysError(ConfigError):
     """A keys directory without the file a socket needs (named)."""
+
+
+@dataclass(frozen=True)
+class ServerKeys:
+    public: bytes
+    secret: bytes
+    allowed: Path
+    """Directory of the public keys of the clients the server accepts."""
+
+
+@dataclass(frozen=True)
+class ClientKeys:
+    public: bytes
+    secret: bytes
+    server_public: bytes
 
 
 def create_keys(directory: str | os.PathLike, clients: list[str]) -> dict[str, Path]:
@@ -56,28 +74,39 @@ def _load(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
     return public, secret_key
 
 
-def configure_server(socket: zmq.Socket, directory: str | os.PathLike) -> None:
-    public, secret = _load(Path(directory) / f"{SERVER}.key_secret", secret=True)
-    socket.curve_secretkey = secret
-    socket.curve_publickey = public
-    socket.curve_server = True
+def server_keys(directory: str | os.PathLike) -> ServerKeys:
+    """Read (and check) what the learner needs, before any socket exists: errors name the missing file."""
+    directory = Path(directory)
+    public, secret = _load(directory / f"{SERVER}.key_secret", secret=True)
+    allowed = directory / "allowed"
+    if not allowed.is_dir() or not any(allowed.glob("*.key")):
+        raise KeysError(f"{allowed}: no allowed client keys (make them with `robot-sac keys DIR --client NAME`)")
+    return ServerKeys(public, secret, allowed)
 
 
-def configure_client(socket: zmq.Socket, directory: str | os.PathLike, name: str = "client") -> None:
+def client_keys(directory: str | os.PathLike, name: str = "client") -> ClientKeys:
+    """Read (and check) what a robot needs: its key pair and the learner's public key."""
     directory = Path(directory)
     server_public, _ = _load(directory / f"{SERVER}.key", secret=False)
     public, secret = _load(directory / "clients" / f"{name}.key_secret", secret=True)
-    socket.curve_secretkey = secret
-    socket.curve_publickey = public
-    socket.curve_serverkey = server_public
+    return ClientKeys(public, secret, server_public)
 
 
-def start_authenticator(context: zmq.Context, directory: str | os.PathLike) -> ThreadAuthenticator:
-    """Accept CURVE clients whose public key is in ``DIR/allowed``; the caller stops it at shutdown."""
-    allowed = Path(directory) / "allowed"
-    if not allowed.is_dir() or not any(allowed.glob("*.key")):
-        raise KeysError(f"{allowed}: no allowed client keys")
+def configure_server(socket: zmq.Socket, keys: ServerKeys) -> None:
+    socket.curve_secretkey = keys.secret
+    socket.curve_publickey = keys.public
+    socket.curve_server = True
+
+
+def configure_client(socket: zmq.Socket, keys: ClientKeys) -> None:
+    socket.curve_secretkey = keys.secret
+    socket.curve_publickey = keys.public
+    socket.curve_serverkey = keys.server_public
+
+
+def start_authenticator(context: zmq.Context, keys: ServerKeys) -> ThreadAuthenticator:
+    """Accept CURVE clients whose public key is in the allow-list; the caller stops it at shutdown."""
     auth = ThreadAuthenticator(context)
     auth.start()
-    auth.configure_curve(domain="*", location=str(allowed))
+    auth.configure_curve(domain="*", location=str(keys.allowed))
     return auth

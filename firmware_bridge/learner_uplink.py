@@ -129,6 +129,8 @@ class LearnerUplink:
         """A policy accepted before ``attach``: the loop did not exist yet."""
         self.policy_version = policy.version
         self.policy_sha256 = policy.sha256
+        # Read now, so a missing key file stops the command before the robot moves.
+        self._keys = curve_keys.client_keys(config.keys_dir, config.client_name) if config.keys_dir else None
         self.spool = Spool(config.spool_dir, config.spool_max_bytes, config.spool_fsync)
         self.refusals: list[tuple[int, list[str]]] = []
         """(version, problems) of every policy refused."""
@@ -203,8 +205,8 @@ class LearnerUplink:
         sock.maxmsgsize = MAX_POLICY_BYTES + MAX_HEADER_BYTES
         sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
-        if self.config.keys_dir is not None:
-            curve_keys.configure_client(sock, self.config.keys_dir, self.config.client_name)
+        if self._keys is not None:
+            curve_keys.configure_client(sock, self._keys)
         sock.connect(self.config.endpoint)
         return sock
 

@@ -119,7 +119,7 @@ class LearnerLink:
         self.interface_hash = interface_hash
         self.scorer = scorer
         self.robots: dict[str, RobotRecord] = robots or {}
-        self.keys_dir = keys_dir
+        self._keys = curve_keys.server_keys(keys_dir) if keys_dir is not None else None
         self.context = context or zmq.Context.instance()
         self.ingest: queue.Queue[Ingested] = queue.Queue()
         self.counts = dict.fromkeys(("messages", "malformed", "oversized", "wrong_interface", "impersonation",
@@ -171,9 +171,9 @@ class LearnerLink:
             sock.maxmsgsize = max(self.max_frame_bytes, MAX_HEADER_BYTES)
             sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
-            if self.keys_dir is not None:
-                auth = curve_keys.start_authenticator(self.context, self.keys_dir)
-                curve_keys.configure_server(sock, self.keys_dir)
+            if self._keys is not None:
+                auth = curve_keys.start_authenticator(self.context, self._keys)
+                curve_keys.configure_server(sock, self._keys)
             sock.bind(self.bind)
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._ready.set()
@@ -248,7 +248,7 @@ class LearnerLink:
         if size > self.max_message_bytes or len(body) > 2 + len(self.layout.arrays(MAX_EXTRAS)):
             self._drop("oversized", f"{len(body)} frames, {size} bytes (at most {self.max_message_bytes})")
             return
-        key = body[0].get("User-Id") if self.keys_dir is not None else None
+        key = body[0].get("User-Id") if self._keys is not None else None
         buffers = [f.buffer for f in body]
         try:
             kind, header = parse_header(buffers)

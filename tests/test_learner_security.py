@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zmq
 
-from firmware_bridge.curve_keys import create_keys
+from firmware_bridge.curve_keys import KeysError, create_keys
 from firmware_bridge.learner_uplink import LearnerUplink, UplinkConfig
 from firmware_bridge.learner_wire import (
     MAX_BATCH,
@@ -202,3 +202,14 @@ def test_the_robot_refuses_a_wrong_sha256_a_wrong_robot_and_an_old_version_and_k
     assert fake.result().accepted
     assert [v for _, v in swapped] == [4] and swapped[0][0].sha256 == hashlib.sha256(good).hexdigest()
     fake.sock.close()
+
+
+def test_missing_key_files_stop_both_sides_before_any_socket_naming_the_file(tmp_path, uplinks):
+    keys = tmp_path / "keys"
+    create_keys(keys, ["robot-a"])
+    with pytest.raises(KeysError, match="clients/robot-b.key_secret"):
+        uplinks("tcp://127.0.0.1:9", keys_dir=keys, client="robot-b")
+    (keys / "allowed" / "robot-a.key").unlink()
+    with pytest.raises(KeysError, match="no allowed client keys"):
+        LearnerLink("tcp://127.0.0.1:*", LAYOUT, BUILDER.interface_hash(),
+                    TransitionScorer(TaskSpec.load("claw_turn"), SPEC), keys_dir=keys)  # fmt: skip

@@ -313,6 +313,7 @@ class Learner:
             "device": str(self.device),
             "link": dict(self.link.counts),
             "link_errors": list(self.link.errors),
+            "unscorable_reason": self.link.scorer.last_error,
             "robots": {robot: rec.report() for robot, rec in list(self.link.robots.items())},
         }
 

@@ -4,11 +4,9 @@ Everything on 127.0.0.1, the learner's network side (``LearnerLink``) without th
 """
 
 import hashlib
-import threading
 import time
 
 import msgpack
-import numpy as np
 import pytest
 import zmq
 
@@ -17,7 +15,6 @@ from firmware_bridge.learner_uplink import LearnerUplink, UplinkConfig
 from firmware_bridge.learner_wire import (
     MAX_BATCH,
     MessageType,
-    PolicyMessage,
     TransitionLayout,
     decode_policy_result,
     encode_policy,

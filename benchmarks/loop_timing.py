@@ -7,7 +7,10 @@ For each rate, in one run and interleaved so both see the same machine:
   ZMQ with an untrained SAC actor (256x256, exported by the real exporter): state -> observation ->
   policy -> action mapping -> command exchange, one bus round trip per tick;
 - ``loop+log``: the same with the MCAP tick log written off the loop's thread;
-- ``loop+rt``: the same with the real-time options (CPU pinned, gc frozen; SCHED_FIFO with ``--fifo``).
+- ``bare+rt`` and ``loop+rt``: the same with the real-time options (SCHED_FIFO, gc frozen and off); in
+  ``loop+rt`` the virtual robot runs under SCHED_FIFO too, as a motor board answers whatever the host's
+  load. No CPU pinning: on two shared cores a pinned, spinning real-time loop starves whatever else must
+  run on its core (the virtual robot first).
 
 ZMQ, not the pty: the modelled 1 Mbaud line alone needs about 1.6 ms per command/state round trip, more
 than a 1 kHz period (``benchmarks/bus_roundtrip.py``). Times in microseconds; ``period error`` is how late
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -82,13 +86,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def realtime_settings(fifo: int | None) -> RealtimeSettings:
+    return RealtimeSettings(fifo_priority=fifo, gc_freeze=True)
+
+
 class VirtualRobotProcess:
-    def __init__(self):
+    def __init__(self, fifo: int | None = None):
         self.address = f"tcp://127.0.0.1:{_free_port()}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "robot_sac.cli", "virtual-robot", "--robot", ROBOT, "--zmq", self.address],
             stdout=subprocess.PIPE,
             text=True,
+            # Set before exec, so every thread of the process (ZMQ's included) inherits it.
+            preexec_fn=None if fifo is None else lambda: os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(fifo)),
         )
         self.proc.stdout.readline()  # "virtual quadruped ... on ADDR": bound and serving
 
@@ -109,8 +119,11 @@ def control_loop(
     if log is not None:
         sinks.append(BackgroundSink("log", TickLog(log, {"robot": spec.name, "joint_names": spec.joint_names,
                                                           "rate_hz": rate_hz})))  # fmt: skip
-    settings = RealtimeSettings(cpu=0, fifo_priority=fifo, gc_freeze=True) if realtime else RealtimeSettings()
-    device = VirtualRobotProcess()
+    settings = realtime_settings(fifo) if realtime else RealtimeSettings()
+    # The virtual robot stands in for a motor board, whose answer time does not depend on the host's load:
+    # in the rt row it runs under SCHED_FIFO too.
+    device = VirtualRobotProcess(fifo if realtime else None)
+    settings.apply()  # before the bus opens, so ZMQ's I/O thread inherits it (as in firmware-bridge run)
     try:
         with open_bus(spec, zmq_address=device.address, timeout_s=0.05) as bus:
             # The robot sags while the process starts (torque off): approach at 2 rad/s to save time. The
@@ -118,12 +131,9 @@ def control_loop(
             config = LoopConfig(rate_hz=rate_hz, duration_s=seconds, spin_s=spin_s, approach_speed=2.0,
                                 max_missed=10**9)  # fmt: skip
             loop = ControlLoop(bus, builder, mapper, policy, policy.version, config, sinks=sinks)
-            settings.apply()
-            try:
-                report = loop.run()
-            finally:
-                settings.restore()
+            report = loop.run()
     finally:
+        settings.restore()
         counters = device.close()
         for sink in sinks:
             sink.close()
@@ -150,10 +160,9 @@ def main() -> int:
     parser.add_argument("--policy", help="policy file (default: export an untrained actor)")
     parser.add_argument("--no-extras", action="store_true", help="skip the loop+log and loop+rt rows")
     parser.add_argument(
-        "--fifo", type=int, metavar="PRIORITY",
-        help="add SCHED_FIFO to the loop+rt row; off by default: on a small shared VM a spinning real-time "
-        "loop starves the virtual robot (and everyone else) on its CPU",
-    )  # fmt: skip
+        "--fifo", type=int, default=10, metavar="PRIORITY",
+        help="SCHED_FIFO priority of the rt rows (reported as refused where the OS does not allow it)",
+    )
     parser.add_argument("--json", help="also write the rows as JSON here")
     args = parser.parse_args()
 
@@ -163,13 +172,21 @@ def main() -> int:
     policy_path = Path(args.policy) if args.policy else export_untrained_actor(tmp / "actor.onnx", spec, task)
     policy = PolicyRuntime(policy_path, spec, task)
     spin = args.spin_us * 1e-6
-    kinds = ["bare", "loop"] + ([] if args.no_extras else ["loop+log", "loop+rt"])
+    kinds = ["bare", "loop"] + ([] if args.no_extras else ["loop+log", "bare+rt", "loop+rt"])
     rows = []
     for rate in args.rates:
         for kind in kinds:
             started = time.perf_counter()
             if kind == "bare":
                 row = bare_loop(rate, args.seconds, spin)
+            elif kind == "bare+rt":
+                settings = realtime_settings(args.fifo)
+                settings.apply()
+                try:
+                    row = bare_loop(rate, args.seconds, spin)
+                finally:
+                    settings.restore()
+                row["realtime"] = settings.report()
             else:
                 row = control_loop(rate, args.seconds, spin, spec, task, policy,
                                    log=tmp / f"{rate:g}.mcap" if kind == "loop+log" else None,

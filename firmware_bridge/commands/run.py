@@ -183,6 +183,9 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     report: LoopReport | None = None
+    # Before the bus opens: threads it starts (ZMQ's I/O thread) inherit the scheduling policy. The sinks'
+    # threads started above keep the default policy: logging must never compete with the loop.
+    realtime.apply()
     try:
         with open_bus(
             spec,
@@ -197,15 +200,12 @@ def run(args: argparse.Namespace) -> int:
                 uplink.attach(loop.swap_policy)
             print(f"{spec.name}: policy {args.policy} (version {policy.version}) at {rate:g} Hz on "
                   f"{args.port or args.zmq}", file=out)  # fmt: skip
-            realtime.apply()
-            try:
-                report = loop.run()
-            finally:
-                realtime.restore()
+            report = loop.run()
     except BusError as exc:
         print(f"firmware-bridge run: error: {exc}", file=err)
         return 1
     finally:
+        realtime.restore()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         summary = _finish(report, policy, realtime, sinks, stopped=stop.is_set())

@@ -175,3 +175,30 @@ def ack_for(uplink, received, durable):
     from firmware_bridge.learner_wire import Ack
 
     return Ack(uplink.config.robot_id, uplink.spool.spool_id, received, durable)
+
+
+def test_several_robots_are_counted_apart_and_each_gets_the_policy(link, tmp_path):
+    made = []
+    for name in ("claw-a", "claw-b"):
+        policy = PolicyRuntime(write_policy(tmp_path / f"{name}.onnx", SPEC, TASK, version=1), SPEC, TASK)
+        config = UplinkConfig(link.endpoint, name, tmp_path / name, batch_size=8, flush_s=0.05, spool_fsync=False,
+                              heartbeat_s=0.2)  # fmt: skip
+        made.append(LearnerUplink(config, BUILDER, policy))
+    for k, uplink in enumerate(made):
+        uplink.offer(Event(0, "policy", "start"))
+        for i in range(10 + 5 * k):
+            uplink.offer(tick(i, SPEC.num_joints, BUILDER.dim))
+        uplink.offer(Event(0, "safe_state", "done"))
+    counts = lambda: {name: r.transitions for name, r in link.robots.items()}  # noqa: E731
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and counts() != {"claw-a": 9, "claw-b": 14}:
+        time.sleep(0.02)
+    assert counts() == {"claw-a": 9, "claw-b": 14}
+    link.publish(2, write_policy(tmp_path / "v2.onnx", SPEC, TASK, version=2).read_bytes())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(u.counters()["policies_accepted"] for u in made):
+        time.sleep(0.02)
+    assert [u.policy_version for u in made] == [2, 2]
+    assert [r.policy_versions_accepted for r in link.robots.values()] == [[2], [2]]
+    for uplink in made:
+        uplink.close()

@@ -8,6 +8,7 @@ import onnx
 import pytest
 import torch
 
+from firmware_bridge.observation import ObservationBuilder
 from firmware_bridge.policy_contract import Mismatch
 from firmware_bridge.policy_runtime import PolicyRejectedError, PolicyRuntime
 from firmware_bridge.task import TaskInterface
@@ -70,7 +71,8 @@ def test_claw_round_trip_matches_the_normalized_torch_actor(claw_run, tmp_path, 
     contract = runtime.contract
     assert (contract.robot, contract.task, contract.env_id) == ("claw", "claw_turn", "robot_sac/ClawTurn-v0")
     assert contract.run_id == "claw-run" and contract.policy_version == loaded.step
-    assert contract.observation_features[0] == ("joint_pos", 9) and contract.obs_dim == 24
+    assert contract.observation_features[0] == ("joint_pos", 9)
+    assert contract.obs_dim == ObservationBuilder(task.load_robot(), task).dim
     assert contract.action_names[:3] == ["f0_base", "f0_middle", "f0_tip"]
     assert contract.control_rate_hz == 10.0
     np.testing.assert_array_equal(contract.normalization.mean, loaded.normalizer.mean.numpy())

@@ -8,6 +8,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from firmware_bridge.observation import ObservationBuilder
 from firmware_bridge.policy_contract import Mismatch, PolicyContract
 from firmware_bridge.policy_runtime import PolicyRejectedError, PolicyRuntime
 from firmware_bridge.spec import RobotSpec
@@ -66,8 +67,8 @@ def test_matching_policy_runs_like_the_torch_actor_from_bytes_and_from_a_path(cl
     from_path = PolicyRuntime(path, robot, task)
     from_bytes = PolicyRuntime(data, robot)  # task defaults to the one the file records
     assert from_path.contract == contract and from_path.version == 7
-    assert (from_path.obs_dim, from_path.act_dim) == (24, 9)
-    obs = np.random.default_rng(1).normal(1.0, 4.0, size=(50, 24)).astype(np.float32)
+    assert (from_path.obs_dim, from_path.act_dim) == (ObservationBuilder(robot, task).dim, 9)
+    obs = np.random.default_rng(1).normal(1.0, 4.0, size=(50, contract.obs_dim)).astype(np.float32)
     with torch.no_grad():
         expected = torch_policy(torch.from_numpy(obs)).numpy()
     single = np.stack([from_path(o) for o in obs])
@@ -88,15 +89,16 @@ def test_latency_figures_count_calls_after_warm_up(claw_policy):
     runtime = PolicyRuntime(claw_policy[0])
     assert runtime.latency_us() == {"calls": 0, "p50": 0.0, "p99": 0.0, "max": 0.0}
     for _ in range(30):
-        runtime(np.zeros(24, dtype=np.float32))
+        runtime(np.zeros(runtime.obs_dim, dtype=np.float32))
     stats = runtime.latency_us()
     assert stats["calls"] == 30 and 0 < stats["p50"] <= stats["p99"] <= stats["max"]
 
 
 def test_wrong_observation_shape_is_an_error(claw_policy):
     runtime = PolicyRuntime(claw_policy[0])
-    with pytest.raises(ValueError, match=r"observation shape \(23,\), expected \(24,\)"):
-        runtime(np.zeros(23, dtype=np.float32))
+    n = runtime.obs_dim
+    with pytest.raises(ValueError, match=rf"observation shape \({n - 1},\), expected \({n},\)"):
+        runtime(np.zeros(n - 1, dtype=np.float32))
 
 
 def test_policy_for_another_robot_lists_every_mismatch(claw_policy):
@@ -137,9 +139,11 @@ def test_changed_observation_layout_is_named_feature_by_feature(claw, claw_polic
     error = _refusal(claw_policy[0], _spec_with(robot, observation=["joint_pos", "joint_vel", "last_action"]), task)
     assert error.kinds == {Mismatch.OBSERVATION_LAYOUT, Mismatch.OBS_DIM, Mismatch.INTERFACE_HASH}
     text = str(error)
+    features = claw_policy[2].observation_features
     assert "feature 1: policy last_action(9), robot joint_vel(9)" in text
-    assert "feature 6: policy nothing, robot valve_target_error_cos_sin(2)" in text
-    assert "policy takes 24 observation values, this robot builds 33" in text
+    assert f"feature {len(features)}: policy nothing, robot {features[-1][0]}({features[-1][1]})" in text
+    n = claw_policy[2].obs_dim
+    assert f"policy takes {n} observation values, this robot builds {n + 9}" in text
 
 
 def test_renamed_joint_and_other_control_rate(claw, claw_policy):
@@ -252,7 +256,7 @@ def test_right_metadata_on_a_graph_of_the_wrong_shape_is_refused(claw, claw_poli
         model.metadata_props.add(key=key, value=value)
     error = _refusal(model.SerializeToString(), *claw)
     assert error.kinds == {Mismatch.INPUT_OUTPUT}
-    assert "input 'obs' has shape ['batch', 20], expected [batch, 24]" in str(error)
+    assert f"input 'obs' has shape ['batch', 20], expected [batch, {claw_policy[2].obs_dim}]" in str(error)
     assert "output 'action' has shape ['batch', 20], expected [batch, 9]" in str(error)
 
 

@@ -76,6 +76,13 @@ FEATURES: dict[str, Feature] = {
     "valve_angle_cos_sin": Feature(
         _fixed(2), lambda s, h, spec: [np.cos(s.extra("valve_angle")), np.sin(s.extra("valve_angle"))], "valve_encoder"
     ),
+    # The valve looks the same every 120 degrees (three spokes): 3x its angle says where the spokes are relative to
+    # the fingers, which is what pushing depends on.
+    "valve_spokes_cos_sin": Feature(
+        _fixed(2),
+        lambda s, h, spec: [np.cos(3.0 * s.extra("valve_angle")), np.sin(3.0 * s.extra("valve_angle"))],
+        "valve_encoder",
+    ),
     "valve_velocity": Feature(_fixed(1), lambda s, h, spec: [s.extra("valve_velocity")], "valve_encoder"),
     # Wrapped to [-pi, pi]: the shortest way round, the quantity the turn reward is about.
     "valve_target_error": Feature(

@@ -41,9 +41,9 @@ def test_claw_turn_layout_and_values(claw):
         ("joint_pos", 9),
         ("last_action", 9),
         ("valve_angle_cos_sin", 2),
+        ("valve_spokes_cos_sin", 2),
         ("valve_velocity", 1),
         ("valve_target_error", 1),
-        ("valve_target_error_cos_sin", 2),
     ]
     assert builder.dim == 24
     history = builder.new_history({"valve_angle": -3.0})
@@ -54,10 +54,20 @@ def test_claw_turn_layout_and_values(claw):
     np.testing.assert_allclose(obs[s["joint_pos"]], np.linspace(-0.4, 0.4, 9), rtol=1e-6)
     np.testing.assert_array_equal(obs[s["last_action"]], np.full(9, 0.5, dtype=np.float32))
     np.testing.assert_allclose(obs[s["valve_angle_cos_sin"]], [np.cos(3.0), np.sin(3.0)], rtol=1e-6)
+    np.testing.assert_allclose(obs[s["valve_spokes_cos_sin"]], [np.cos(9.0), np.sin(9.0)], rtol=1e-5)
     assert obs[s["valve_velocity"]][0] == pytest.approx(-0.5)
     # -3.0 - 3.0 = -6.0 rad, the short way round is +0.283 rad.
     assert obs[s["valve_target_error"]][0] == pytest.approx(2 * np.pi - 6.0, abs=1e-6)
-    np.testing.assert_allclose(obs[s["valve_target_error_cos_sin"]], [np.cos(0.2832), np.sin(0.2832)], atol=1e-4)
+
+
+def test_error_cos_sin_feature_is_continuous_across_half_a_turn(claw):
+    task = dataclasses.replace(TaskInterface.load("claw_turn"), observation=["valve_target_error_cos_sin"])
+    builder = ObservationBuilder(claw, task)
+    history = builder.new_history({"valve_angle": 0.0})
+    just_over = builder.build(_claw_state(np.pi - 1e-3), history)[-2:]
+    just_under = builder.build(_claw_state(-np.pi + 1e-3), history)[-2:]
+    np.testing.assert_allclose(just_over, just_under, atol=3e-3)
+    np.testing.assert_allclose(just_over, [-1.0, 0.0], atol=3e-3)
 
 
 def test_new_history_uses_task_goal_by_default(claw):

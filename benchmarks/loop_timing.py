@@ -125,7 +125,9 @@ def control_loop(
     device = VirtualRobotProcess(fifo if realtime else None)
     settings.apply()  # before the bus opens, so ZMQ's I/O thread inherits it (as in firmware-bridge run)
     try:
-        with open_bus(spec, zmq_address=device.address, timeout_s=0.05) as bus:
+        # A loaded VM can hold a reply for tens of ms; a long timeout keeps such a stall a timing figure
+        # here rather than a stale-state stop.
+        with open_bus(spec, zmq_address=device.address, timeout_s=0.25) as bus:
             # The robot sags while the process starts (torque off): approach at 2 rad/s to save time. The
             # missed-deadline stop is off so that every row runs its full length and shows its misses.
             config = LoopConfig(rate_hz=rate_hz, duration_s=seconds, spin_s=spin_s, approach_speed=2.0,
@@ -209,7 +211,7 @@ def print_table(rows: list[dict], seconds: float) -> None:
         return f"{value[stat]:.1f}" if value else "-"
 
     header = ("| rate Hz | kind | ticks | missed | period err p50 | p99 | max | policy p50 | p99 | "
-              "state->cmd p50 | p99 | bus rtt p50 | log dropped |")  # fmt: skip
+              "state->cmd p50 | p99 | bus rtt p50 | log dropped | stop |")  # fmt: skip
     print(f"\n{seconds:g} s per row, microseconds\n")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -219,7 +221,8 @@ def print_table(rows: list[dict], seconds: float) -> None:
             f"{cell(r, 'period_error_us', 'p50')} | {cell(r, 'period_error_us', 'p99')} | "
             f"{cell(r, 'period_error_us', 'max')} | {cell(r, 'policy_us', 'p50')} | {cell(r, 'policy_us', 'p99')} | "
             f"{cell(r, 'latency_us', 'p50')} | {cell(r, 'latency_us', 'p99')} | {cell(r, 'write_us', 'p50')} | "
-            f"{r['log_dropped'] if r.get('log_dropped') is not None else '-'} |"
+            f"{r['log_dropped'] if r.get('log_dropped') is not None else '-'} | "
+            f"{(r.get('safety_stop') or '-').split(':')[0]} |"
         )
 
 

@@ -75,11 +75,10 @@ def _link(m: mujoco.MjModel, b: int) -> str:
     name = WORLD if b == 0 else m.body(b).name
     parts = [f"<link name={quoteattr(name)}>"]
     if b != 0 and m.body_mass[b] > 0:
-        inertia = m.body_inertia[b]
+        ixx, iyy, izz = m.body_inertia[b]
         parts.append(
             f"<inertial>{_origin(m.body_ipos[b], m.body_iquat[b])}<mass value=\"{m.body_mass[b]:.17g}\"/>"
-            f'<inertia ixx="{inertia[0]:.17g}" iyy="{inertia[1]:.17g}" izz="{inertia[2]:.17g}" ixy="0" ixz="0" iyz="0"/>'
-            "</inertial>"
+            f'<inertia ixx="{ixx:.17g}" iyy="{iyy:.17g}" izz="{izz:.17g}" ixy="0" ixz="0" iyz="0"/></inertial>'
         )
     else:  # massless: fixed to the world, or a frame only
         parts.append('<inertial><mass value="0"/><inertia ixx="0" iyy="0" izz="0" ixy="0" ixz="0" iyz="0"/></inertial>')
@@ -103,14 +102,15 @@ def _joint(m: mujoco.MjModel, b: int) -> str:
     origin = _origin(m.body_pos[b], m.body_quat[b])
     count = int(m.body_jntnum[b])
     if count == 0:
-        return f'<joint name={quoteattr(body + "_weld")} type="fixed"><parent link={quoteattr(parent_name)}/>' \
+        return (
+            f'<joint name={quoteattr(body + "_weld")} type="fixed"><parent link={quoteattr(parent_name)}/>'
             f"<child link={quoteattr(body)}/>{origin}</joint>"
+        )
     if count > 1:
         raise ValueError(f"body {body!r}: {count} joints; PyBullet links carry one joint each")
     j = int(m.body_jntadr[b])
-    kind = {int(mujoco.mjtJoint.mjJNT_HINGE): "revolute", int(mujoco.mjtJoint.mjJNT_SLIDE): "prismatic"}.get(
-        int(m.jnt_type[j])
-    )
+    kinds = {int(mujoco.mjtJoint.mjJNT_HINGE): "revolute", int(mujoco.mjtJoint.mjJNT_SLIDE): "prismatic"}
+    kind = kinds.get(int(m.jnt_type[j]))
     if kind is None:
         raise ValueError(f"joint {m.joint(j).name!r} of body {body!r}: type {m.jnt_type[j]} has no URDF twin here")
     if np.any(m.jnt_pos[j] != 0.0):

@@ -1,4 +1,5 @@
-"""Optional real-time settings for the loop's process: CPU affinity, SCHED_FIFO, a frozen garbage collector.
+"""Optional real-time settings for the loop's process: CPU affinity, SCHED_FIFO, locked memory, a frozen
+garbage collector.
 
 All off by default. Each one asked for is applied if the OS allows it and
 reported either way (``applied`` / ``refused`` with the OS's reason), so a
@@ -7,10 +8,15 @@ run never silently lacks a setting it was asked for. ``restore`` undoes them.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import os
 import sys
 from dataclasses import dataclass, field
+
+
+_MCL_CURRENT, _MCL_FUTURE = 1, 2  # <sys/mman.h> on Linux
 
 
 @dataclass
@@ -22,6 +28,8 @@ class RealtimeSettings:
     gc_freeze: bool = False
     """Collect once, move everything alive to the permanent generation and switch automatic collection off
     while the loop runs, so no collector pause lands in a tick."""
+    lock_memory: bool = False
+    """``mlockall``: keep every page of the process in RAM, so no page fault (a disk read) lands in a tick."""
     switch_interval_s: float | None = None
     """``sys.setswitchinterval``: how long another Python thread (the log writer) may hold the interpreter
     before the loop's thread gets it back; the default is 5 ms."""
@@ -34,6 +42,8 @@ class RealtimeSettings:
             self._try(f"cpu affinity {{{self.cpu}}}", self._affinity)
         if self.fifo_priority is not None:
             self._try(f"SCHED_FIFO priority {self.fifo_priority}", self._fifo)
+        if self.lock_memory:
+            self._try("memory locked (mlockall)", self._mlockall)
         if self.switch_interval_s is not None:
             previous = sys.getswitchinterval()
             sys.setswitchinterval(self.switch_interval_s)
@@ -67,6 +77,13 @@ class RealtimeSettings:
         previous = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {self.cpu})
         self._undo.append(lambda: os.sched_setaffinity(0, previous))
+
+    def _mlockall(self) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        if libc.mlockall(_MCL_CURRENT | _MCL_FUTURE) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
+        self._undo.append(libc.munlockall)
 
     def _fifo(self) -> None:
         policy, param = os.sched_getscheduler(0), os.sched_getparam(0)

@@ -33,6 +33,23 @@ def test_affinity_gc_and_switch_interval_are_applied_and_restored():
     assert sys.getswitchinterval() == interval
 
 
+def _locked_kb() -> int:
+    line = next(line for line in open("/proc/self/status") if line.startswith("VmLck:"))
+    return int(line.split()[1])
+
+
+def test_memory_locking_is_applied_and_undone_or_refused_with_the_reason():
+    settings = RealtimeSettings(lock_memory=True)
+    settings.apply()
+    locked = _locked_kb()
+    settings.restore()
+    report = settings.report()
+    if report["applied"]:
+        assert report["applied"] == ["memory locked (mlockall)"] and locked > 1000 and _locked_kb() == 0
+    else:  # e.g. RLIMIT_MEMLOCK too small for an unprivileged user
+        assert report["refused"][0].startswith("memory locked (mlockall): ") and locked == 0
+
+
 def test_a_setting_the_os_refuses_is_reported_not_raised():
     settings = RealtimeSettings(cpu=10_000)
     settings.apply()

@@ -69,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     timing.add_argument("--cpu", type=int, help="pin the process to this CPU")
     timing.add_argument("--fifo", type=int, metavar="PRIORITY", help="SCHED_FIFO at this priority")
     timing.add_argument("--gc-freeze", action="store_true", help="freeze and disable the garbage collector")
+    timing.add_argument("--mlock", action="store_true", help="lock the process's memory in RAM (mlockall)")
     timing.add_argument(
         "--switch-interval-us", type=float, help="Python thread switch interval (default 5000 us)"
     )
@@ -152,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         cpu=args.cpu,
         fifo_priority=args.fifo,
         gc_freeze=args.gc_freeze,
+        lock_memory=args.mlock,
         switch_interval_s=args.switch_interval_us * 1e-6 if args.switch_interval_us else None,
     )
     stop = threading.Event()

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from firmware_bridge.typed_yaml import from_mapping, to_mapping
 from robot_sac.config import TrainConfig
 from robot_sac.envs import episode_success, make_env
+from robot_sac.evaluation import run_episodes
 from robot_sac.plots import plot_learning_curve
 from robot_sac.replay import ReplayBuffer
 from robot_sac.sac import SAC, select_device
@@ -180,28 +181,13 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """Deterministic actions on a fixed set of seeded episodes, so evaluations compare across time."""
-        returns, lengths, successes = [], [], []
-        for ep in range(self.cfg.eval_episodes):
-            obs, _ = self.eval_env.reset(seed=self.cfg.seed + 1_000_003 + ep)
-            done, total, n, info = False, 0.0, 0, {}
-            while not done:
-                obs, reward, terminated, truncated, info = self.eval_env.step(self.agent.act(obs, deterministic=True))
-                total += float(reward)
-                n += 1
-                done = terminated or truncated
-            returns.append(total)
-            lengths.append(n)
-            success = episode_success(info)
-            if success is not None:
-                successes.append(float(success))
-        result = {
-            "step": self.step,
-            "return_mean": float(np.mean(returns)),
-            "return_std": float(np.std(returns)),
-            "length_mean": float(np.mean(lengths)),
-        }
-        if successes:
-            result["success_rate"] = float(np.mean(successes))
+        episodes = run_episodes(
+            self.eval_env, lambda obs: self.agent.act(obs, deterministic=True), self.cfg.eval_episodes,
+            seed=self.cfg.seed + 1_000_003,
+        ).summary()
+        result = {"step": self.step, **{k: episodes[k] for k in ("return_mean", "return_std", "length_mean")}}
+        if "success_rate" in episodes:
+            result["success_rate"] = episodes["success_rate"]
         self.evals.append(result)
         for key in ("return_mean", "return_std", "success_rate"):
             if key in result:

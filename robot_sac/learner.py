@@ -9,7 +9,7 @@ global tracing state that a concurrent optimizer step corrupts (seen as ``KeyErr
 
 The output directory holds ``config.yaml`` (the sim run's training config and this learner's config),
 ``checkpoints/last.pt`` (agent with optimizers and temperature, counters, per-robot sequence numbers,
-RNG states) with ``checkpoints/real_replay.<generation>.npz`` beside it, and ``summary.json``. A checkpoint
+RNG states) with ``checkpoints/real_replay.<generation>.npz`` beside it, TensorBoard events in ``tb/`` and ``summary.json``. A checkpoint
 names its replay generation and is replaced atomically, so a learner killed at any moment restarts from a
 consistent pair: the replay holds exactly the transitions up to the per-robot numbers in ``last.pt``, and
 robots still hold everything after them (a robot deletes only what a checkpoint covers).
@@ -134,6 +134,7 @@ class Learner:
         self.exports: list[tuple[int, float]] = []
         """(version, seconds the export took) of every actor sent."""
         self.checkpoints = 0
+        self._writer = None
         self.last_info: dict[str, float] = {}
 
     # -- starting points ----------------------------------------------------------------------------
@@ -201,6 +202,7 @@ class Learner:
             self.wall_s = base_wall + now - start_wall
             if dirty and now - last_ckpt >= cfg.checkpoint_every_s:
                 self.save_checkpoint()
+                self._log_scalars()
                 last_ckpt, dirty = now, False
             if on_report is not None and now - last_report >= report_every_s:
                 on_report(self.report())
@@ -211,6 +213,8 @@ class Learner:
 
     def close(self) -> None:
         self.link.stop()
+        if self._writer is not None:
+            self._writer.close()
         self.write_summary()
 
     def _wait_for_data(self) -> None:
@@ -298,6 +302,24 @@ class Learner:
         self.checkpoints += 1
         self.link.set_durable(dict(self.ingested))
         return path
+
+    def _log_scalars(self) -> None:
+        """TensorBoard, by update count: the losses, the ingest, and each robot's real-world returns."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops what a killed learner wrote after its last checkpoint.
+            self._writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.updates or None)
+        w, step = self._writer, self.updates
+        for key, value in self.last_info.items():
+            w.add_scalar(key, value, step)
+        w.add_scalar("charts/real_transitions", self.transitions, step)
+        if self.update_s > 0:
+            w.add_scalar("charts/updates_per_s", self.updates / self.update_s, step)
+        for robot, rec in list(self.link.robots.items()):
+            w.add_scalar(f"charts/transitions/{robot}", rec.transitions, step)
+            if rec.episode_returns:
+                w.add_scalar(f"rewards/episode_return/{robot}", float(np.mean(rec.episode_returns[-10:])), step)
 
     def report(self) -> dict[str, Any]:
         return {

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
 import zmq
 
 from firmware_bridge import curve_keys
@@ -63,6 +64,9 @@ class RobotRecord:
     policy_versions_accepted: list[int] = field(default_factory=list)
     policy_refusals: list[tuple[int, list[str]]] = field(default_factory=list)
     running_version: int = -1
+    episode_returns: list[float] = field(default_factory=list)
+    """Real-world returns (the task's reward) of the episodes that ended, newest last."""
+    episode_return: float = 0.0
     routing_id: bytes | None = None
     key: str | None = None
     """The CURVE public key the robot first spoke with; another key claiming this id is refused."""
@@ -71,7 +75,8 @@ class RobotRecord:
     last_push: tuple[int, float] = (-1, 0.0)
 
     _KEPT = ("robot", "spool", "received", "durable", "transitions", "duplicates", "gaps", "lost", "non_finite",
-             "unscorable", "safety_stops", "policy_versions_sent", "policy_versions_accepted", "running_version")
+             "unscorable", "safety_stops", "policy_versions_sent", "policy_versions_accepted", "running_version",
+             "episode_returns")
 
     def checkpoint_state(self, through: int) -> dict:
         state = {key: getattr(self, key) for key in self._KEPT}
@@ -92,7 +97,16 @@ class RobotRecord:
             "durable_through": self.durable, "policy_versions_sent": list(self.policy_versions_sent),
             "policy_versions_accepted": list(self.policy_versions_accepted),
             "policy_refusals": [[v, p] for v, p in self.policy_refusals], "running_version": self.running_version,
+            "episodes": len(self.episode_returns),
+            "episode_return_last10": float(np.mean(self.episode_returns[-10:])) if self.episode_returns else None,
         }  # fmt: skip
+
+    def add_rewards(self, scored: Scored) -> None:
+        for reward, end in zip(scored.reward.tolist(), scored.episode_end.tolist()):
+            self.episode_return += reward
+            if end:
+                self.episode_returns.append(self.episode_return)
+                self.episode_return = 0.0
 
 
 @dataclass
@@ -331,6 +345,7 @@ class LearnerLink:
         rec.non_finite += scored.non_finite
         rec.unscorable += scored.unscorable
         rec.safety_stops += scored.safety_stops
+        rec.add_rewards(scored)
         rec.received = batch.last_seq
         self.ingest.put(Ingested(rec.robot, rec.spool, batch.last_seq, scored))
         self._ack(sock, rec)

@@ -27,11 +27,12 @@ class Scored:
     reward: np.ndarray
     next_obs: np.ndarray
     terminated: np.ndarray
+    episode_end: np.ndarray
+    """Per stored row: the episode ended after it (time limit, safety stop or termination)."""
     non_finite: int = 0
     """Rows dropped for NaN or infinity anywhere in them."""
     unscorable: int = 0
     """Rows the reward code could not score (a sensor or goal it needs is missing)."""
-    episode_ends: int = 0
     safety_stops: int = 0
     terminations: int = 0
 
@@ -80,10 +81,10 @@ class TransitionScorer:
             rewards.append(reward)
             terminated.append(float(done))
         idx = np.asarray(rows, dtype=np.int64)
-        ends = arr["time_limit"][start:].astype(bool) | arr["safety_stop"][start:].astype(bool)
+        ends = (arr["time_limit"][idx] | arr["safety_stop"][idx]).astype(bool) | np.asarray(terminated, dtype=bool)
         return Scored(
             obs=arr["obs"][idx], action=arr["action"][idx], reward=np.asarray(rewards, dtype=np.float32),
             next_obs=arr["next_obs"][idx], terminated=np.asarray(terminated, dtype=np.float32),
-            non_finite=non_finite, unscorable=unscorable, episode_ends=int(ends.sum()),
+            episode_end=ends, non_finite=non_finite, unscorable=unscorable,
             safety_stops=int(arr["safety_stop"][start:].sum()), terminations=int(sum(terminated)),
         )  # fmt: skip

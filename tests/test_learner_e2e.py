@@ -84,6 +84,9 @@ def test_transitions_flow_the_learner_updates_and_new_actors_are_swapped_in(tmp_
     robot_report = summary["robots"]["claw-vr"]
     assert robot_report["transitions_received"] == produced > 50
     assert robot_report["duplicates_dropped"] == 0 and robot_report["unscorable"] == 0
+    # One episode, cut by the end of the run, scored with the task's reward.
+    assert robot_report["episodes"] == 1 and robot_report["episode_return_last10"] is not None
+    assert list((tmp_path / "learner" / "tb").glob("events.out.tfevents.*"))
     assert robot_report["policy_versions_accepted"][:2] == swapped[:2]
     assert summary["updates"] >= 2 * push_every and summary["real_buffer"] == produced
     # The swap is a reference store between ticks: the ticks that start a new policy are on time.

@@ -2,8 +2,9 @@
 Dynamixel pty gives the observations, actions and (scored by the task's own reward code) the return of the
 simulator's evaluation of the same policy file, within the wire format's quantization.
 
-The claw, not the quadruped: its reward reads only what its bus reports (joints and the valve encoder),
-whereas the walk reward needs the base velocity, which no motor bus carries.
+The claw's return is scored from what its bus reports (joints and the valve encoder). The quadruped's walk
+reward needs the base velocity, which no motor bus carries, so for it (over the framed motor-board
+protocol) the observations and actions are compared.
 """
 
 import json
@@ -17,6 +18,7 @@ from firmware_bridge.action import ActionMapper
 from firmware_bridge.bus_factory import open_bus
 from firmware_bridge.control_loop import ControlLoop, LoopConfig
 from firmware_bridge.dynamixel_table import XM430, to_si
+from firmware_bridge.motor_messages import GYRO_SCALE, ORIENTATION_SCALE, POSITION_SCALE, VELOCITY_SCALE
 from firmware_bridge.observation import ObservationBuilder
 from firmware_bridge.policy_runtime import PolicyRuntime
 from firmware_bridge.task import TaskInterface
@@ -33,6 +35,7 @@ from sim.virtual_robot_server import build_robot, make_server, serving
 # with seed 1 the valve slips differently and the runs part by 0.5 rad. This seed's episode stays on one
 # branch, so what is left is the wire format's rounding carried through the loop.
 SEED = 5
+QUADRUPED_SEED = 0
 
 
 class Recorder:
@@ -153,3 +156,47 @@ def test_robot_sac_eval_reports_the_same_return_for_the_same_file_and_seed(claw_
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["episodes"] == 1 and summary["return_mean"] == pytest.approx(claw_runs["sim_return"], abs=1e-9)
+
+
+def test_the_quadruped_over_the_motor_board_protocol_sees_and_does_what_the_simulator_does(tmp_path):
+    task_spec = TaskSpec.load("quadruped_walk")
+    spec, task = task_spec.load_robot(), TaskInterface.load("quadruped_walk")
+    builder = ObservationBuilder(spec, task)
+    rng = np.random.default_rng(QUADRUPED_SEED)
+    # Small feedback gains: the robot shifts its stance by up to ~0.6 rad and settles, a closed loop that damps
+    # rounding instead of amplifying it the way a fall does.
+    path = write_policy(tmp_path / "quadruped.onnx", spec, task, weights=rng.normal(0, 0.02, (builder.dim, 8)),
+                        bias=rng.normal(0, 0.3, 8))  # fmt: skip
+    steps = 50
+    env = make_task_env("quadruped_walk", randomize=False)
+    obs, _ = env.reset(seed=QUADRUPED_SEED)
+    runtime = PolicyRuntime(path, spec, task)
+    sim_obs, sim_actions = [], []
+    for _ in range(steps):
+        action = runtime(obs)
+        sim_obs.append(obs)
+        sim_actions.append(action)
+        obs, _, terminated, truncated, _ = env.step(action)
+        assert not (terminated or truncated)
+    env.close()
+
+    recorder = Recorder()
+    sink = BackgroundSink("record", recorder)
+    robot = build_robot(spec, MujocoBackend(spec), lockstep=True, watchdog_s=0)
+    with serving(make_server(robot, serial=True)) as server, open_bus(spec, port=server.path, timeout_s=0.5) as bus:
+        config = LoopConfig(rate_hz=spec.control_rate_hz, duration_s=(steps - 0.5) / spec.control_rate_hz)
+        report = ControlLoop(bus, builder, ActionMapper(spec), PolicyRuntime(path, spec, task), 1, config,
+                             sinks=[sink]).run()  # fmt: skip
+    sink.close()
+    assert report.safety_stop is None and report.approach_ticks == 0 and len(recorder.ticks) == steps
+
+    bridge_obs = np.array([t.observation for t in recorder.ticks])
+    sim_obs = np.array(sim_obs)
+    # Wire units; rates get twice the allowance: a velocity through a ground contact moves more per rounding.
+    units = {"base_roll_pitch": ORIENTATION_SCALE, "base_angular_velocity": 2 * GYRO_SCALE,
+             "joint_pos_from_start": POSITION_SCALE, "joint_vel": 2 * VELOCITY_SCALE, "last_action": 1e-3}  # fmt: skip
+    for name, where in builder.slices().items():
+        worst = np.abs(bridge_obs[:, where] - sim_obs[:, where]).max()
+        assert worst < 10 * units[name], f"{name}: differs by {worst:.5f}, {worst / units[name]:.1f} allowance units"
+    assert np.abs(np.array([t.action for t in recorder.ticks]) - np.array(sim_actions)).max() < 0.01
+    assert np.ptp(sim_obs[:, builder.slices()["joint_pos_from_start"]], axis=0).max() > 0.3  # it moved

@@ -12,6 +12,7 @@ import select
 import time
 
 import numpy as np
+import serial
 import zmq
 
 from firmware_bridge.calibration import Calibration
@@ -60,17 +61,23 @@ class SerialLink:
         return self.decoder.counters
 
     def send(self, msg: Message, seq: int) -> None:
-        self.port.write(encode_frame(msg, seq))
+        try:
+            self.port.write(encode_frame(msg, seq))
+        except (OSError, serial.SerialException) as exc:
+            raise BusError(f"{self.name}: write failed, adapter unplugged or port closed? ({exc})") from None
 
     def receive(self, deadline: float) -> list[tuple[int, Message]]:
         """Whatever complete messages arrive before ``deadline`` (time.monotonic), at least one if any."""
         while True:
             remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([self.port.fileno()], [], [], max(0.0, remaining))
-            if ready:
-                got = self.decoder.feed(self.port.read(max(1, self.port.in_waiting)))
-                if got:
-                    return got
+            try:
+                ready, _, _ = select.select([self.port.fileno()], [], [], max(0.0, remaining))
+                data = self.port.read(max(1, self.port.in_waiting)) if ready else b""
+            except (OSError, serial.SerialException) as exc:
+                raise BusError(f"{self.name}: read failed, adapter unplugged or port closed? ({exc})") from None
+            got = self.decoder.feed(data)
+            if got:
+                return got
             if remaining <= 0:
                 return []
 

@@ -16,7 +16,7 @@ from firmware_bridge.board_bus import BoardBus, SerialLink, ZmqLink
 from firmware_bridge.bus_factory import open_bus
 from firmware_bridge.calibration import Calibration, JointCalibration
 from firmware_bridge.config_paths import resolve_robot
-from firmware_bridge.motor_bus import BusTimeout
+from firmware_bridge.motor_bus import BusError, BusTimeout
 from firmware_bridge.motor_messages import BoardMode, State
 from firmware_bridge.serial_framing import encode_frame
 from firmware_bridge.spec import RobotSpec
@@ -105,6 +105,19 @@ def test_a_silent_board_raises_bus_timeout_naming_the_request_and_port():
     finally:
         port.close()
         os.close(master)
+        os.close(slave)
+
+
+def test_a_vanished_serial_device_raises_bus_error_not_an_os_error():
+    master, slave = os.openpty()
+    port = serial.Serial(os.ttyname(slave), timeout=0)
+    bus = BoardBus(SPEC, SerialLink(port), timeout_s=0.05)
+    os.close(master)  # the other end disappears, as an unplugged USB adapter does
+    try:
+        with pytest.raises(BusError, match=rf"serial {port.port}: (write|read) failed, adapter unplugged"):
+            bus.read_state()
+    finally:
+        port.close()
         os.close(slave)
 
 

@@ -105,7 +105,6 @@ class LoopReport:
     stop_reason: StopReason | None = None
     safe_state_reached: bool = False
     safe_stop_error: str | None = None
-    final_state: RobotState | None = None
     policy_versions: list[int] = field(default_factory=list)
     bus_counters: dict[str, int] = field(default_factory=dict)
 
@@ -323,7 +322,7 @@ class ControlLoop:
         errors = []
         for _ in range(self.config.safe_stop_attempts):
             try:
-                report.final_state = self.bus.safe_stop()
+                self.bus.safe_stop()
             except BusError as exc:  # BusTimeout included: try again, the line may have hiccuped
                 errors.append(str(exc))
                 continue

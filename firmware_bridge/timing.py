@@ -38,13 +38,12 @@ class Histogram:
     Bin 0 holds values below 1 us (reported as 0); bin i >= 1 holds [1.01**(i-1), 1.01**i) us.
     """
 
-    __slots__ = ("counts", "count", "max_us", "total_us")
+    __slots__ = ("counts", "count", "max_us")
 
     def __init__(self) -> None:
         self.counts = [0] * _BINS
         self.count = 0
         self.max_us = 0.0
-        self.total_us = 0.0
 
     def record(self, us: float) -> None:
         if us < _MIN_US:
@@ -53,7 +52,6 @@ class Histogram:
             index = min(int(math.log(us) / _LOG_GROWTH) + 1, _BINS - 1)
         self.counts[index] += 1
         self.count += 1
-        self.total_us += us
         if us > self.max_us:
             self.max_us = us
 

@@ -53,8 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     safety = parser.add_argument_group("safety")
     safety.add_argument("--approach-speed", type=float, default=0.3, help="rad/s towards the start pose")
-    safety.add_argument("--stale-ms", type=float, default=100.0, help="state timestamp frozen this long = stale")
-    safety.add_argument("--bus-timeout-ms", type=float, default=20.0, help="no reply within this = stale state")
+    safety.add_argument(
+        "--stale-ms", type=float, default=100.0, help="no fresh state for this long (at least 2 periods) = safety stop"
+    )
+    safety.add_argument(
+        "--bus-timeout-ms", type=float, default=20.0,
+        help="a reply later than this is lost; the loop goes on with the last state until it is stale",
+    )  # fmt: skip
     safety.add_argument("--max-missed", type=int, help="missed deadlines allowed per window (default: 10%%)")
     safety.add_argument("--miss-window", type=float, default=1.0, help="window of --max-missed, seconds")
     timing = parser.add_argument_group("timing and real-time settings (off by default)")

@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"firmware-bridge {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Only before or after a command's own handlers (run installs its own while the motors are armed).
+        print(f"firmware-bridge {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

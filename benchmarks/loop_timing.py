@@ -174,6 +174,7 @@ def main() -> int:
     policy_path = Path(args.policy) if args.policy else export_untrained_actor(tmp / "actor.onnx", spec, task)
     policy = PolicyRuntime(policy_path, spec, task)
     spin = args.spin_us * 1e-6
+    load_before = os.getloadavg()[0]
     kinds = ["bare", "loop"] + ([] if args.no_extras else ["loop+log", "bare+rt", "loop+rt"])
     rows = []
     for rate in args.rates:
@@ -197,6 +198,8 @@ def main() -> int:
             rows.append(row)
             print(f"  {rate:g} Hz {kind}: done", file=sys.stderr, flush=True)
     print_table(rows, args.seconds)
+    # Everything here shares two cores with whatever else runs: the load says how much else that was.
+    print(f"load average (1 min) before {load_before:.1f}, after {os.getloadavg()[0]:.1f}, on {os.cpu_count()} CPUs")
     for row in rows:
         if row.get("realtime"):
             print(f"real-time at {row['rate_hz']:g} Hz: {row['realtime']}")

@@ -6,7 +6,8 @@ For each rate, in one run and interleaved so both see the same machine:
 - ``loop``: ``ControlLoop`` driving ``robot-sac virtual-robot`` (its own process, real-time physics) over
   ZMQ with an untrained SAC actor (256x256, exported by the real exporter): state -> observation ->
   policy -> action mapping -> command exchange, one bus round trip per tick;
-- ``loop+log``: the same with the MCAP tick log written off the loop's thread;
+- ``loop+log``: the same with the MCAP tick log written off the loop's thread (and, as ``firmware-bridge
+  run --log`` does, a 200 us Python thread switch interval);
 - ``bare+rt`` and ``loop+rt``: the same with the real-time options (SCHED_FIFO, gc frozen and off); in
   ``loop+rt`` the virtual robot runs under SCHED_FIFO too, as a motor board answers whatever the host's
   load. No CPU pinning: on two shared cores a pinned, spinning real-time loop starves whatever else must
@@ -36,6 +37,7 @@ from pathlib import Path
 
 from firmware_bridge.action import ActionMapper
 from firmware_bridge.bus_factory import open_bus
+from firmware_bridge.commands.run import LOGGING_SWITCH_INTERVAL_US
 from firmware_bridge.config_paths import resolve_robot
 from firmware_bridge.control_loop import ControlLoop, LoopConfig
 from firmware_bridge.observation import ObservationBuilder
@@ -119,7 +121,10 @@ def control_loop(
     if log is not None:
         sinks.append(BackgroundSink("log", TickLog(log, {"robot": spec.name, "joint_names": spec.joint_names,
                                                           "rate_hz": rate_hz})))  # fmt: skip
-    settings = realtime_settings(fifo) if realtime else RealtimeSettings()
+    if realtime:
+        settings = realtime_settings(fifo)
+    else:  # as firmware-bridge run does by default when it logs
+        settings = RealtimeSettings(switch_interval_s=LOGGING_SWITCH_INTERVAL_US * 1e-6 if log else None)
     # The virtual robot stands in for a motor board, whose answer time does not depend on the host's load:
     # in the rt row it runs under SCHED_FIFO too.
     device = VirtualRobotProcess(fifo if realtime else None)

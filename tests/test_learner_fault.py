@@ -21,6 +21,9 @@ SPEC = TASK.load_robot()
 RATE_HZ = 50.0
 TICKS = 900
 EPISODE = 150
+# Ticks that start a transition: all but the last of each episode.
+EXPECTED = [i for s in range(0, TICKS, EPISODE) for i in range(s, min(s + EPISODE, TICKS))[:-1]]
+N_TRANSITIONS = len(EXPECTED)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +68,8 @@ def test_a_killed_and_restarted_learner_ends_with_every_transition_exactly_once(
         learner.start()  # startup (imports, env) takes seconds: the robot spools meanwhile
         driver.join()
         end = time.monotonic() + 60
-        while uplink.spool.held and time.monotonic() < end:
+        # Until the uplink has taken every tick off its queue and the learner has made all of it durable.
+        while (uplink.counters()["transitions"] < N_TRANSITIONS or uplink.spool.held) and time.monotonic() < end:
             time.sleep(0.1)
         counters = uplink.counters()
         uplink.close()
@@ -79,14 +83,12 @@ def test_a_killed_and_restarted_learner_ends_with_every_transition_exactly_once(
     # (absolute deadlines: a driver that had fallen behind would end late)
     assert len(late_s) == TICKS and max(offer_s) < 0.005 and late_s[-1] < 0.5
 
-    episodes = [range(s, min(s + EPISODE, TICKS)) for s in range(0, TICKS, EPISODE)]
-    expected = sorted(i for ep in episodes for i in ep[:-1])  # the last tick of an episode starts none
-    assert counters["transitions"] == len(expected)
+    assert counters["transitions"] == len(EXPECTED)
     ckpt_dir = tmp_path / "learner" / "checkpoints"
     state = torch.load(ckpt_dir / "last.pt", weights_only=False)  # our own file on local disk
     with np.load(ckpt_dir / f"real_replay.{state['replay_generation']}.npz") as replay:
         held = replay["obs"][:, 0]
-    assert sorted(held.astype(int).tolist()) == expected
+    assert sorted(held.astype(int).tolist()) == EXPECTED
     robot = summary["robots"]["claw-f"]
-    assert robot["transitions_received"] == len(expected) and robot["durable_through"] == len(expected) - 1
+    assert robot["transitions_received"] == N_TRANSITIONS and robot["durable_through"] == N_TRANSITIONS - 1
     assert summary["updates"] > 0

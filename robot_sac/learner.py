@@ -275,6 +275,7 @@ class Learner:
 
     def save_checkpoint(self) -> Path:
         """Replay generation first, then ``last.pt`` naming it; then robots may forget what it covers."""
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         generation = self.replay_generation + 1
         self.real.save(self.ckpt_dir / f"real_replay.{generation}.npz")
         robots = {}

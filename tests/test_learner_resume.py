@@ -1,0 +1,61 @@
+"""Where the learner starts: the simulation run's networks, optimizers and temperature; then its own
+checkpoint, with the real replay buffer and the per-robot sequence numbers that go with it."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from learner_helpers import make_claw_run
+from robot_sac.learner import Learner, LearnerConfig
+from robot_sac.learner_link import Ingested
+from robot_sac.real_transitions import Scored
+
+CFG = LearnerConfig(device="cpu", torch_threads=1, learning_starts=4)
+
+
+@pytest.fixture(scope="module")
+def claw_run(tmp_path_factory):
+    return make_claw_run(tmp_path_factory.mktemp("claw_run"))
+
+
+def test_a_new_learner_continues_the_simulation_run(tmp_path, claw_run):
+    sim = torch.load(claw_run / "checkpoints" / "last.pt", weights_only=False)["agent"]
+    learner = Learner(claw_run, tmp_path / "out", CFG, bind="tcp://127.0.0.1:*")
+    state = learner.agent.state_dict()
+    for name, value in sim["actor"].items():
+        assert torch.equal(state["actor"][name], value), name
+    assert torch.equal(state["log_alpha"], sim["log_alpha"])
+    assert state["critic_opt"]["state"].keys() == sim["critic_opt"]["state"].keys()
+    assert len(learner.sim) == 60 and len(learner.real) == 0
+    assert learner.next_version == 61  # past the simulation run's step count, the version its export carries
+    assert Learner(claw_run, tmp_path / "out2", LearnerConfig(device="cpu", seed_replay=False)).sim is None
+
+
+def scored(n, start, obs_dim):
+    obs = np.full((n, obs_dim), 0.0, dtype=np.float32)
+    obs[:, 0] = np.arange(start, start + n)
+    return Scored(obs=obs, action=np.zeros((n, 9), np.float32), reward=np.ones(n, np.float32), next_obs=obs,
+                  terminated=np.zeros(n, np.float32), episode_end=np.zeros(n, bool))  # fmt: skip
+
+
+def test_a_restarted_learner_has_exactly_what_its_checkpoint_had(tmp_path, claw_run):
+    learner = Learner(claw_run, tmp_path / "out", CFG, bind="tcp://127.0.0.1:*")
+    dim = learner.layout.obs_dim
+    learner.link.ingest.put(Ingested("claw-1", "00aa11bb22cc33dd", 9, scored(10, 0, dim)))
+    learner.run(threading.Event(), max_updates=1)  # takes them in, one update, a checkpoint at the end
+    weights = {k: v.clone() for k, v in learner.agent.actor.state_dict().items()}
+    # After the checkpoint: neither these transitions nor this update survive a kill.
+    learner.link.ingest.put(Ingested("claw-1", "00aa11bb22cc33dd", 14, scored(5, 10, dim)))
+    learner.agent.update(learner.real.sample(np.random.default_rng(0), 4))
+
+    again = Learner(claw_run, tmp_path / "out", CFG, bind="tcp://127.0.0.1:*")
+    assert (again.transitions, again.updates, len(again.real)) == (10, 1, 10)
+    assert sorted(again.real.obs[:10, 0].astype(int).tolist()) == list(range(10))
+    assert again.ingested == {"claw-1": ("00aa11bb22cc33dd", 9)}
+    record = again.link.robots["claw-1"]
+    assert (record.spool, record.received, record.durable) == ("00aa11bb22cc33dd", 9, 9)
+    for name, value in again.agent.actor.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+    assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").glob("real_replay.*")) == ["real_replay.1.npz"]

@@ -138,9 +138,12 @@ def test_malformed_and_oversized_messages_are_counted_and_dropped_and_the_link_s
                     and link.counts["wrong_interface"] == 1)  # fmt: skip
     assert "batch size" in " ".join(link.errors) and "obs" in " ".join(link.errors)
     assert link.robots == {}
+    # One frame above the socket's maximum message size: libzmq drops that connection before Python sees it.
+    raw.send_multipart([b"x" * (link.max_frame_bytes + 1)])
     uplink = uplinks(link.endpoint)
     feed(uplink, 12)
     assert wait_for(lambda: link.robots.get("claw-1") and link.robots["claw-1"].transitions == 11)
+    assert (link.counts["malformed"], link.counts["oversized"]) == (4, 1)  # the huge frame never got in
     raw.close()
 
 

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--empty-replay", action="store_true", help="do not sample the simulation run's replay buffer")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a learner config key, e.g. --set real_fraction=0.25 (repeatable)")
-    p.add_argument("--max-updates", type=int, help="stop after this many updates (tests, benchmarks)")
+    p.add_argument("--max-updates", type=int, help="stop after this many updates in this session")
     p.add_argument("--report-every", type=float, default=10.0, metavar="S", help="seconds between status lines")
 
 

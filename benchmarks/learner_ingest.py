@@ -152,14 +152,16 @@ def bench_push(pushes: int, tmp: Path) -> dict:
                        TransitionScorer(TaskSpec.load(TASK), spec))  # fmt: skip
     link.start()
 
-    current = {"version": 1}
+    first_policy = PolicyRuntime(files[0], spec, task)
+    current = {"policy": (first_policy, 1)}
     first_use: dict[int, float] = {}
 
     def swap(policy, version):
-        current["policy"], current["version"] = policy, version  # one store each, read by the tick loop
+        current["policy"] = (policy, version)  # one reference store, read at the next tick
 
     uplink = LearnerUplink(UplinkConfig(link.endpoint, "claw-bench", tmp / "spool", spool_fsync=False, heartbeat_s=0.1),
-                           builder, PolicyRuntime(files[0], spec, task), swap=swap)  # fmt: skip
+                           builder, first_policy, swap=swap)  # fmt: skip
+    obs = np.zeros(layout.obs_dim, dtype=np.float32)
     stop = threading.Event()
 
     def tick_loop():  # 100 Hz on absolute deadlines: a swap is seen at the start of the next tick
@@ -167,9 +169,11 @@ def bench_push(pushes: int, tmp: Path) -> dict:
         while not stop.is_set():
             i += 1
             time.sleep(max(0.0, start + i / 100.0 - time.perf_counter()))
-            version = current["version"]
+            tick_start = time.perf_counter()
+            policy, version = current["policy"]
+            policy(obs)
             if version not in first_use:
-                first_use[version] = time.perf_counter()
+                first_use[version] = tick_start
 
     ticker = threading.Thread(target=tick_loop)
     ticker.start()

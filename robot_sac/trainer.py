@@ -146,7 +146,7 @@ class Trainer:
                     alpha=self.agent.alpha,
                     sps=(self.step - start_step) / max(time.perf_counter() - start_time, 1e-9),
                 )
-        summary = self.write_summary(steps_this_session=self.step - start_step)
+        summary = self.write_summary()
         if self._writer is not None:
             self._writer.flush()
         return summary
@@ -228,7 +228,7 @@ class Trainer:
             disable=not self.show_progress,
         )
 
-    def write_summary(self, steps_this_session: int = 0) -> dict[str, Any]:
+    def write_summary(self) -> dict[str, Any]:
         final = self.evals[-1] if self.evals else {}
         summary: dict[str, Any] = {
             "env": self.cfg.env,

@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"robot-sac train: {out} already holds a run; use --resume {out} or another --out")
         trainer = Trainer(cfg, out, show_progress=show)
     summary = trainer.train()
+    if not trainer.evals or trainer.evals[-1]["step"] != trainer.step:
+        # A run always ends evaluated, so summary.json has final figures and export has a best.pt.
+        trainer.evaluate()
+        summary = trainer.write_summary()
     brief = {k: summary[k] for k in ("steps", "wall_s", "steps_per_s", "updates_per_s", "eval_return_final",
                                      "eval_return_best") if k in summary}
     if "success_rate_final" in summary:

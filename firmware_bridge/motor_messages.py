@@ -109,7 +109,7 @@ class Command:
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
-    pass
+    """Enables the motors and clears a latched watchdog; they hold where they are until commanded."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +124,7 @@ class Heartbeat:
 
 @dataclasses.dataclass(frozen=True)
 class InfoRequest:
-    pass
+    """Asks the board for one INFO reply (motor ids, models, firmware) for bring-up."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -87,8 +87,8 @@ def perturbation_heatmap(summary: dict[str, Any], name: str, path: Path) -> None
         ax.set_yticks(range(len(rows)), row_labels)
         ax.set_xlabel("severity")
         ax.set_title(title, fontsize=10)
-    # About 11 characters of 10-point text per inch of figure.
-    description = textwrap.fill(f"{name}: {summary['perturbations'][name]['description']}", int(width * 11))
+    # About 10 characters of 10-point text per inch of figure, with a margin.
+    description = textwrap.fill(f"{name}: {summary['perturbations'][name]['description']}", int(width * 9.5))
     fig.suptitle(description, fontsize=10)
     fig.savefig(path)
     plt.close(fig)

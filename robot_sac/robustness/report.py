@@ -22,11 +22,12 @@ def _num(value: float | None, digits: int = 2) -> str:
 
 
 def worst_first(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Cells ordered from the worst condition: lowest success rate, then lowest normalized return."""
+    """Cells ordered from the worst condition: lowest success rate, then lowest normalized return, then most
+    falls, then lowest return."""
     def key(cell):
         success = cell["success_rate"] if cell["success_rate"] is not None else float("inf")
         normalized = cell["return_normalized"] if cell["return_normalized"] is not None else float("inf")
-        return (success, normalized, cell["return_mean"])
+        return (success, normalized, -cell["fall_rate"], cell["return_mean"])
     return sorted(cells, key=key)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import pytest
 
 from robot_sac.cli import main
 
@@ -57,3 +58,9 @@ def test_a_policy_for_another_robot_is_refused_before_any_episode(tmp_path, caps
     err = capsys.readouterr().err
     assert "policy is for robot 'quadruped', this robot is 'claw'" in err
     assert not (tmp_path / "report").exists()
+
+
+def test_an_unknown_backend_is_named(tmp_path):
+    policy = hold_start_policy(tmp_path / "hold.onnx", "claw_turn")
+    with pytest.raises(SystemExit, match=r"--backend 'bullet3': unknown \(known: mujoco, pybullet, all\)"):
+        main(["robustness", str(policy), "--task", "claw_turn", "--backend", "bullet3", "--out", str(tmp_path / "r")])

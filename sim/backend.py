@@ -39,6 +39,18 @@ class Backend(ABC):
         pose) at rest, the valve (if any) at ``params.valve_start_angle``; gains back to the spec's; targets at
         the pose. Returns the state there."""
 
+    def _begin_reset(self, params: DynamicsParams, joint_pos: np.ndarray | None) -> np.ndarray:
+        """What every ``reset`` does first: the spec's gains, no safe mode, no perturbations; returns the
+        (n,) pose to start in, checked."""
+        self.params = params
+        self._kp, self._kd = self.robot_spec.kp, self.robot_spec.kd
+        self._safe_mode = None
+        self.clear_perturbations()
+        q = self.robot_spec.start if joint_pos is None else np.asarray(joint_pos, dtype=np.float64)
+        if q.shape != (self.robot_spec.num_joints,):
+            raise ValueError(f"joint_pos: expected shape ({self.robot_spec.num_joints},), got {q.shape}")
+        return q
+
     @abstractmethod
     def step(
         self, targets: np.ndarray, duration: float, previous_targets: np.ndarray | None = None, switch_after: float = 0.0

@@ -132,16 +132,10 @@ class MujocoBackend(Backend):
 
     def reset(self, params: DynamicsParams, joint_pos: np.ndarray | None = None) -> RobotState:
         m, d = self.model, self.data
-        self.params = params
-        self._kp, self._kd = self.robot_spec.kp, self.robot_spec.kd
-        self._safe_mode = None
-        self.clear_perturbations()
+        q = self._begin_reset(params, joint_pos)
         self._apply_params(params)
         self._apply_motor_model()
         mujoco.mj_resetData(m, d)
-        q = self.robot_spec.start if joint_pos is None else np.asarray(joint_pos, dtype=np.float64)
-        if q.shape != (self.robot_spec.num_joints,):
-            raise ValueError(f"joint_pos: expected shape ({self.robot_spec.num_joints},), got {q.shape}")
         d.qpos[self.qpos_ids] = q
         d.ctrl[self.actuator_ids] = q
         if self.valve_qpos_id is not None:

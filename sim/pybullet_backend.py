@@ -354,14 +354,8 @@ class PybulletBackend(Backend):
 
     def reset(self, params: DynamicsParams, joint_pos: np.ndarray | None = None) -> RobotState:
         c, m = self.client, self.description
-        self.params = params
-        self._kp, self._kd = self.robot_spec.kp, self.robot_spec.kd
-        self._safe_mode = None
-        self.clear_perturbations()
+        q = self._begin_reset(params, joint_pos)
         self._apply_params(params)
-        q = self.robot_spec.start if joint_pos is None else np.asarray(joint_pos, dtype=np.float64)
-        if q.shape != (self.robot_spec.num_joints,):
-            raise ValueError(f"joint_pos: expected shape ({self.robot_spec.num_joints},), got {q.shape}")
         positions = np.array([m.qpos0[m.jnt_qposadr[m.dof_jntid[d]]] for d in self._dof_mj])
         positions[self._spec_dofs] = q
         if self._valve_dof is not None:

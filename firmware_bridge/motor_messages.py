@@ -80,12 +80,15 @@ INFO_MOTOR = np.dtype([("id", "u1"), ("model", "<u2")])
 COMMAND_HEAD = struct.Struct("<BB")  # flags, motor count
 STATE_HEAD = struct.Struct("<IHBHB")  # board time us, last command seq, mode, faults, motor count
 IMU = struct.Struct("<6h")  # roll, pitch, yaw, gyro x/y/z
+_COMMAND_PREFIX = struct.Struct(HEADER.format + COMMAND_HEAD.format[1:])
+_STATE_PREFIX = struct.Struct(HEADER.format + STATE_HEAD.format[1:])  # a STATE body up to its IMU block
 DISARM_BODY = struct.Struct("<B")
 INFO_HEAD = struct.Struct("<BBBB")  # firmware major, minor, patch, motor count
 
 COMMAND_SCALES = {"position": POSITION_SCALE, "kp": KP_SCALE, "kd": KD_SCALE, "torque": TORQUE_SCALE}
 STATE_SCALES = {"position": POSITION_SCALE, "velocity": VELOCITY_SCALE, "current": CURRENT_SCALE}
 IMU_SCALES = (ORIENTATION_SCALE,) * 3 + (GYRO_SCALE,) * 3
+_IMU_SCALE_ARRAY = np.array(IMU_SCALES)
 
 
 class MessageError(ValueError):
@@ -166,26 +169,6 @@ _TYPE_OF = {
 }
 
 
-def _to_fixed(values: np.ndarray, scale: float, dtype: np.dtype, field: str, saturate: bool) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float64)
-    if not np.all(np.isfinite(values)):
-        bad = int(np.flatnonzero(~np.isfinite(values))[0])
-        raise MessageError(f"{field}[{bad}]: not finite ({values[bad]})")
-    counts = np.rint(values / scale)
-    info = np.iinfo(dtype)
-    if saturate:
-        counts = np.clip(counts, info.min, info.max)
-    else:
-        out = np.flatnonzero((counts < info.min) | (counts > info.max))
-        if out.size:
-            i = int(out[0])
-            raise MessageError(
-                f"{field}[{i}]: {values[i]} is outside the encodable range "
-                f"[{info.min * scale:g}, {info.max * scale:g}]"
-            )
-    return counts.astype(dtype)
-
-
 def _motor_count(*arrays: np.ndarray, names: tuple[str, ...]) -> int:
     sizes = {name: np.size(a) for name, a in zip(names, arrays)}
     n = sizes[names[0]]
@@ -198,27 +181,6 @@ def _motor_count(*arrays: np.ndarray, names: tuple[str, ...]) -> int:
 
 
 def _encode_payload(msg: Message) -> bytes:
-    if isinstance(msg, Command):
-        n = _motor_count(msg.position, msg.kp, msg.kd, msg.torque, names=("position", "kp", "kd", "torque"))
-        records = np.zeros(n, COMMAND_MOTOR)
-        for field, scale in COMMAND_SCALES.items():
-            records[field] = _to_fixed(getattr(msg, field), scale, COMMAND_MOTOR[field], field, saturate=False)
-        return COMMAND_HEAD.pack(int(msg.flags), n) + records.tobytes()
-    if isinstance(msg, State):
-        n = _motor_count(msg.position, msg.velocity, msg.current, msg.status,
-                         names=("position", "velocity", "current", "status"))
-        records = np.zeros(n, STATE_MOTOR)
-        # Sensors saturate at the ends of their range, as board firmware would, instead of failing a tick.
-        for field, scale in STATE_SCALES.items():
-            records[field] = _to_fixed(getattr(msg, field), scale, STATE_MOTOR[field], field, saturate=True)
-        records["status"] = msg.status
-        imu_values = np.concatenate([msg.orientation, msg.gyro]).astype(np.float64)
-        if imu_values.size != 6:
-            raise MessageError(f"imu: expected 3 orientation and 3 gyro values, got {imu_values.size}")
-        imu = [int(_to_fixed([v], s, np.dtype("<i2"), "imu", saturate=True)[0]) for v, s in zip(imu_values, IMU_SCALES)]
-        head = STATE_HEAD.pack(msg.board_time_us & 0xFFFFFFFF, msg.last_command_seq & 0xFFFF, int(msg.mode),
-                               int(msg.faults), n)
-        return head + IMU.pack(*imu) + records.tobytes()
     if isinstance(msg, Disarm):
         return DISARM_BODY.pack(int(msg.mode))
     if isinstance(msg, Info):
@@ -230,8 +192,115 @@ def _encode_payload(msg: Message) -> bytes:
     return b""
 
 
+class StateWriter:
+    """STATE bodies for ``n`` motors, encoded into one preallocated buffer.
+
+    A motor board answers every command with its latest sample, so the sample is encoded once, when it is
+    taken (``fill``), and each reply only stamps its header fields (``body``): a few microseconds instead of
+    converting every value again on the reply path.
+    """
+
+    def __init__(self, n: int) -> None:
+        if n > MAX_MOTORS:
+            raise MessageError(f"position: {n} motors, at most {MAX_MOTORS}")
+        self.n = n
+        self.buffer = bytearray(_STATE_PREFIX.size + IMU.size + n * STATE_MOTOR.itemsize)
+        self._imu = np.frombuffer(self.buffer, "<i2", 6, _STATE_PREFIX.size)
+        self._records = np.frombuffer(self.buffer, STATE_MOTOR, n, _STATE_PREFIX.size + IMU.size)
+        self._values = np.empty(3 * n + 6)
+        self._scales = np.repeat([POSITION_SCALE, VELOCITY_SCALE, CURRENT_SCALE, *IMU_SCALES], [n, n, n, 1, 1, 1, 1, 1, 1])
+        self._counts = np.empty(3 * n + 6, np.int16)
+        self.board_time_us = 0
+
+    def fill(self, board_time_us: int, position, velocity, current, status, orientation, gyro) -> None:
+        """Encode one sample. Sensors saturate at the ends of their range, as board firmware would, instead
+        of failing a tick; a non-finite value raises ``MessageError`` naming its field."""
+        n, v = self.n, self._values
+        for k, (name, field) in enumerate((("position", position), ("velocity", velocity), ("current", current))):
+            if np.size(field) != n:
+                raise MessageError(f"{name}: {np.size(field)} values for {n} motors")
+            v[k * n : (k + 1) * n] = field
+        if np.size(orientation) + np.size(gyro) != 6:
+            raise MessageError(f"imu: expected 3 orientation and 3 gyro values, got {np.size(orientation) + np.size(gyro)}")
+        v[3 * n : 3 * n + 3] = orientation
+        v[3 * n + 3 :] = gyro
+        if not np.isfinite(v).all():
+            bad = int(np.flatnonzero(~np.isfinite(v))[0])
+            name = ("position", "velocity", "current", "imu")[min(bad // n, 3)] if n else "imu"
+            index = bad - 3 * n if name == "imu" else bad % n
+            raise MessageError(f"{name}[{index}]: not finite ({v[bad]})")
+        np.clip(np.rint(v / self._scales), -32768, 32767, out=v)
+        counts = self._counts
+        counts[:] = v
+        records = self._records
+        records["position"] = counts[:n]
+        records["velocity"] = counts[n : 2 * n]
+        records["current"] = counts[2 * n : 3 * n]
+        records["status"] = status
+        self._imu[:] = counts[3 * n :]
+        self.board_time_us = board_time_us
+
+    def body(self, seq: int, last_command_seq: int, mode: int, faults: int) -> bytes:
+        """The last sample as a STATE body with these header fields."""
+        _STATE_PREFIX.pack_into(self.buffer, 0, PROTOCOL_VERSION, MessageType.STATE, seq & 0xFFFF,
+                                self.board_time_us & 0xFFFFFFFF, last_command_seq & 0xFFFF, mode, faults, self.n)  # fmt: skip
+        return bytes(self.buffer)
+
+
+class CommandWriter:
+    """COMMAND bodies for ``n`` motors in one preallocated buffer: the host sends one every tick, so the
+    conversion is a few array operations, not a Python loop over values."""
+
+    _FIELDS = tuple(COMMAND_SCALES)
+
+    def __init__(self, n: int) -> None:
+        if n > MAX_MOTORS:
+            raise MessageError(f"position: {n} motors, at most {MAX_MOTORS}")
+        self.n = n
+        self.buffer = bytearray(_COMMAND_PREFIX.size + n * COMMAND_MOTOR.itemsize)
+        self._records = np.frombuffer(self.buffer, COMMAND_MOTOR, n, _COMMAND_PREFIX.size)
+        self._values = np.empty(4 * n)
+        self._scales = np.repeat([COMMAND_SCALES[f] for f in self._FIELDS], n)
+        limits = [np.iinfo(COMMAND_MOTOR[f]) for f in self._FIELDS]
+        self._low = np.repeat([i.min for i in limits], n)
+        self._high = np.repeat([i.max for i in limits], n)
+
+    def body(self, seq: int, position, kp, kd, torque, flags: int = 0) -> bytes:
+        n, v = self.n, self._values
+        for k, (name, field) in enumerate(zip(self._FIELDS, (position, kp, kd, torque))):
+            if np.size(field) != n:
+                raise MessageError(f"{name}: {np.size(field)} values for {n} motors")
+            v[k * n : (k + 1) * n] = field
+        if not np.isfinite(v).all():
+            bad = int(np.flatnonzero(~np.isfinite(v))[0])
+            raise MessageError(f"{self._FIELDS[bad // n]}[{bad % n}]: not finite ({v[bad]})")
+        counts = np.rint(v / self._scales)
+        out = np.flatnonzero((counts < self._low) | (counts > self._high))
+        if out.size:
+            i = int(out[0])
+            name, scale = self._FIELDS[i // n], self._scales[i]
+            raise MessageError(
+                f"{name}[{i % n}]: {v[i]} is outside the encodable range "
+                f"[{self._low[i] * scale:g}, {self._high[i] * scale:g}]"
+            )
+        records = self._records
+        for k, name in enumerate(self._FIELDS):
+            records[name] = counts[k * n : (k + 1) * n]
+        _COMMAND_PREFIX.pack_into(self.buffer, 0, PROTOCOL_VERSION, MessageType.COMMAND, seq & 0xFFFF, flags, n)
+        return bytes(self.buffer)
+
+
 def encode_body(msg: Message, seq: int) -> bytes:
     """Header + payload for ``msg`` with sequence number ``seq`` (mod 2**16)."""
+    if isinstance(msg, Command):
+        writer = CommandWriter(_motor_count(msg.position, msg.kp, msg.kd, msg.torque,
+                                            names=("position", "kp", "kd", "torque")))  # fmt: skip
+        return writer.body(seq, msg.position, msg.kp, msg.kd, msg.torque, int(msg.flags))
+    if isinstance(msg, State):
+        writer = StateWriter(_motor_count(msg.position, msg.velocity, msg.current, msg.status,
+                                          names=("position", "velocity", "current", "status")))  # fmt: skip
+        writer.fill(msg.board_time_us, msg.position, msg.velocity, msg.current, msg.status, msg.orientation, msg.gyro)
+        return writer.body(seq, msg.last_command_seq, int(msg.mode), int(msg.faults))
     return HEADER.pack(PROTOCOL_VERSION, _TYPE_OF[type(msg)], seq & 0xFFFF) + _encode_payload(msg)
 
 
@@ -259,7 +328,7 @@ def _decode_payload(kind: MessageType, payload: bytes) -> Message:
         if len(payload) < head:
             raise MessageError(f"STATE: payload is {len(payload)} bytes, shorter than its {head}-byte head")
         time_us, last_seq, mode, faults, n = STATE_HEAD.unpack_from(payload)
-        imu = np.array(IMU.unpack_from(payload, STATE_HEAD.size), dtype=np.float64) * np.array(IMU_SCALES)
+        imu = np.frombuffer(payload, "<i2", 6, STATE_HEAD.size) * _IMU_SCALE_ARRAY
         rec = _records(payload, head, n, STATE_MOTOR, "STATE")
         try:
             board_mode = BoardMode(mode)
@@ -268,7 +337,8 @@ def _decode_payload(kind: MessageType, payload: bytes) -> Message:
         return State(
             board_time_us=time_us, last_command_seq=last_seq, mode=board_mode, faults=FaultFlags(faults),
             status=rec["status"].copy(), orientation=imu[0:3], gyro=imu[3:6],
-            **{f: rec[f].astype(np.float64) * s for f, s in STATE_SCALES.items()},
+            position=rec["position"] * POSITION_SCALE, velocity=rec["velocity"] * VELOCITY_SCALE,
+            current=rec["current"] * CURRENT_SCALE,
         )
     if kind is MessageType.DISARM:
         _expect_size(payload, DISARM_BODY.size, "DISARM")

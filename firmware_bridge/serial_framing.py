@@ -43,7 +43,11 @@ def crc16_ccitt_false(data: bytes) -> int:
 
 def encode_frame(msg: Message, seq: int) -> bytes:
     """Wire bytes for one message: COBS(body + CRC little-endian) + 0x00."""
-    body = encode_body(msg, seq)
+    return frame_body(encode_body(msg, seq))
+
+
+def frame_body(body: bytes) -> bytes:
+    """Wire bytes for an encoded body."""
     return cobs.encode(body + crc16_ccitt_false(body).to_bytes(CRC_SIZE, "little")) + DELIMITER
 
 

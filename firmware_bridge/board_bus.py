@@ -19,7 +19,7 @@ from firmware_bridge.calibration import Calibration
 from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus, MotorInfo
 from firmware_bridge.motor_messages import (
     Arm,
-    Command,
+    CommandWriter,
     Disarm,
     DisarmMode,
     FaultFlags,
@@ -31,20 +31,21 @@ from firmware_bridge.motor_messages import (
     State,
     encode_body,
 )
-from firmware_bridge.serial_framing import BodyDecoder, FrameCounters, FrameDecoder, encode_frame
+from firmware_bridge.serial_framing import BodyDecoder, FrameCounters, FrameDecoder, frame_body
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.state import Fault, RobotState
 
-_BOARD_FAULTS = {
-    FaultFlags.WATCHDOG: Fault.WATCHDOG,
-    FaultFlags.UNDERVOLTAGE: Fault.UNDERVOLTAGE,
-    FaultFlags.OVERTEMPERATURE: Fault.OVERTEMPERATURE,
-}
-_MOTOR_FAULTS = {
-    MotorStatus.OVERCURRENT: Fault.OVERCURRENT,
-    MotorStatus.OVERTEMPERATURE: Fault.OVERTEMPERATURE,
-    MotorStatus.ENCODER_FAULT: Fault.ENCODER,
-}
+# As plain ints: this mapping runs on every reply, and enum flag arithmetic costs microseconds per bit.
+_BOARD_FAULTS = (
+    (int(FaultFlags.WATCHDOG), int(Fault.WATCHDOG)),
+    (int(FaultFlags.UNDERVOLTAGE), int(Fault.UNDERVOLTAGE)),
+    (int(FaultFlags.OVERTEMPERATURE), int(Fault.OVERTEMPERATURE)),
+)
+_MOTOR_FAULTS = (
+    (int(MotorStatus.OVERCURRENT), int(Fault.OVERCURRENT)),
+    (int(MotorStatus.OVERTEMPERATURE), int(Fault.OVERTEMPERATURE)),
+    (int(MotorStatus.ENCODER_FAULT), int(Fault.ENCODER)),
+)
 
 
 class SerialLink:
@@ -60,9 +61,9 @@ class SerialLink:
     def counters(self) -> FrameCounters:
         return self.decoder.counters
 
-    def send(self, msg: Message, seq: int) -> None:
+    def send(self, body: bytes) -> None:
         try:
-            self.port.write(encode_frame(msg, seq))
+            self.port.write(frame_body(body))
         except (OSError, serial.SerialException) as exc:
             raise BusError(f"{self.name}: write failed, adapter unplugged or port closed? ({exc})") from None
 
@@ -94,8 +95,8 @@ class ZmqLink:
     def counters(self) -> FrameCounters:
         return self.decoder.counters
 
-    def send(self, msg: Message, seq: int) -> None:
-        self.socket.send(encode_body(msg, seq))
+    def send(self, body: bytes) -> None:
+        self.socket.send(body)
 
     def receive(self, deadline: float) -> list[tuple[int, Message]]:
         remaining_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
@@ -125,7 +126,11 @@ class BoardBus(MotorBus):
         ids = spec.motor_ids
         self._slot_ids = sorted(ids)
         self._slot_of_joint = np.array([self._slot_ids.index(i) for i in ids])
-        self._kp, self._kd = spec.kp, spec.kd
+        n = len(self._slot_ids)
+        self._motor = np.empty(n)
+        self._kp, self._kd, self._torque = np.empty(n), np.empty(n), np.zeros(n)
+        self._kp[self._slot_of_joint], self._kd[self._slot_of_joint] = spec.kp, spec.kd
+        self._commands = CommandWriter(n)
         self._seq = 0
         self._stale_replies = 0
         self._timeouts = 0
@@ -136,34 +141,41 @@ class BoardBus(MotorBus):
         targets = np.asarray(targets, dtype=np.float64)
         if targets.shape != (self.spec.num_joints,):
             raise ValueError(f"targets: expected shape ({self.spec.num_joints},), got {targets.shape}")
-        motor = np.empty(len(self._slot_ids))
-        motor[self._slot_of_joint] = self._motor_from_joint(targets)
-        kp, kd = np.empty_like(motor), np.empty_like(motor)
-        kp[self._slot_of_joint], kd[self._slot_of_joint] = self._kp, self._kd
-        return self._state(self._request(Command(position=motor, kp=kp, kd=kd, torque=np.zeros_like(motor))))
+        self._motor[self._slot_of_joint] = self._motor_from_joint(targets)
+        seq = self._next_seq()
+        body = self._commands.body(seq, self._motor, self._kp, self._kd, self._torque)
+        return self._state(self._request(seq, body, "COMMAND"))
 
     def read_state(self) -> RobotState:
-        return self._state(self._request(Heartbeat()))
+        return self._state(self._send(Heartbeat()))
 
     def arm(self) -> RobotState:
-        return self._state(self._request(Arm()))
+        return self._state(self._send(Arm()))
 
-    def safe_stop(self) -> RobotState:
-        mode = DisarmMode.DAMP if self.spec.safe_state.mode == "damping" else DisarmMode.TORQUE_OFF
-        return self._state(self._request(Disarm(mode)))
+    def damp(self) -> RobotState:
+        return self._state(self._send(Disarm(DisarmMode.DAMP)))
+
+    def torque_off(self) -> RobotState:
+        return self._state(self._send(Disarm(DisarmMode.TORQUE_OFF)))
 
     def scan(self) -> list[MotorInfo]:
-        info = self._request(InfoRequest(), reply_type=Info)
+        info = self._send(InfoRequest(), reply_type=Info)
         firmware = ".".join(str(v) for v in info.firmware)
         return [MotorInfo(i, m, firmware) for i, m in zip(info.motor_ids, info.motor_models)]
 
     def counters(self) -> dict[str, int]:
         return {**self.link.counters.as_dict(), "stale_replies": self._stale_replies, "timeouts": self._timeouts}
 
-    def _request(self, msg: Message, reply_type: type = State):
+    def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFF
-        seq = self._seq
-        self.link.send(msg, seq)
+        return self._seq
+
+    def _send(self, msg: Message, reply_type: type = State):
+        seq = self._next_seq()
+        return self._request(seq, encode_body(msg, seq), type(msg).__name__.upper(), reply_type)
+
+    def _request(self, seq: int, body: bytes, what: str, reply_type: type = State):
+        self.link.send(body)
         deadline = time.monotonic() + self.timeout_s
         while True:
             for _, reply in self.link.receive(deadline):
@@ -175,7 +187,7 @@ class BoardBus(MotorBus):
             if time.monotonic() >= deadline:
                 self._timeouts += 1
                 raise BusTimeout(
-                    f"motor board: no {reply_type.__name__.upper()} reply to {type(msg).__name__.upper()} "
+                    f"motor board: no {reply_type.__name__.upper()} reply to {what} "
                     f"seq {seq} within {self.timeout_s * 1000:.0f} ms on {self.link.name}"
                 )
 
@@ -185,12 +197,14 @@ class BoardBus(MotorBus):
             raise BusError(f"motor board reports {reply.position.size} motors, robot spec {self.spec.name} has {n}")
         j = self._slot_of_joint
         pos, vel, current = self._joint_from_motor(reply.position[j], reply.velocity[j], reply.current[j])
-        faults = Fault(0)
-        for flag, fault in _BOARD_FAULTS.items():
-            if flag in reply.faults:
-                faults |= fault
-        status = np.bitwise_or.reduce(reply.status) if n else 0
-        for flag, fault in _MOTOR_FAULTS.items():
+        faults = 0
+        board = int(reply.faults)
+        if board:
+            for flag, fault in _BOARD_FAULTS:
+                if board & flag:
+                    faults |= fault
+        status = int(np.bitwise_or.reduce(reply.status)) if n else 0
+        for flag, fault in _MOTOR_FAULTS:
             if status & flag:
                 faults |= fault
         if self._last_board_us is not None and reply.board_time_us < self._last_board_us:
@@ -202,5 +216,5 @@ class BoardBus(MotorBus):
             joint_vel=vel,
             joint_current=current,
             imu=np.concatenate([reply.orientation, reply.gyro]),
-            faults=int(faults),
+            faults=faults,
         )

@@ -8,8 +8,8 @@ sinks (never blocking). A new policy given with
 
 Every way out of ``run`` (duration reached, ``stop`` set by a signal handler,
 a ``SafetyStop``, a bus failure, an exception from anywhere) passes through
-the safe stop: the motors go to the robot spec's safe state (damping or
-torque off) and stay disarmed. Safety stops and bus failures are reported in
+the safe stop: the motors damp for the robot spec's ``safe_state.damping_s``,
+then their torque goes off. Safety stops and bus failures are reported in
 the ``LoopReport``; any other exception propagates after the safe stop.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -24,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from firmware_bridge.action import ActionMapper, NonFiniteActionError
-from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus
+from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus, MotorFault
 from firmware_bridge.observation import ObservationBuilder
 from firmware_bridge.safety import SafetyMonitor, SafetyStop, StopReason, describe_faults
 from firmware_bridge.state import RobotState
@@ -306,6 +307,8 @@ class ControlLoop:
             report.bus_timeouts += 1
             monitor.missing_state(clock(), exc)
             return None
+        except MotorFault as exc:
+            raise SafetyStop(StopReason.MOTOR_FAULT, str(exc)) from None
         except BusError as exc:
             raise SafetyStop(StopReason.BUS_ERROR, str(exc)) from None
 
@@ -315,31 +318,47 @@ class ControlLoop:
             return call(*args)
         except BusTimeout as exc:
             raise SafetyStop(StopReason.STALE_STATE, str(exc)) from None
+        except MotorFault as exc:
+            raise SafetyStop(StopReason.MOTOR_FAULT, str(exc)) from None
         except BusError as exc:
             raise SafetyStop(StopReason.BUS_ERROR, str(exc)) from None
 
     def _safe_stop(self, report: LoopReport) -> None:
-        errors = []
-        for _ in range(self.config.safe_stop_attempts):
-            try:
-                self.bus.safe_stop()
-            except BusError as exc:  # BusTimeout included: try again, the line may have hiccuped
-                errors.append(str(exc))
-                continue
-            report.safe_state_reached = True
-            break
+        """Damping, held for the spec's ``safe_state.damping_s`` so the robot comes to rest, then torque off.
+        The robot is safe once its torque is off, even if the damping step went unanswered."""
+        errors: list[str] = []
+        hold = self.spec.safe_state.damping_s
+        if self._attempt(self.bus.damp, errors):
+            self._emit(Event(clock(), "damping", f"motors damping for {hold:g} s before torque off"))
+            time.sleep(hold)
+        report.safe_state_reached = self._attempt(self.bus.torque_off, errors)
         if not report.safe_state_reached:
             report.safe_stop_error = (
                 f"safe stop failed {len(errors)} time(s), last: {errors[-1]}; the motor board's watchdog is the "
                 "last line"
             )
+        elif errors:
+            detail = f"torque off (damping went unanswered: {errors[-1]})"
+        else:
+            detail = "damped, then torque off"
         self._emit(
             Event(
                 clock(),
                 "safe_state" if report.safe_state_reached else "safe_stop_failed",
-                report.safe_stop_error or f"motors in the safe state ({self.spec.safe_state.mode})",
+                report.safe_stop_error or f"motors in the safe state: {detail}",
             )
         )
+
+    def _attempt(self, step, errors: list[str]) -> bool:
+        """Up to ``safe_stop_attempts`` tries of one safe-stop step; whether one was answered."""
+        for _ in range(self.config.safe_stop_attempts):
+            try:
+                step()
+            except BusError as exc:  # BusTimeout included: try again, the line may have hiccuped
+                errors.append(str(exc))
+                continue
+            return True
+        return False
 
     def _emit(self, event: Event) -> None:
         for sink in self.sinks:

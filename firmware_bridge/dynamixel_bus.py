@@ -1,9 +1,18 @@
 """The claw's Dynamixel XM430 chain as a ``MotorBus``, through the official Dynamixel SDK.
 
-One tick is one SYNC_WRITE of goal positions and one SYNC_READ of present
-current, velocity and position (126..135, one contiguous block) for every
-joint and every passive encoder. Position gains live in the motors' P/D gain
-registers, so ``exchange`` sends positions only.
+One tick is one SYNC_WRITE of goal positions (no reply) and one SYNC_READ of
+present current, velocity and position (126..135, one contiguous block) for
+every joint and every passive encoder: one round trip. Position gains live in
+the motors' P/D gain registers, so ``exchange`` sends positions only.
+
+The safe stop's damping step sets every joint's position P gain to 0 with
+the torque on: no stiffness, and the motor's D gain alone acts (the XM430
+ships with D = 0, which leaves the joint limp; set a D gain on the motors for
+real damping). ``arm`` gives back the P gain a damping step took.
+
+A status packet whose error byte carries the alert bit (0x80) comes from a
+motor with a hardware error (HARDWARE_ERROR_STATUS): reading the state then
+raises ``MotorFault`` naming the motor and its error bits.
 """
 
 from __future__ import annotations
@@ -14,8 +23,17 @@ import numpy as np
 from dynamixel_sdk import COMM_RX_TIMEOUT, COMM_SUCCESS, GroupSyncRead, GroupSyncWrite, PacketHandler, PortHandler
 
 from firmware_bridge.calibration import Calibration
-from firmware_bridge.dynamixel_table import XM430, OperatingMode, decode_raw, encode_raw, from_si, to_si
-from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus, MotorInfo
+from firmware_bridge.dynamixel_packets import ALERT
+from firmware_bridge.dynamixel_table import (
+    UNITS,
+    XM430,
+    HardwareError,
+    OperatingMode,
+    decode_raw,
+    encode_raw,
+    from_si,
+)
+from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus, MotorFault, MotorInfo
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.state import RobotState
 from firmware_bridge.typed_yaml import ConfigError
@@ -24,6 +42,11 @@ from firmware_bridge.typed_yaml import ConfigError
 ENCODER_EXTRAS = {"valve_encoder": ("valve_angle", "valve_velocity")}
 READ_START = XM430.PRESENT_CURRENT.value.address
 READ_LENGTH = XM430.PRESENT_POSITION.value.address + XM430.PRESENT_POSITION.value.size - READ_START
+# The block read every tick, as one numpy record per motor.
+_PRESENT = np.dtype([("current", "<i2"), ("velocity", "<i4"), ("position", "<i4")])
+assert _PRESENT.itemsize == READ_LENGTH
+_POSITION, _VELOCITY, _CURRENT = (UNITS[r] for r in (XM430.PRESENT_POSITION, XM430.PRESENT_VELOCITY,
+                                                      XM430.PRESENT_CURRENT))  # fmt: skip
 
 
 class DynamixelPort(PortHandler):
@@ -74,49 +97,76 @@ class DynamixelBus(MotorBus):
         targets = np.asarray(targets, dtype=np.float64)
         if targets.shape != (self.spec.num_joints,):
             raise ValueError(f"targets: expected shape ({self.spec.num_joints},), got {targets.shape}")
-        for dxl_id, rad in zip(self.joint_ids, self._motor_from_joint(targets)):
+        for dxl_id, rad in zip(self.joint_ids, self._motor_from_joint(targets).tolist()):
             self._writer.changeParam(dxl_id, list(encode_raw(XM430.GOAL_POSITION, from_si(XM430.GOAL_POSITION, rad))))
         self._check(self._writer.txPacket(), 0, "SYNC_WRITE goal position", None)
         return self.read_state()
 
     def read_state(self) -> RobotState:
+        state, alerted = self._sync_read()
+        if alerted:
+            raise self._motor_fault(alerted[0])
+        return state
+
+    def _sync_read(self) -> tuple[RobotState, list[int]]:
+        """The state, and the ids whose status packets carried the hardware alert bit."""
         what = "SYNC_READ present current/velocity/position"
         self._check(self._reader.txPacket(), 0, what, None)
-        raw = {}
+        raw, alerted = bytearray(), []
         # The replies come one status packet per id, in order; reading them here (as the SDK's group does)
         # lets a missing reply name its motor.
         for dxl_id in self._read_ids:
             data, result, error = self.ph.readRx(self.port, dxl_id, READ_LENGTH)
             self._check(result, error, what, dxl_id)
-            raw[dxl_id] = bytes(data)
-
-        def field(dxl_id: int, reg: XM430) -> float:
-            offset = reg.value.address - READ_START
-            return to_si(reg, decode_raw(reg, raw[dxl_id][offset:]))
-
-        pos, vel, cur = (
-            np.array([field(i, reg) for i in self.joint_ids])
-            for reg in (XM430.PRESENT_POSITION, XM430.PRESENT_VELOCITY, XM430.PRESENT_CURRENT)
-        )
-        pos, vel, cur = self._joint_from_motor(pos, vel, cur)
+            if error & ALERT:
+                alerted.append(dxl_id)
+            raw += bytes(data)
+        present = np.frombuffer(raw, _PRESENT)
+        pos = (present["position"] - _POSITION.offset) * _POSITION.scale
+        vel = present["velocity"] * _VELOCITY.scale
+        cur = present["current"] * _CURRENT.scale
+        n = self.spec.num_joints
+        joint_pos, joint_vel, joint_cur = self._joint_from_motor(pos[:n], vel[:n], cur[:n])
         extras = {}
-        for name, dxl_id in self.encoder_ids.items():
+        for k, name in enumerate(self.encoder_ids, start=n):
             angle_key, velocity_key = ENCODER_EXTRAS[name]
-            extras[angle_key] = field(dxl_id, XM430.PRESENT_POSITION)
-            extras[velocity_key] = field(dxl_id, XM430.PRESENT_VELOCITY)
-        return RobotState(timestamp=time.monotonic(), joint_pos=pos, joint_vel=vel, joint_current=cur, extras=extras)
+            extras[angle_key] = float(pos[k])
+            extras[velocity_key] = float(vel[k])
+        state = RobotState(timestamp=time.monotonic(), joint_pos=joint_pos, joint_vel=joint_vel,
+                           joint_current=joint_cur, extras=extras)  # fmt: skip
+        return state, alerted
+
+    def _motor_fault(self, dxl_id: int) -> MotorFault:
+        try:
+            bits = HardwareError(self.read_register(dxl_id, XM430.HARDWARE_ERROR_STATUS))
+            detail = "|".join(e.name for e in HardwareError if e in bits) or "none set"
+        except BusError as exc:
+            detail = f"unreadable: {exc}"
+        return MotorFault(dxl_id, f"dynamixel id {dxl_id} reports a hardware error (HARDWARE_ERROR_STATUS: {detail})")
 
     def arm(self) -> RobotState:
         for i in self.joint_ids:
             if self.read_register(i, XM430.OPERATING_MODE) != OperatingMode.POSITION:
                 self.write_register(i, XM430.TORQUE_ENABLE, 0)  # the mode is in EEPROM: torque must be off
                 self.write_register(i, XM430.OPERATING_MODE, OperatingMode.POSITION)
+            if self.read_register(i, XM430.POSITION_P_GAIN) == 0:  # left by a damping step
+                self.write_register(i, XM430.POSITION_P_GAIN, XM430.POSITION_P_GAIN.value.default)
         for i in self.joint_ids:
             self.write_register(i, XM430.TORQUE_ENABLE, 1)
         return self.read_state()
 
-    def safe_stop(self) -> RobotState:
-        """Torque off on every joint, trying all of them before reporting the first failure."""
+    def damp(self) -> RobotState:
+        """Position P gain 0 on every joint at once (one SYNC_WRITE), torque staying on."""
+        gain = XM430.POSITION_P_GAIN.value
+        writer = GroupSyncWrite(self.port, self.ph, gain.address, gain.size)
+        for i in self.joint_ids:
+            writer.addParam(i, list(encode_raw(XM430.POSITION_P_GAIN, 0)))
+        self._check(writer.txPacket(), 0, "SYNC_WRITE position P gain 0", None)
+        return self._sync_read()[0]
+
+    def torque_off(self) -> RobotState:
+        """Torque off on every joint, trying all of them before reporting the first failure; a motor with a
+        hardware error still takes it."""
         failure = None
         for i in self.joint_ids:
             try:
@@ -125,7 +175,7 @@ class DynamixelBus(MotorBus):
                 failure = failure or exc
         if failure:
             raise failure
-        return self.read_state()
+        return self._sync_read()[0]
 
     def scan(self) -> list[MotorInfo]:
         found, result = self.ph.broadcastPing(self.port)
@@ -156,6 +206,7 @@ class DynamixelBus(MotorBus):
         if result != COMM_SUCCESS:
             self._errors += 1
             raise BusError(f"{who}: {what} failed {where}: {self.ph.getTxRxResult(result)}")
-        if error:
+        # The alert bit is the motor's hardware error, not a refusal: the instruction itself was carried out.
+        if error & ~ALERT:
             self._errors += 1
-            raise BusError(f"{who}: {what} refused {where}: {self.ph.getRxPacketError(error)}")
+            raise BusError(f"{who}: {what} refused {where}: {self.ph.getRxPacketError(error & ~ALERT)}")

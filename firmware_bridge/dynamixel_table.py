@@ -72,6 +72,16 @@ class OperatingMode(enum.IntEnum):
     PWM = 16
 
 
+class HardwareError(enum.IntFlag):
+    """Bits of HARDWARE_ERROR_STATUS; any of them sets the alert bit of every status packet the motor sends."""
+
+    INPUT_VOLTAGE = 0x01
+    OVERHEATING = 0x04
+    MOTOR_ENCODER = 0x08
+    ELECTRICAL_SHOCK = 0x10
+    OVERLOAD = 0x20
+
+
 class BaudRate(enum.IntEnum):
     """Values of the BAUD_RATE register, named by the rate they select."""
 

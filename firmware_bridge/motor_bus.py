@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,6 +27,15 @@ class BusError(RuntimeError):
 
 class BusTimeout(BusError, TimeoutError):
     """No answer within the timeout: the state is stale and the loop must act (go safe, retry)."""
+
+
+class MotorFault(BusError):
+    """A motor answered and reports a hardware fault of its own (overload, overheating, ...): the motor
+    needs attention, not the bus. ``motor_id`` names it."""
+
+    def __init__(self, motor_id: int, message: str) -> None:
+        super().__init__(message)
+        self.motor_id = motor_id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +73,18 @@ class MotorBus(abc.ABC):
         """Enable the motors (clearing a latched watchdog); they hold where they are until commanded."""
 
     @abc.abstractmethod
+    def damp(self) -> RobotState:
+        """Damping only (no stiffness) at the spec's ``safe_state.kd``: the first step of the safe stop."""
+
+    @abc.abstractmethod
+    def torque_off(self) -> RobotState:
+        """No torque at all: the second step of the safe stop, and the state the motors are left in."""
+
     def safe_stop(self) -> RobotState:
-        """Put the motors in the spec's safe state (damping or torque off)."""
+        """Damp for the spec's ``safe_state.damping_s``, then switch the torque off."""
+        self.damp()
+        time.sleep(self.spec.safe_state.damping_s)
+        return self.torque_off()
 
     @abc.abstractmethod
     def scan(self) -> list[MotorInfo]:

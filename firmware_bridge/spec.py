@@ -69,9 +69,19 @@ class ActionSpec:
 @dataclass(frozen=True)
 class SafeStateSpec:
     mode: Literal["damping", "torque_off"]
-    """What the motors do when the loop stops them: zero-stiffness damping, or no torque at all."""
+    """What the motor board does by itself when its watchdog trips: zero-stiffness damping, or no torque
+    at all. The bridge's own safe stop is always damping, then torque off."""
     kd: float = 0.0
-    """Damping gain in the ``damping`` mode [N m s/rad]."""
+    """Damping gain [N m s/rad], of the safe stop's damping step and of the ``damping`` mode."""
+    damping_s: float = 0.3
+    """How long the safe stop damps before it switches the torque off: time for the robot to come to rest
+    (a legged robot to sag to the ground) instead of dropping from motion."""
+
+    def __post_init__(self) -> None:
+        if self.kd < 0:
+            raise ConfigError(f"safe_state.kd: must not be negative, got {self.kd}")
+        if self.damping_s < 0:
+            raise ConfigError(f"safe_state.damping_s: must not be negative, got {self.damping_s}")
 
 
 @dataclass(frozen=True)

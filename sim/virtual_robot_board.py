@@ -1,4 +1,13 @@
-"""The quadruped's motor board, device side: answers every host message of docs/protocol.md with one reply."""
+"""The quadruped's motor board, device side: answers every host message of docs/protocol.md with one reply.
+
+Like real board firmware it answers from its latest sensor sample, already
+encoded (``sample``), so a reply costs microseconds whatever the physics
+costs. In real-time mode a plain COMMAND takes effect after its reply has
+gone (``finish``: physics catches up to now under the old targets, then the
+new ones apply), the way a board's control loop picks up a new target at its
+next cycle. In lockstep mode a COMMAND steps the physics one control period
+before the reply, so the reply carries the state that step produced.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +25,8 @@ from firmware_bridge.motor_messages import (
     InfoRequest,
     Message,
     MotorStatus,
-    State,
+    StateWriter,
+    encode_body,
 )
 from sim.virtual_robot import VirtualRobot
 
@@ -33,53 +43,68 @@ class BoardDevice:
         self.slot_ids = sorted(ids)
         self._joint_of_slot = np.array([ids.index(i) for i in self.slot_ids])
         self._bad_command = False
+        self._writer = StateWriter(len(self.slot_ids))
+        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.sample()
 
-    def handle(self, seq: int, msg: Message) -> Message:
-        """The reply to one decoded host message."""
+    def sample(self) -> None:
+        """Take and encode a sensor sample (``robot.state`` brings the physics up to now first)."""
+        robot = self.robot
+        state = robot.state()
+        j = self._joint_of_slot
+        enabled = np.uint8(MotorStatus.ENABLED if robot.mode is BoardMode.ARMED else 0)
+        self._writer.fill(robot.board_time_us, state.joint_pos[j], state.joint_vel[j], state.joint_current[j],
+                          robot.motor_faults[j] | enabled, state.imu[:3], state.imu[3:6])  # fmt: skip
+
+    def handle(self, seq: int, msg: Message, reply_seq: int) -> bytes:
+        """The reply body to one decoded host message."""
+        self.finish()
         robot = self.robot
         if isinstance(msg, Command):
             self._bad_command = msg.position.size != len(self.slot_ids)
             if self._bad_command:
                 robot.counters.rejected_commands += 1
-            elif CommandFlags.DAMP in msg.flags:
+                return self._reply(reply_seq, seq)
+            targets, kp, kd = (np.empty(len(self.slot_ids)) for _ in range(3))
+            targets[self._joint_of_slot] = msg.position
+            kp[self._joint_of_slot] = msg.kp
+            kd[self._joint_of_slot] = msg.kd
+            if not msg.flags and not robot.lockstep:
+                self._pending = (targets, kp, kd)
+                return self._reply(reply_seq, seq)
+            if CommandFlags.DAMP in msg.flags:
                 robot.disarm(torque_off=False)
             else:
                 if CommandFlags.ARM in msg.flags:
                     robot.arm()
-                targets, kp, kd = (np.empty(len(self.slot_ids)) for _ in range(3))
-                targets[self._joint_of_slot] = msg.position
-                kp[self._joint_of_slot] = msg.kp
-                kd[self._joint_of_slot] = msg.kd
                 robot.command(targets, kp, kd)
         elif isinstance(msg, Arm):
             robot.arm()
         elif isinstance(msg, Disarm):
             robot.disarm(torque_off=msg.mode is DisarmMode.TORQUE_OFF)
         elif isinstance(msg, InfoRequest):
-            return Info(FIRMWARE_VERSION, tuple(self.slot_ids), (MOTOR_MODEL,) * len(self.slot_ids))
-        return self._state_reply(seq)
+            info = Info(FIRMWARE_VERSION, tuple(self.slot_ids), (MOTOR_MODEL,) * len(self.slot_ids))
+            return encode_body(info, reply_seq)
+        # Anything that changed the mode, or stepped the physics in lockstep, shows in the reply itself.
+        self.sample()
+        return self._reply(reply_seq, seq)
 
-    def _state_reply(self, seq: int) -> State:
+    def finish(self) -> None:
+        """Apply a COMMAND whose reply has gone and sample the result; nothing when none is waiting."""
+        if self._pending is not None:
+            targets, kp, kd = self._pending
+            self._pending = None
+            self.robot.command(targets, kp, kd)
+            self.sample()
+
+    def _reply(self, reply_seq: int, seq: int) -> bytes:
         robot = self.robot
-        state = robot.state()
         faults = FaultFlags(0)
         if robot.watchdog_latched:
             faults |= FaultFlags.WATCHDOG
         if self._bad_command:
             faults |= FaultFlags.BAD_COMMAND
-        enabled = MotorStatus.ENABLED if robot.mode is BoardMode.ARMED else MotorStatus(0)
-        j = self._joint_of_slot
         if robot.motor_faults.any():
             faults |= FaultFlags.MOTOR_FAULT
-        return State(
-            board_time_us=robot.board_time_us,
-            last_command_seq=seq,
-            mode=robot.mode,
-            faults=faults,
-            position=state.joint_pos[j],
-            velocity=state.joint_vel[j],
-            current=state.joint_current[j],
-            status=robot.motor_faults[j] | np.uint8(enabled),
-            orientation=state.imu[:3],
-            gyro=state.imu[3:6],
-        )
+        return self._writer.body(reply_seq, seq, int(robot.mode), int(faults))
+

@@ -5,8 +5,16 @@ Each motor keeps its control table as bytes with the manual's access rules
 answers PING, READ, WRITE, SYNC_READ and SYNC_WRITE with status packets and
 error bytes. The joints drive one ``VirtualRobot``: goal positions become
 its targets; torque on for every joint arms it, torque off for any disarms
-it. The passive encoder ids report the valve angle and velocity. Unlike a
-real motor, ID and baud rate cannot be changed.
+it; position P gain 0 on every joint with torque on is damping (the D gain
+alone acts). The passive encoder ids report the valve angle and velocity;
+the robot's per-joint fault drills show in HARDWARE_ERROR_STATUS and so as
+the alert bit of that motor's status packets. Unlike a real motor, ID and
+baud rate cannot be changed.
+
+As on real motors, reads answer from the present registers of the latest
+sample (``sample``). In real-time mode goal positions take effect after the
+replies of the batch that carried them have gone (``finish``); in lockstep
+they step the physics at once, so the next read sees the step.
 """
 
 from __future__ import annotations
@@ -30,13 +38,14 @@ from firmware_bridge.dynamixel_table import (
     XM430,
     Area,
     BaudRate,
+    HardwareError,
     OperatingMode,
     UNITS,
     decode_raw,
     encode_raw,
     to_si,
 )
-from firmware_bridge.motor_messages import BoardMode
+from firmware_bridge.motor_messages import BoardMode, MotorStatus
 from sim.virtual_robot import VirtualRobot
 
 # Registers whose values are checked on write: register -> allowed raw values.
@@ -55,6 +64,21 @@ _ANSWERED_AT_LEVEL = {
 # instead of silently detaching a motor from the model.
 _FIXED_IN_SIMULATION = {XM430.ID, XM430.BAUD_RATE}
 _OWNER = {addr: reg for reg in XM430 for addr in range(reg.value.address, reg.value.address + reg.value.size)}
+# The virtual robot's per-joint fault drills (MotorStatus bits) as the XM430 reports them.
+_HARDWARE_ERRORS = {
+    MotorStatus.OVERCURRENT: HardwareError.OVERLOAD,
+    MotorStatus.OVERTEMPERATURE: HardwareError.OVERHEATING,
+    MotorStatus.ENCODER_FAULT: HardwareError.MOTOR_ENCODER,
+    MotorStatus.FAILED: HardwareError.ELECTRICAL_SHOCK,
+}
+# PRESENT_CURRENT, PRESENT_VELOCITY and PRESENT_POSITION: one contiguous block, written in one go per sample.
+_PRESENT = struct.Struct("<hii")
+_PRESENT_AT = XM430.PRESENT_CURRENT.value.address
+_PRESENT_UNITS = [UNITS[r] for r in (XM430.PRESENT_POSITION, XM430.PRESENT_VELOCITY, XM430.PRESENT_CURRENT)]
+_PRESENT_LIMITS = [(1 << (8 * r.value.size - 1)) - 1 for r in (XM430.PRESENT_POSITION, XM430.PRESENT_VELOCITY,
+                                                                 XM430.PRESENT_CURRENT)]  # fmt: skip
+_MOVING_AT = XM430.MOVING.value.address
+_PACKET_MEMO = 256  # status packets kept between samples: every SYNC_READ of a tick repeats the same ones
 
 
 class XM430Memory:
@@ -117,11 +141,17 @@ class DynamixelChain:
         spec = robot.spec
         self.joint_ids = spec.motor_ids
         self.encoder_ids = dict(spec.bus.extra_ids)
-        self._encoder_names = {i: name for name, i in self.encoder_ids.items()}
+        self._encoder_keys = [ENCODER_EXTRAS[name] for name in self.encoder_ids]
         ids = sorted(self.joint_ids + list(self.encoder_ids.values()))
         self.memories = {i: XM430Memory(i, spec.bus.baud) for i in ids}
+        self._joint_memories = [self.memories[i] for i in self.joint_ids]
+        self._sampled = self._joint_memories + [self.memories[i] for i in self.encoder_ids.values()]
         self.parser = PacketParser()
         self._torque_was_on = False
+        self._pending_goals: np.ndarray | None = None
+        self._packets: dict[tuple[int, int, bytes], bytes] = {}
+        self._last_sync_read: tuple[int, int, tuple[int, ...]] | None = None
+        self.sample()
 
     def feed(self, data: bytes) -> list[tuple[float, bytes]]:
         replies = []
@@ -133,6 +163,40 @@ class DynamixelChain:
         """The status packets one instruction packet gets, each with its device's return delay."""
         return [reply for reply in self._handle(packet) if reply is not None]
 
+    def finish(self) -> None:
+        """Apply goal positions whose batch has been answered and sample the result."""
+        if self._pending_goals is not None:
+            goals, self._pending_goals = self._pending_goals, None
+            self.robot.command(goals)
+            self.sample()
+
+    def sample(self) -> None:
+        """Present registers, MOVING and HARDWARE_ERROR_STATUS from one sensor reading of the robot."""
+        robot = self.robot
+        state = robot.state()
+        self._sync_with_robot()
+        n = len(self.joint_ids)
+        pos = np.concatenate([state.joint_pos, [state.extras[k[0]] for k in self._encoder_keys]])
+        vel = np.concatenate([state.joint_vel, [state.extras[k[1]] for k in self._encoder_keys]])
+        cur = np.concatenate([state.joint_current, np.zeros(len(self._encoder_keys))])
+        raw = [
+            np.clip(np.rint(values / unit.scale) + unit.offset, -limit - 1, limit).astype(int).tolist()
+            for values, unit, limit in zip((pos, vel, cur), _PRESENT_UNITS, _PRESENT_LIMITS)
+        ]
+        moving = (np.abs(vel) > 0.01).tolist()
+        for k, memory in enumerate(self._sampled):
+            _PRESENT.pack_into(memory.table, _PRESENT_AT, raw[2][k], raw[1][k], raw[0][k])
+            memory.table[_MOVING_AT] = moving[k]
+        for memory, status in zip(self._joint_memories, robot.motor_faults[:n].tolist()):
+            errors = HardwareError(0)
+            for bit, error in _HARDWARE_ERRORS.items():
+                if status & bit:
+                    errors |= error
+            memory.set(XM430.HARDWARE_ERROR_STATUS, int(errors))
+        self._packets.clear()
+        if self._last_sync_read is not None:
+            self._sync_read(*self._last_sync_read)  # the host's next tick reads the same block
+
     def _handle(self, packet: Packet) -> list[tuple[float, bytes] | None]:
         self._sync_with_robot()
         inst, params = packet.instruction, packet.params
@@ -141,8 +205,8 @@ class DynamixelChain:
                 return [self._reply(i, inst, *self._ping_params(i)) for i in self.memories]
             if inst == Instruction.SYNC_READ and len(params) >= 4:
                 address, length = struct.unpack_from("<HH", params)
-                ids = [i for i in params[4:] if i in self.memories]
-                return [self._reply(i, inst, *self._read(i, address, length)) for i in ids]
+                self._last_sync_read = (address, length, tuple(params[4:]))
+                return self._sync_read(*self._last_sync_read)
             if inst == Instruction.SYNC_WRITE and len(params) >= 4:
                 address, length = struct.unpack_from("<HH", params)
                 body = params[4:]
@@ -165,7 +229,7 @@ class DynamixelChain:
             if len(params) != 4:
                 return [self._reply(dxl_id, inst, StatusError.DATA_LENGTH)]
             address, length = struct.unpack_from("<HH", params)
-            return [self._reply(dxl_id, inst, *self._read(dxl_id, address, length))]
+            return [self._reply(dxl_id, inst, *self.memories[dxl_id].read(address, length))]
         if inst == Instruction.WRITE:
             if len(params) < 3:
                 return [self._reply(dxl_id, inst, StatusError.DATA_LENGTH)]
@@ -176,13 +240,13 @@ class DynamixelChain:
             return [self._reply(dxl_id, inst, error)]
         return [self._reply(dxl_id, inst, StatusError.INSTRUCTION)]
 
+    def _sync_read(self, address: int, length: int, ids: tuple[int, ...]) -> list[tuple[float, bytes] | None]:
+        inst = Instruction.SYNC_READ
+        return [self._reply(i, inst, *self.memories[i].read(address, length)) for i in ids if i in self.memories]
+
     def _ping_params(self, dxl_id: int) -> tuple[int, bytes]:
         memory = self.memories[dxl_id]
         return StatusError.NONE, struct.pack("<HB", memory.get(XM430.MODEL_NUMBER), memory.get(XM430.FIRMWARE_VERSION))
-
-    def _read(self, dxl_id: int, address: int, length: int) -> tuple[int, bytes]:
-        self._refresh_present(dxl_id)
-        return self.memories[dxl_id].read(address, length)
 
     def _reply(self, dxl_id: int, inst: int, error: int, params: bytes = b"") -> tuple[float, bytes] | None:
         memory = self.memories[dxl_id]
@@ -190,45 +254,43 @@ class DynamixelChain:
         if level in _ANSWERED_AT_LEVEL and inst not in _ANSWERED_AT_LEVEL[level]:
             return None
         delay = memory.get(XM430.RETURN_DELAY_TIME) * 2e-6
-        return delay, status_packet(dxl_id, int(error) | memory.error_byte_alert, params)
+        key = (dxl_id, int(error) | memory.error_byte_alert, params)
+        packet = self._packets.get(key)
+        if packet is None:
+            if len(self._packets) >= _PACKET_MEMO:
+                self._packets.clear()
+            packet = self._packets[key] = status_packet(*key)
+        return delay, packet
 
     def _after_write(self, address: int, length: int) -> None:
         touched = {_OWNER.get(a) for a in range(address, address + length)}
-        torque = [self.memories[i].get(XM430.TORQUE_ENABLE) for i in self.joint_ids]
+        torque = [m.get(XM430.TORQUE_ENABLE) for m in self._joint_memories]
         if XM430.TORQUE_ENABLE in touched:
             if all(torque) and self.robot.mode is not BoardMode.ARMED:
                 self.robot.arm()
+                self.sample()
                 # Enabling torque makes each motor's goal its present position, so it holds still.
-                for i in self.joint_ids:
-                    self._refresh_present(i)
-                    self.memories[i].set(XM430.GOAL_POSITION, self.memories[i].get(XM430.PRESENT_POSITION))
-            elif not all(torque) and self.robot.mode is BoardMode.ARMED:
+                for memory in self._joint_memories:
+                    memory.set(XM430.GOAL_POSITION, memory.get(XM430.PRESENT_POSITION))
+            elif not all(torque) and self.robot.mode is not BoardMode.DISARMED:
                 self.robot.disarm(torque_off=True)
+                self.sample()
             self._torque_was_on = all(torque)
+        if XM430.POSITION_P_GAIN in touched and all(torque):
+            if not any(m.get(XM430.POSITION_P_GAIN) for m in self._joint_memories):
+                self.robot.disarm(torque_off=False)
+                self.sample()
         if XM430.GOAL_POSITION in touched and all(torque):
-            goals = [self.memories[i].get(XM430.GOAL_POSITION) for i in self.joint_ids]
-            self.robot.command(np.array([to_si(XM430.GOAL_POSITION, g) for g in goals]))
+            goals = np.array([to_si(XM430.GOAL_POSITION, m.get(XM430.GOAL_POSITION)) for m in self._joint_memories])
+            if self.robot.lockstep:
+                self.robot.command(goals)
+                self.sample()
+            else:
+                self._pending_goals = goals
 
     def _sync_with_robot(self) -> None:
         """A watchdog trip inside the robot shows on the wire as torque switched off on every joint."""
-        self.robot.poll()
-        if self._torque_was_on and self.robot.mode is not BoardMode.ARMED:
-            for i in self.joint_ids:
-                self.memories[i].set(XM430.TORQUE_ENABLE, 0)
+        if self._torque_was_on and self.robot.watchdog_latched:
+            for memory in self._joint_memories:
+                memory.set(XM430.TORQUE_ENABLE, 0)
             self._torque_was_on = False
-
-    def _refresh_present(self, dxl_id: int) -> None:
-        state = self.robot.state()
-        memory = self.memories[dxl_id]
-        if dxl_id in self.joint_ids:
-            j = self.joint_ids.index(dxl_id)
-            position, velocity, current = state.joint_pos[j], state.joint_vel[j], state.joint_current[j]
-        else:
-            angle_key, velocity_key = ENCODER_EXTRAS[self._encoder_names[dxl_id]]
-            position, velocity, current = state.extras[angle_key], state.extras[velocity_key], 0.0
-        present = {XM430.PRESENT_POSITION: position, XM430.PRESENT_VELOCITY: velocity, XM430.PRESENT_CURRENT: current}
-        for reg, value in present.items():
-            bits = 8 * reg.value.size - 1
-            raw = round(value / UNITS[reg].scale) + UNITS[reg].offset
-            memory.set(reg, int(np.clip(raw, -(1 << bits), (1 << bits) - 1)))
-        memory.set(XM430.MOVING, int(abs(velocity) > 0.01))

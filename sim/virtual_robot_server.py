@@ -5,12 +5,18 @@ line itself: each direction is busy for 10 bit times per byte at the robot
 spec's baud rate, and a reply leaves only once the request has fully
 "arrived" and the previous reply has gone. Round trips measured against it
 are then what the real line would allow, not what a pty does.
+
+Endpoints answer from their latest sensor sample; the physics, a command's
+effect and the next sample run after the reply has gone (``finish``), and
+in real-time mode a fresh sample is taken every physics step while the host
+is quiet, so the state a reply carries is never older than that.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import select
 import threading
@@ -22,8 +28,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from firmware_bridge.motor_messages import Message, encode_body
-from firmware_bridge.serial_framing import BodyDecoder, FrameDecoder, encode_frame
+from firmware_bridge.serial_framing import BodyDecoder, FrameDecoder, frame_body
 from firmware_bridge.spec import RobotSpec
 from sim.backend import Backend
 from sim.randomization import nominal, sample
@@ -47,8 +52,14 @@ class FramedEndpoint:
         out = []
         for seq, msg in self.decoder.feed(data):
             self._seq = (self._seq + 1) & 0xFFFF
-            out.append((0.0, encode_frame(self.board.handle(seq, msg), self._seq)))
+            out.append((0.0, frame_body(self.board.handle(seq, msg, self._seq))))
         return out
+
+    def finish(self) -> None:
+        self.board.finish()
+
+    def sample(self) -> None:
+        self.board.sample()
 
     def counters(self) -> dict[str, int]:
         return self.decoder.counters.as_dict()
@@ -60,6 +71,12 @@ class DynamixelEndpoint:
 
     def feed(self, data: bytes) -> list[tuple[float, bytes]]:
         return self.chain.feed(data)
+
+    def finish(self) -> None:
+        self.chain.finish()
+
+    def sample(self) -> None:
+        self.chain.sample()
 
     def counters(self) -> dict[str, int]:
         c = self.chain.parser.counters
@@ -82,6 +99,12 @@ class LineModel:
     def send_done(self, ready: float, n: int) -> float:
         self._tx_done = max(self._tx_done, ready) + n * self.byte_time
         return self._tx_done
+
+
+def _sample_period(robot: VirtualRobot) -> float | None:
+    """How often a quiet device samples its sensors: every physics step in real time; in lockstep the
+    physics moves only on commands, which sample anyway."""
+    return None if robot.lockstep else robot.backend.physics_dt
 
 
 def _sleep_until(t: float) -> None:
@@ -108,11 +131,18 @@ class PtyServer:
         self.address = str(self.link or self.path)
 
     def serve(self, stop: threading.Event) -> None:
+        period = _sample_period(self.robot)
+        next_sample = time.monotonic()
         while not stop.is_set():
-            timeout = min(0.05, max(0.0, self.robot.next_deadline() - time.monotonic()))
-            ready, _, _ = select.select([self._master], [], [], timeout)
+            wake = self.robot.next_deadline() if period is None else min(self.robot.next_deadline(), next_sample)
+            ready, _, _ = select.select([self._master], [], [], min(0.05, max(0.0, wake - time.monotonic())))
             if not ready:
-                self.robot.poll()
+                # Lockstep: the watchdog only; a sample would draw sensor noise at the whims of the clock.
+                if period is None:
+                    self.robot.poll()
+                else:
+                    self.endpoint.sample()
+                next_sample = time.monotonic() + (period or 0.0)
                 continue
             arrival = time.monotonic()
             data = os.read(self._master, 4096)
@@ -126,6 +156,8 @@ class PtyServer:
                 # (SYNC_READ) costs one wake-up instead of one per device.
                 _sleep_until(done)
                 os.write(self._master, b"".join(packet for _, packet in replies))
+            self.endpoint.finish()
+            next_sample = time.monotonic() + (period or 0.0)
 
     def close(self) -> None:
         if self.link and self.link.is_symlink():
@@ -148,18 +180,27 @@ class ZmqServer:
         self._seq = 0
 
     def serve(self, stop: threading.Event) -> None:
+        period = _sample_period(self.robot)
+        next_sample = time.monotonic()
         while not stop.is_set():
-            timeout_ms = int(1000 * min(0.05, max(0.0, self.robot.next_deadline() - time.monotonic())))
+            wake = self.robot.next_deadline() if period is None else min(self.robot.next_deadline(), next_sample)
+            # zmq's poll takes whole milliseconds: round up, or a sub-millisecond wait becomes a busy loop.
+            timeout_ms = math.ceil(1000 * min(0.05, max(0.0, wake - time.monotonic())))
             if not self.socket.poll(timeout_ms, zmq.POLLIN):
-                self.robot.poll()
+                if period is None:
+                    self.robot.poll()
+                else:
+                    self.board.sample()
+                next_sample = time.monotonic() + (period or 0.0)
                 continue
             frames = self.socket.recv_multipart()
             decoded = self.decoder.decode(frames[-1])
             if decoded is None:
                 continue
             self._seq = (self._seq + 1) & 0xFFFF
-            reply: Message = self.board.handle(*decoded)
-            self.socket.send_multipart([*frames[:-1], encode_body(reply, self._seq)])
+            self.socket.send_multipart([*frames[:-1], self.board.handle(*decoded, self._seq)])
+            self.board.finish()
+            next_sample = time.monotonic() + (period or 0.0)
 
     def counters(self) -> dict[str, int]:
         return self.decoder.counters.as_dict()

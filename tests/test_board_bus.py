@@ -43,7 +43,7 @@ def test_lockstep_exchange_advances_one_period_and_holds_the_pose(transport):
             assert [m.motor_id for m in motors] == list(range(8)) and motors[0].firmware == "1.0.0"
             with bus.armed() as start:
                 states = [bus.exchange(SPEC.start) for _ in range(10)]
-            assert server.robot.mode is BoardMode.DAMPING  # the spec's safe state, on leaving the block
+            assert server.robot.mode is BoardMode.DISARMED  # damped, then torque off, on leaving the block
             assert np.diff([start.timestamp] + [s.timestamp for s in states]) == pytest.approx(SPEC.control_period)
             np.testing.assert_allclose(states[-1].joint_pos, SPEC.start, atol=0.1)
             assert states[-1].imu.shape == (6,) and abs(states[-1].imu[0]) < 0.1
@@ -201,6 +201,6 @@ def test_virtual_robot_command_links_a_pty_and_prints_counters_on_sigterm(tmp_pa
     finally:
         proc.kill()
     counters = json.loads(out.strip().splitlines()[-1])["counters"]
-    assert counters["frames"] == 7 and counters["bad_frames"] == 0  # arm, 5 commands, disarm
+    assert counters["frames"] == 8 and counters["bad_frames"] == 0  # arm, 5 commands, damp, torque off
     assert counters["device_commands"] == 5
     assert proc.returncode == 0 and not link.exists()

@@ -1,7 +1,7 @@
 """The on-robot loop against the virtual quadruped over a real pseudo-terminal, in process.
 
-Each safety trigger ends in the robot spec's safe state (the virtual board in
-DAMPING) with the right reason; the loop's normal run moves the robot and
+Each safety trigger ends in the safe state (the virtual board damped, then
+with its torque off) with the right reason; the loop's normal run moves the robot and
 hands every tick to its sinks.
 """
 
@@ -72,7 +72,7 @@ def test_the_policy_drives_the_robot_and_every_tick_reaches_the_sinks(tmp_path, 
         commands_before = robot.counters.commands
         report = _loop(bus, _policy(tmp_path, bias=HIPS), sinks=[sink], state_source=source).run()
         assert robot.counters.commands - commands_before == report.approach_ticks + report.ticks
-        assert robot.mode is BoardMode.DAMPING  # the quadruped's safe state, after a clean end too
+        assert robot.mode is BoardMode.DISARMED  # damped, then torque off, after a clean end too
     sink.close()
     summary = report.summary()
     assert summary["safety_stop"] is None and summary["safe_state_reached"]
@@ -97,7 +97,7 @@ def test_a_nan_policy_stops_before_its_output_reaches_a_motor(tmp_path):
     with virtual_quadruped() as (robot, bus):
         commands_before = robot.counters.commands
         report = _loop(bus, _policy(tmp_path, nan=True)).run()
-        assert robot.mode is BoardMode.DAMPING
+        assert robot.mode is BoardMode.DISARMED
         policy_commands = robot.counters.commands - commands_before - report.approach_ticks
     assert report.stop_reason is StopReason.NON_FINITE_ACTION
     assert "non-finite policy output for joint(s) front_left_hip" in report.safety_stop
@@ -113,7 +113,7 @@ def test_a_motor_fault_reported_by_the_board_stops_the_loop(tmp_path):
     sink = BackgroundSink("fault", FaultAtTick10())
     with virtual_quadruped() as (robot, bus):
         report = _loop(bus, _policy(tmp_path), duration_s=3.0, sinks=[sink]).run()
-        assert robot.mode is BoardMode.DAMPING
+        assert robot.mode is BoardMode.DISARMED
     sink.close()
     assert report.stop_reason is StopReason.MOTOR_FAULT and "OVERCURRENT" in report.safety_stop
     assert 10 <= report.ticks <= 14 and report.safe_state_reached  # within a few ticks of the fault
@@ -151,7 +151,7 @@ def test_missing_too_many_deadlines_stops_the_loop(tmp_path):
 
     with virtual_quadruped() as (robot, bus):
         report = _loop(bus, slow_policy, duration_s=3.0, max_missed=4).run()
-        assert robot.mode is BoardMode.DAMPING
+        assert robot.mode is BoardMode.DISARMED
     assert report.stop_reason is StopReason.MISSED_DEADLINES and "budget 4" in report.safety_stop
     assert report.ticks <= 5  # each slow tick misses two deadlines: the budget of 4 lasts a few ticks
 
@@ -180,8 +180,26 @@ def test_setting_stop_ends_the_run_cleanly_in_the_safe_state(tmp_path):
         started = time.monotonic()
         report = _loop(bus, _policy(tmp_path), duration_s=None, stop=stop).run()
         assert time.monotonic() - started < 1.0  # within a tick of the request
-        assert robot.mode is BoardMode.DAMPING
+        assert robot.mode is BoardMode.DISARMED
     assert report.safety_stop is None and report.safe_state_reached and report.ticks >= 3
+
+
+def test_the_safe_stop_damps_first_and_switches_the_torque_off_after_the_hold(tmp_path):
+    with virtual_quadruped() as (robot, bus):
+        received = []
+        disarm = robot.disarm
+
+        def recording_disarm(torque_off):
+            received.append(("torque off" if torque_off else "damping", time.monotonic(), robot.counters.commands))
+            disarm(torque_off)
+
+        robot.disarm = recording_disarm
+        report = _loop(bus, _policy(tmp_path), duration_s=0.3).run()
+        assert robot.mode is BoardMode.DISARMED
+    assert report.safety_stop is None and report.safe_state_reached
+    assert [what for what, _, _ in received] == ["damping", "torque off"]
+    (_, damped_at, commands_then), (_, off_at, commands_after) = received
+    assert off_at - damped_at >= SPEC.safe_state.damping_s and commands_after == commands_then
 
 
 def test_the_approach_moves_slowly_from_the_armed_pose_to_the_start_pose(tmp_path):

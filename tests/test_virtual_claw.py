@@ -8,11 +8,11 @@ from dynamixel_sdk import COMM_RX_TIMEOUT, COMM_SUCCESS, PacketHandler
 
 from firmware_bridge.bus_factory import open_bus
 from firmware_bridge.config_paths import resolve_robot
-from firmware_bridge.dynamixel_packets import BROADCAST_ID, Instruction, PacketParser, StatusError, build_packet
+from firmware_bridge.dynamixel_packets import ALERT, BROADCAST_ID, Instruction, PacketParser, StatusError, build_packet
 from firmware_bridge.dynamixel_bus import DynamixelBus, DynamixelPort
 from firmware_bridge.dynamixel_table import XM430, XM430_MODEL_NUMBER, decode_raw, to_si
-from firmware_bridge.motor_bus import BusError, BusTimeout
-from firmware_bridge.motor_messages import BoardMode
+from firmware_bridge.motor_bus import BusError, BusTimeout, MotorFault
+from firmware_bridge.motor_messages import BoardMode, MotorStatus
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.typed_yaml import load_yaml
 from sim.mujoco_backend import MujocoBackend
@@ -152,3 +152,76 @@ def test_random_instruction_packets_never_crash_the_chain_and_it_still_answers()
     [(_, reply)] = chain.feed(build_packet(IDS[0], Instruction.PING))
     assert PacketParser().feed(reply)[0].params == bytes([0, 0xFC, 0x03, 48])  # no error, model 1020, firmware 48
     assert chain.parser.counters.packets >= 400
+
+
+def test_the_safe_stop_zeroes_the_p_gain_with_torque_on_then_switches_the_torque_off(claw):
+    server, port, _ = claw
+    robot = server.robot
+    received = []
+    disarm = robot.disarm
+
+    def recording_disarm(torque_off):
+        received.append(("torque off" if torque_off else "damping", time.monotonic()))
+        disarm(torque_off)
+
+    robot.disarm = recording_disarm
+    bus = DynamixelBus(SPEC, port)
+    bus.arm()
+    bus.exchange(SPEC.start)
+    bus.safe_stop()
+    assert [what for what, _ in received] == ["damping", "torque off"]
+    assert received[1][1] - received[0][1] >= SPEC.safe_state.damping_s
+    assert [bus.read_register(i, XM430.POSITION_P_GAIN) for i in IDS] == [0] * len(IDS)
+    assert [bus.read_register(i, XM430.TORQUE_ENABLE) for i in IDS] == [0] * len(IDS)
+    # Arming again gives the joints their stiffness back.
+    bus.arm()
+    assert robot.mode is BoardMode.ARMED
+    assert [bus.read_register(i, XM430.POSITION_P_GAIN) for i in IDS] == [800] * len(IDS)
+
+
+def test_a_hardware_error_alert_is_a_motor_fault_naming_the_motor(claw):
+    server, port, ph = claw
+    bus = DynamixelBus(SPEC, port)
+    bus.arm()
+    server.robot.motor_faults[4] = MotorStatus.OVERCURRENT
+    with pytest.raises(MotorFault, match=r"dynamixel id 21 reports a hardware error \(HARDWARE_ERROR_STATUS: OVERLOAD\)"):
+        bus.exchange(SPEC.start)
+    _, result, error = ph.read1ByteTxRx(port, IDS[4], XM430.HARDWARE_ERROR_STATUS.value.address)
+    assert result == COMM_SUCCESS and error == ALERT  # the instruction worked; the alert flags the motor
+    assert bus.counters() == {"timeouts": 0, "errors": 0}  # not a bus error
+    bus.torque_off()  # a faulted motor still takes the torque off
+    assert server.robot.mode is BoardMode.DISARMED
+
+
+def test_the_loop_stops_on_a_motor_fault_alert_and_ends_safe(tmp_path):
+    from firmware_bridge.action import ActionMapper
+    from firmware_bridge.control_loop import ControlLoop, LoopConfig
+    from firmware_bridge.observation import ObservationBuilder
+    from firmware_bridge.policy_runtime import PolicyRuntime
+    from firmware_bridge.safety import StopReason
+    from firmware_bridge.task import TaskInterface
+    from firmware_bridge.transitions import BackgroundSink, Transition
+    from policy_files import write_policy
+
+    task = TaskInterface.load("claw_turn")
+    policy = PolicyRuntime(write_policy(tmp_path / "claw.onnx", SPEC, task), SPEC, task)
+    robot = build_robot(SPEC, MujocoBackend(SPEC), watchdog_s=0)
+
+    class FaultAtTick5:
+        def handle(self, item):
+            if isinstance(item, Transition) and item.tick == 5:
+                robot.motor_faults[7] = MotorStatus.OVERTEMPERATURE
+
+        def close(self):
+            pass
+
+    sink = BackgroundSink("fault", FaultAtTick5())
+    with serving(make_server(robot, serial=True)) as server, open_bus(SPEC, port=server.path, timeout_s=0.5) as bus:
+        config = LoopConfig(rate_hz=SPEC.control_rate_hz, duration_s=3.0)
+        report = ControlLoop(bus, ObservationBuilder(SPEC, task), ActionMapper(SPEC), policy, 1, config,
+                             sinks=[sink]).run()  # fmt: skip
+        assert robot.mode is BoardMode.DISARMED
+    sink.close()
+    assert report.stop_reason is StopReason.MOTOR_FAULT
+    assert "dynamixel id 31 reports a hardware error (HARDWARE_ERROR_STATUS: OVERHEATING)" in report.safety_stop
+    assert 5 <= report.ticks <= 8 and report.safe_state_reached

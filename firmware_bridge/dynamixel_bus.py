@@ -17,6 +17,7 @@ raises ``MotorFault`` naming the motor and its error bits.
 
 from __future__ import annotations
 
+import select
 import time
 
 import numpy as np
@@ -63,6 +64,19 @@ class DynamixelPort(PortHandler):
     def setPacketTimeout(self, packet_length):  # noqa: N802 (the SDK's name)
         self.packet_start_time = self.getCurrentTime()
         self.packet_timeout = self.tx_time_per_byte * packet_length + self.timeout_ms
+
+    def readPort(self, length):  # noqa: N802 (the SDK's name)
+        """What has arrived, waiting in ``select`` for the first byte (up to the packet timeout).
+
+        The SDK calls this in a loop while it waits for a status packet; its own non-blocking read makes
+        that loop spin a whole core for the length of every round trip, which on a two-core computer
+        starves whatever else must run (on a virtual robot, the motors' side of the bus).
+        """
+        if not self.ser.in_waiting:
+            remaining_s = (self.packet_timeout - self.getTimeSinceStart()) / 1000.0
+            if remaining_s > 0:
+                select.select([self.ser.fileno()], [], [], remaining_s)
+        return self.ser.read(length)
 
 
 class DynamixelBus(MotorBus):

@@ -58,8 +58,9 @@ class BoardDevice:
 
     def handle(self, seq: int, msg: Message, reply_seq: int) -> bytes:
         """The reply body to one decoded host message."""
-        self.finish()
         robot = self.robot
+        if self._pending is not None:  # two commands in one read: the first takes effect first
+            self.finish()
         if isinstance(msg, Command):
             self._bad_command = msg.position.size != len(self.slot_ids)
             if self._bad_command:
@@ -90,12 +91,12 @@ class BoardDevice:
         return self._reply(reply_seq, seq)
 
     def finish(self) -> None:
-        """Apply a COMMAND whose reply has gone and sample the result; nothing when none is waiting."""
+        """Apply a COMMAND whose reply has gone, then take a fresh sample."""
         if self._pending is not None:
             targets, kp, kd = self._pending
             self._pending = None
             self.robot.command(targets, kp, kd)
-            self.sample()
+        self.sample()
 
     def _reply(self, reply_seq: int, seq: int) -> bytes:
         robot = self.robot

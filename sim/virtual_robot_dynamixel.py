@@ -164,11 +164,11 @@ class DynamixelChain:
         return [reply for reply in self._handle(packet) if reply is not None]
 
     def finish(self) -> None:
-        """Apply goal positions whose batch has been answered and sample the result."""
+        """Apply goal positions written before, then take a fresh sample."""
         if self._pending_goals is not None:
             goals, self._pending_goals = self._pending_goals, None
             self.robot.command(goals)
-            self.sample()
+        self.sample()
 
     def sample(self) -> None:
         """Present registers, MOVING and HARDWARE_ERROR_STATUS from one sensor reading of the robot."""

@@ -7,9 +7,11 @@ spec's baud rate, and a reply leaves only once the request has fully
 are then what the real line would allow, not what a pty does.
 
 Endpoints answer from their latest sensor sample; the physics, a command's
-effect and the next sample run after the reply has gone (``finish``), and
-in real-time mode a fresh sample is taken every physics step while the host
-is quiet, so the state a reply carries is never older than that.
+effect and the next sample run after a reply has gone (``finish``), or
+while the host is quiet: in real-time mode every physics step, so the state
+a reply carries is never older than that. A request that gets no reply (a
+Dynamixel SYNC_WRITE) leaves its work for then too, so the read the host
+sends right after it is answered first.
 """
 
 from __future__ import annotations
@@ -58,9 +60,6 @@ class FramedEndpoint:
     def finish(self) -> None:
         self.board.finish()
 
-    def sample(self) -> None:
-        self.board.sample()
-
     def counters(self) -> dict[str, int]:
         return self.decoder.counters.as_dict()
 
@@ -74,9 +73,6 @@ class DynamixelEndpoint:
 
     def finish(self) -> None:
         self.chain.finish()
-
-    def sample(self) -> None:
-        self.chain.sample()
 
     def counters(self) -> dict[str, int]:
         c = self.chain.parser.counters
@@ -141,7 +137,7 @@ class PtyServer:
                 if period is None:
                     self.robot.poll()
                 else:
-                    self.endpoint.sample()
+                    self.endpoint.finish()
                 next_sample = time.monotonic() + (period or 0.0)
                 continue
             arrival = time.monotonic()
@@ -156,8 +152,8 @@ class PtyServer:
                 # (SYNC_READ) costs one wake-up instead of one per device.
                 _sleep_until(done)
                 os.write(self._master, b"".join(packet for _, packet in replies))
-            self.endpoint.finish()
-            next_sample = time.monotonic() + (period or 0.0)
+                self.endpoint.finish()
+                next_sample = time.monotonic() + (period or 0.0)
 
     def close(self) -> None:
         if self.link and self.link.is_symlink():
@@ -190,7 +186,7 @@ class ZmqServer:
                 if period is None:
                     self.robot.poll()
                 else:
-                    self.board.sample()
+                    self.board.finish()
                 next_sample = time.monotonic() + (period or 0.0)
                 continue
             frames = self.socket.recv_multipart()

@@ -86,6 +86,8 @@ DISARM_BODY = struct.Struct("<B")
 INFO_HEAD = struct.Struct("<BBBB")  # firmware major, minor, patch, motor count
 
 COMMAND_SCALES = {"position": POSITION_SCALE, "kp": KP_SCALE, "kd": KD_SCALE, "torque": TORQUE_SCALE}
+_COMMAND_SCALE_ROW = np.array(list(COMMAND_SCALES.values()))
+_COMMAND_SIGNED = np.array([65536.0 if COMMAND_MOTOR[f].kind == "i" else 0.0 for f in COMMAND_SCALES])
 STATE_SCALES = {"position": POSITION_SCALE, "velocity": VELOCITY_SCALE, "current": CURRENT_SCALE}
 IMU_SCALES = (ORIENTATION_SCALE,) * 3 + (GYRO_SCALE,) * 3
 _IMU_SCALE_ARRAY = np.array(IMU_SCALES)
@@ -320,9 +322,11 @@ def _decode_payload(kind: MessageType, payload: bytes) -> Message:
         if len(payload) < head:
             raise MessageError(f"COMMAND: payload is {len(payload)} bytes, shorter than its {head}-byte head")
         flags, n = COMMAND_HEAD.unpack_from(payload)
-        rec = _records(payload, head, n, COMMAND_MOTOR, "COMMAND")
-        scaled = {f: rec[f].astype(np.float64) * s for f, s in COMMAND_SCALES.items()}
-        return Command(flags=CommandFlags(flags), **scaled)
+        # Every per-motor field is 2 bytes: read them as one (n, 4) block and scale by column, sign by column.
+        raw = _records(payload, head, 4 * n, np.dtype("<u2"), "COMMAND").reshape(n, 4).astype(np.float64)
+        raw -= _COMMAND_SIGNED * (raw >= 32768)
+        raw *= _COMMAND_SCALE_ROW
+        return Command(flags=CommandFlags(flags), **{f: raw[:, k] for k, f in enumerate(COMMAND_SCALES)})
     if kind is MessageType.STATE:
         head = STATE_HEAD.size + IMU.size
         if len(payload) < head:

@@ -53,7 +53,12 @@ ROBOT, TASK = "quadruped", "quadruped_walk"
 
 
 def export_untrained_actor(path: Path, spec: RobotSpec, task: TaskInterface) -> Path:
-    """An untrained actor through the real exporter: the same graph and cost as a trained one."""
+    """An untrained actor through the real exporter: the same graph and cost as a trained one.
+
+    Call it in another process (``python benchmarks/loop_timing.py --export PATH``): torch in the measuring
+    process would put ~180k more objects under the garbage collector, and a full collection among them
+    stalls a tick for 100+ ms, a cost ``firmware-bridge run`` (no torch on the robot) never pays.
+    """
     import torch
 
     from robot_sac.export import ExportedPolicy, build_contract, robot_interface, to_onnx
@@ -171,12 +176,18 @@ def main() -> int:
         help="SCHED_FIFO priority of the rt rows (reported as refused where the OS does not allow it)",
     )
     parser.add_argument("--json", help="also write the rows as JSON here")
+    parser.add_argument("--export", metavar="PATH", help=argparse.SUPPRESS)  # the exporter's own process
     args = parser.parse_args()
 
     spec = RobotSpec.load(resolve_robot(ROBOT))
     task = TaskInterface.load(TASK)
+    if args.export:
+        export_untrained_actor(Path(args.export), spec, task)
+        return 0
     tmp = Path(tempfile.mkdtemp(prefix="loop_timing_"))
-    policy_path = Path(args.policy) if args.policy else export_untrained_actor(tmp / "actor.onnx", spec, task)
+    policy_path = Path(args.policy) if args.policy else tmp / "actor.onnx"
+    if not args.policy:
+        subprocess.run([sys.executable, __file__, "--export", str(policy_path)], check=True)
     policy = PolicyRuntime(policy_path, spec, task)
     spin = args.spin_us * 1e-6
     load_before = os.getloadavg()[0]

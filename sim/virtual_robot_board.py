@@ -21,6 +21,7 @@ from firmware_bridge.motor_messages import (
     Disarm,
     DisarmMode,
     FaultFlags,
+    Heartbeat,
     Info,
     InfoRequest,
     Message,
@@ -32,6 +33,8 @@ from sim.virtual_robot import VirtualRobot
 
 FIRMWARE_VERSION = (1, 0, 0)
 MOTOR_MODEL = 0x0001  # the board's only motor driver type
+_WATCHDOG, _BAD_COMMAND, _MOTOR_FAULT = (int(f) for f in (FaultFlags.WATCHDOG, FaultFlags.BAD_COMMAND,
+                                                           FaultFlags.MOTOR_FAULT))  # fmt: skip
 
 
 class BoardDevice:
@@ -86,6 +89,8 @@ class BoardDevice:
         elif isinstance(msg, InfoRequest):
             info = Info(FIRMWARE_VERSION, tuple(self.slot_ids), (MOTOR_MODEL,) * len(self.slot_ids))
             return encode_body(info, reply_seq)
+        elif isinstance(msg, Heartbeat):
+            return self._reply(reply_seq, seq)
         # Anything that changed the mode, or stepped the physics in lockstep, shows in the reply itself.
         self.sample()
         return self._reply(reply_seq, seq)
@@ -100,12 +105,13 @@ class BoardDevice:
 
     def _reply(self, reply_seq: int, seq: int) -> bytes:
         robot = self.robot
-        faults = FaultFlags(0)
+        # Plain ints: enum flag arithmetic would cost microseconds on every reply.
+        faults = 0
         if robot.watchdog_latched:
-            faults |= FaultFlags.WATCHDOG
+            faults |= _WATCHDOG
         if self._bad_command:
-            faults |= FaultFlags.BAD_COMMAND
+            faults |= _BAD_COMMAND
         if robot.motor_faults.any():
-            faults |= FaultFlags.MOTOR_FAULT
-        return self._writer.body(reply_seq, seq, int(robot.mode), int(faults))
+            faults |= _MOTOR_FAULT
+        return self._writer.body(reply_seq, seq, int(robot.mode), faults)
 

@@ -99,14 +99,16 @@ class ZmqLink:
         self.socket.send(body)
 
     def receive(self, deadline: float) -> list[tuple[int, Message]]:
-        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-        out = []
-        if self.socket.poll(remaining_ms, zmq.POLLIN):
-            while self.socket.poll(0, zmq.POLLIN):
-                decoded = self.decoder.decode(self.socket.recv())
-                if decoded is not None:
-                    out.append(decoded)
-        return out
+        # A receive timeout rather than Socket.poll: pyzmq builds a Poller for every poll call, and this runs
+        # every tick.
+        self.socket.setsockopt(zmq.RCVTIMEO, max(0, int((deadline - time.monotonic()) * 1000 + 0.999)))
+        try:
+            bodies = [self.socket.recv()]
+        except zmq.Again:
+            return []
+        while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            bodies.append(self.socket.recv())
+        return [decoded for decoded in map(self.decoder.decode, bodies) if decoded is not None]
 
 
 class BoardBus(MotorBus):

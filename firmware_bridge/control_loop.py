@@ -279,19 +279,16 @@ class ControlLoop:
                     reply, reply_arrived = answer, t3
                     monitor.check_state(answer, t3)
 
-            timings = {
-                "period_error": tick.period_error_us,
-                "read": (t1 - t0) * 1e6,
-                "policy": (t2 - t1) * 1e6,
-                "write": (t3 - t2) * 1e6,
-                "latency": (t3 - arrived) * 1e6,
-            }
-            h_period.record(timings["period_error"])
-            h_read.record(timings["read"])
-            h_policy.record(timings["policy"])
-            h_write.record(timings["write"])
-            h_latency.record(timings["latency"])
+            period_error, read_us, policy_us = tick.period_error_us, (t1 - t0) * 1e6, (t2 - t1) * 1e6
+            write_us, latency_us = (t3 - t2) * 1e6, (t3 - arrived) * 1e6
+            h_period.record(period_error)
+            h_read.record(read_us)
+            h_policy.record(policy_us)
+            h_write.record(write_us)
+            h_latency.record(latency_us)
             if sinks:
+                timings = {"period_error": period_error, "read": read_us, "policy": policy_us, "write": write_us,
+                           "latency": latency_us}  # fmt: skip
                 item = Transition(report.ticks, tick.started, state, obs, action, command, version, timings, tick.missed)
                 for sink in sinks:
                     sink.offer(item)

@@ -66,6 +66,7 @@ def test_wrong_type_and_bad_bus_kind_are_named():
         (lambda m: m["joints"][4].update(motor_id=50), r"motor id 50 used twice"),
         (lambda m: m["action"].update(scale=[0.1, 0.2]), r"action.scale: 2 values for 9 joints"),
         (lambda m: m["joints"][3].update(max_torque=0.0), r"joints\[3\] \(f1_base\)\.max_torque: must be positive"),
+        (lambda m: m["safe_state"].update(damping_s=-0.1), r"safe_state.damping_s: must not be negative"),
     ],
 )
 def test_inconsistent_spec_is_refused(edit, message):

@@ -20,7 +20,9 @@ from firmware_bridge.task import TaskInterface
 from firmware_bridge.tick_log import read_tick_log
 from sim.pybullet_backend import PybulletBackend
 from sim.virtual_robot_server import build_robot, make_server, serving
-from test_run_command import SECONDS, _moving_policy, bridge, robot_at_rate, virtual_robots  # noqa: F401
+from test_run_command import _moving_policy, bridge, robot_at_rate, virtual_robots  # noqa: F401
+
+SECONDS = 4.0
 
 
 def test_a_policy_drives_the_pybullet_virtual_quadruped_without_a_safety_stop(tmp_path, virtual_robots):  # noqa: F811

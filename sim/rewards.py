@@ -97,6 +97,18 @@ def within_tolerance(t: Transition) -> float:
     return float(valve_at_goal(t.state, t.goals, t.criteria))
 
 
+NEAR_GOAL_FACTOR = 3.0
+"""``near_goal`` pays within this many success tolerances of the goal (30 degrees at the default 10)."""
+
+
+def near_goal(t: Transition) -> float:
+    """1 while the valve is within ``NEAR_GOAL_FACTOR`` success tolerances of its goal: ROBEL's two-level goal
+    bonus (small and wide, large and tight), which pays for reaching the goal region and for holding still there."""
+    if t.criteria.success_tolerance_deg is None:
+        raise ValueError("criteria.success_tolerance_deg: the claw turn task needs a success tolerance")
+    return float(abs(valve_error(t.state, t.goals)) < NEAR_GOAL_FACTOR * np.deg2rad(t.criteria.success_tolerance_deg))
+
+
 def joint_velocity(t: Transition) -> float:
     """Mean squared joint velocity [rad^2/s^2]."""
     return float(np.mean(t.state.joint_vel**2))
@@ -158,6 +170,7 @@ TASK_KINDS: dict[str, TaskKind] = {
             "angle_error": angle_error,
             "progress": progress,
             "within_tolerance": within_tolerance,
+            "near_goal": near_goal,
             "joint_velocity": joint_velocity,
             "effort": effort,
         },

@@ -56,7 +56,8 @@ def test_time_limit_comes_from_the_task_file():
         _, _, terminated, truncated, info = env.step(np.zeros(9, dtype=np.float32))
         assert not terminated
         assert truncated == (step == 39)
-    assert set(info["reward_terms"]) == {"angle_error", "progress", "within_tolerance", "joint_velocity", "effort"}
+    assert set(info["reward_terms"]) == {"angle_error", "progress", "within_tolerance", "near_goal", "joint_velocity",
+                                           "effort"}
     assert isinstance(info["is_success"], bool)
 
 

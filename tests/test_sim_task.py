@@ -51,18 +51,25 @@ def test_claw_reward_terms_on_hand_made_states():
         return RobotState(0.0, np.zeros(9), np.full(9, 2.0), np.full(9, 0.5), extras={"valve_angle": angle})
 
     reward = Reward("claw_turn", {"angle_error": -2.0, "progress": 20.0, "within_tolerance": 5.0,
-                                  "joint_velocity": -0.02, "effort": -0.05})
+                                  "near_goal": 3.0, "joint_velocity": -0.02, "effort": -0.05})
     t = Transition(state(0.0), state(3.0), np.zeros(9), np.zeros(9), {"valve_angle": 3.1}, robot, task.criteria)
     total, terms = reward(t)
     assert terms["angle_error"] == pytest.approx(-0.2)
     assert terms["progress"] == pytest.approx(20.0 * (3.1 - 0.1))
     assert terms["within_tolerance"] == 5.0  # 0.1 rad < 10 degrees
+    assert terms["near_goal"] == 3.0  # and so within 3 x 10 degrees
     assert terms["joint_velocity"] == pytest.approx(-0.08)
     assert terms["effort"] == pytest.approx(-0.0125)
     assert total == pytest.approx(sum(terms.values()))
     # Across the +/-pi seam the error is the short way round.
     t = Transition(state(3.0), state(-3.0), np.zeros(9), np.zeros(9), {"valve_angle": 3.1}, robot, Criteria(success_tolerance_deg=10.0))
     assert reward(t)[1]["angle_error"] == pytest.approx(-2.0 * (2 * np.pi - 6.1))
+    # near_goal pays out to three tolerances (30 degrees here), not beyond; within_tolerance only inside one.
+    for error_deg, near, within in ((25.0, 3.0, 0.0), (35.0, 0.0, 0.0), (5.0, 3.0, 5.0)):
+        t = Transition(state(0.0), state(np.deg2rad(error_deg)), np.zeros(9), np.zeros(9), {"valve_angle": 0.0},
+                       robot, Criteria(success_tolerance_deg=10.0))
+        terms = reward(t)[1]
+        assert (terms["near_goal"], terms["within_tolerance"]) == (near, within), error_deg
 
 
 def test_reward_refuses_unknown_weight():

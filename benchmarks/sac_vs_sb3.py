@@ -5,7 +5,10 @@ deterministic evaluation return at equal step counts (mean over seeds), then the
 floor: the floating-point work of one update (counted by torch's FlopCounterMode) divided by the
 matrix-multiply rate measured here, and how far each update time sits above it.
 
-    python benchmarks/sac_vs_sb3.py [--env Pendulum-v1] [--steps 6000] [--seeds 3]
+    python benchmarks/sac_vs_sb3.py [--env Pendulum-v1] [--steps 6000] [--seeds 3] [--matmul-dtype auto]
+
+Ours runs its hidden layers' matrix products in bfloat16 where the CPU has native bfloat16 (``auto``);
+``--matmul-dtype float32`` compares at SB3's precision.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from rich.table import Table
 
 from robot_sac.config import TrainConfig
 from robot_sac.envs import make_env
-from robot_sac.sac import SACConfig
+from robot_sac.sac import SACConfig, resolve_matmul_dtype
 from robot_sac.trainer import Trainer
 
 
@@ -41,10 +44,11 @@ def evaluate(act, env: gym.Env, episodes: int, seed: int) -> float:
     return float(np.mean(returns))
 
 
-def run_ours(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd):
+def run_ours(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd, matmul_dtype):
     cfg = TrainConfig(
         env=env_id, total_steps=steps, seed=seed, learning_starts=learning_starts, buffer_size=steps,
-        eval_interval=10**9, checkpoint_interval=10**9, log_interval=10**9, sac=SACConfig(utd=utd),
+        eval_interval=10**9, checkpoint_interval=10**9, log_interval=10**9,
+        sac=SACConfig(utd=utd, matmul_dtype=matmul_dtype),
     )
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(cfg, Path(run_dir), show_progress=False)
@@ -63,7 +67,7 @@ def run_ours(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd):
             "update_ms": 1000 * update_s / updates, "returns": returns}
 
 
-def run_sb3(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd):
+def run_sb3(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd, matmul_dtype):
     from stable_baselines3 import SAC as SB3SAC
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -108,7 +112,7 @@ def run_sb3(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd):
             "update_ms": 1000 * timer.update_s / updates, "returns": returns}
 
 
-def update_flops(env_id: str) -> float:
+def update_flops(env_id: str, matmul_dtype: str) -> float:
     """Floating-point operations of one of our updates at batch 256, counted by torch."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -117,7 +121,7 @@ def update_flops(env_id: str) -> float:
 
     env = make_env(env_id)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    agent = SAC(obs_dim, act_dim, SACConfig())
+    agent = SAC(obs_dim, act_dim, SACConfig(matmul_dtype=matmul_dtype))
     buf = ReplayBuffer(obs_dim, act_dim, 512)
     rng = np.random.default_rng(0)
     buf.add_batch(rng.normal(size=(512, obs_dim)), rng.uniform(-1, 1, (512, act_dim)), rng.normal(size=512),
@@ -128,10 +132,10 @@ def update_flops(env_id: str) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_rate(n: int = 256, repeats: int = 2000) -> float:
-    """Sustained float32 FLOP/s of n x n matrix products, the shape that dominates an update."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
+def matmul_rate(dtype: torch.dtype, n: int = 256, repeats: int = 2000) -> float:
+    """Sustained FLOP/s of n x n matrix products in ``dtype``, the shape that dominates an update."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    out = torch.empty(n, n, dtype=dtype)
     for _ in range(50):
         torch.mm(a, b, out=out)
     t0 = time.perf_counter()
@@ -150,6 +154,8 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--utd", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: all cores)")
+    parser.add_argument("--matmul-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="precision of our hidden layers' matrix products (SB3 always runs float32)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -157,15 +163,17 @@ def main() -> None:
     if not eval_at or eval_at[-1] != args.steps:
         eval_at.append(args.steps)
     console = Console()
+    dtype = resolve_matmul_dtype(args.matmul_dtype, torch.device("cpu"))
     console.print(f"[bold]{args.env}[/]: {args.steps} steps, {args.seeds} seeds, UTD {args.utd}, batch 256, "
-                  f"256x256, torch threads {torch.get_num_threads()}")
+                  f"256x256, torch threads {torch.get_num_threads()}, our matmuls in {dtype}")
 
     results = {"ours": [], "sb3": []}
     for seed in range(args.seeds):
         # Alternate the order so neither implementation always runs on a warmer (or busier) machine.
         order = [("ours", run_ours), ("sb3", run_sb3)] if seed % 2 == 0 else [("sb3", run_sb3), ("ours", run_ours)]
         for name, fn in order:
-            r = fn(args.env, args.steps, seed, args.learning_starts, eval_at, args.eval_episodes, args.utd)
+            r = fn(args.env, args.steps, seed, args.learning_starts, eval_at, args.eval_episodes, args.utd,
+                   args.matmul_dtype)
             results[name].append(r)
             console.print(f"  seed {seed} {name:>4}: {r['steps_per_s']:6.1f} steps/s, {r['updates_per_s']:6.1f} "
                           f"updates/s, return at {args.steps}: {r['returns'][args.steps]:8.1f}")
@@ -188,11 +196,12 @@ def main() -> None:
         table.add_row(f"eval return @ {point}", f"{o:.1f}", f"{s:.1f}", f"{o - s:+.1f}")
     console.print(table)
 
-    flops = update_flops(args.env)
-    rate = matmul_rate()
+    flops = update_flops(args.env, args.matmul_dtype)
+    rate = matmul_rate(dtype)
     floor_ms = 1000 * flops / rate
-    console.print(f"floor: one update = {flops / 1e6:.1f} MFLOP; float32 256x256 matmul rate here "
-                  f"{rate / 1e9:.1f} GFLOP/s -> {floor_ms:.2f} ms per update at best")
+    console.print(f"floor: one update = {flops / 1e6:.1f} MFLOP; {dtype} 256x256 matmul rate here "
+                  f"{rate / 1e9:.1f} GFLOP/s -> {floor_ms:.2f} ms per update at best "
+                  f"(float32: {1000 * flops / matmul_rate(torch.float32):.2f} ms)")
     console.print(f"       ours {med('ours', 'update_ms'):.2f} ms = {med('ours', 'update_ms') / floor_ms:.1f}x the floor; "
                   f"SB3 {med('sb3', 'update_ms'):.2f} ms = {med('sb3', 'update_ms') / floor_ms:.1f}x")
 

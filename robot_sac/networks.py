@@ -15,27 +15,53 @@ from torch import nn
 LOG_STD_MIN = -20.0
 LOG_STD_MAX = 2.0
 _LOG2 = math.log(2.0)
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def tanh_log_det(pre_tanh: torch.Tensor) -> torch.Tensor:
+    """log(1 - tanh(u)^2) elementwise, written as 2 (log 2 - u - softplus(-2u)).
+
+    The naive form returns -inf once tanh(u) rounds to +-1 near the action bounds.
+    """
+    return 2.0 * (_LOG2 - pre_tanh - F.softplus(-2.0 * pre_tanh))
 
 
 def squashed_gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, pre_tanh: torch.Tensor) -> torch.Tensor:
-    """log pi(tanh(u)) for u ~ N(mean, exp(log_std)), summed over the action dimensions -> ``[B]``.
-
-    The change of variables subtracts log(1 - tanh(u)^2), written as 2 (log 2 - u - softplus(-2u)) because
-    the naive form returns -inf once tanh(u) rounds to +-1 near the action bounds.
-    """
-    std = log_std.exp()
-    normal_lp = -0.5 * ((pre_tanh - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
-    correction = 2.0 * (_LOG2 - pre_tanh - F.softplus(-2.0 * pre_tanh))
-    return (normal_lp - correction).sum(-1)
+    """log pi(tanh(u)) for u ~ N(mean, exp(log_std)), summed over the action dimensions -> ``[B]``."""
+    noise = (pre_tanh - mean) / log_std.exp()
+    return _log_prob_from_noise(noise, log_std, pre_tanh)
 
 
-def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+def _log_prob_from_noise(noise: torch.Tensor, log_std: torch.Tensor, pre_tanh: torch.Tensor) -> torch.Tensor:
+    normal_lp = -0.5 * noise.square() - log_std - _HALF_LOG_2PI
+    return (normal_lp - tanh_log_det(pre_tanh)).sum(-1)
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers with ReLU between them."""
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
-            layers.append(activation())
+            layers.append(_relu())
     return nn.Sequential(*layers)
+
+
+def _relu() -> nn.ReLU:
+    # In place: the linear and layer-norm backward passes need their inputs, not their outputs, so ReLU may
+    # overwrite them, which saves allocating (and page-faulting) a fresh activation buffer per layer.
+    return nn.ReLU(inplace=True)
+
+
+def float32_layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` in float32 even inside a bfloat16 autocast region.
+
+    The networks' outputs are computed in full precision: in bfloat16 a Q-value of a few hundred rounds to
+    steps of about one, coarser than the TD errors the critics learn from. Output layers are a sliver of
+    the work, so this costs little.
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float())
 
 
 class Actor(nn.Module):
@@ -43,22 +69,23 @@ class Actor(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256)):
         super().__init__()
-        self.trunk = mlp([obs_dim, *hidden], nn.ReLU)
-        self.trunk.append(nn.ReLU())
+        self.trunk = mlp([obs_dim, *hidden])
+        self.trunk.append(_relu())
         self.head = nn.Linear(hidden[-1], 2 * act_dim)
         self.act_dim = act_dim
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean ``[B, A]`` and clamped log-std ``[B, A]`` of the pre-tanh Gaussian."""
-        # float() keeps the log-probability arithmetic in float32 when the matmuls run in bfloat16.
-        mean, log_std = self.head(self.trunk(obs)).float().chunk(2, dim=-1)
+        mean, log_std = float32_layer(self.head, self.trunk(obs)).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterized action ``[B, A]`` in (-1, 1) and its log-probability ``[B]``."""
         mean, log_std = self(obs)
-        pre_tanh = mean + log_std.exp() * torch.randn_like(mean)
-        return torch.tanh(pre_tanh), squashed_gaussian_log_prob(mean, log_std, pre_tanh)
+        noise = torch.randn_like(mean)
+        pre_tanh = torch.addcmul(mean, log_std.exp(), noise)
+        # (pre_tanh - mean) / std is the noise itself: reusing it skips a division and its backward pass.
+        return torch.tanh(pre_tanh), _log_prob_from_noise(noise, log_std, pre_tanh)
 
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         """The action a deployed policy takes: tanh of the mean."""
@@ -121,14 +148,14 @@ class CriticEnsemble(nn.Module):
                 layers.append(nn.Dropout(dropout))
             if layer_norm:
                 layers.append(EnsembleLayerNorm(ensemble, sizes[i + 1]))
-            layers.append(nn.ReLU())
-        layers.append(EnsembleLinear(ensemble, hidden[-1], 1))
+            layers.append(_relu())
         self.net = nn.Sequential(*layers)
+        self.head = EnsembleLinear(ensemble, hidden[-1], 1)
         self.ensemble = ensemble
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Q-values ``[E, B]``."""
-        return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1).float()
+        return float32_layer(self.head, self.net(torch.cat([obs, action], dim=-1))).squeeze(-1)
 
 
 class ObservationNormalizer(nn.Module):

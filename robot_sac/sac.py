@@ -51,8 +51,10 @@ class SACConfig:
     """Keep running observation statistics and feed normalized observations to every network."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this before they enter the critic target."""
-    matmul_dtype: Literal["float32", "bfloat16"] = "float32"
-    """Precision of the networks' matrix products during updates (autocast); losses and weights stay float32."""
+    matmul_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Precision of the hidden layers' matrix products during updates (autocast); weights, output layers and
+    losses stay float32. ``auto`` picks bfloat16 where the hardware computes it natively (CPUs with
+    AVX512-BF16, CUDA GPUs with bf16), float32 elsewhere."""
 
 
 def select_device(requested: str = "auto") -> torch.device:
@@ -65,6 +67,20 @@ def select_device(requested: str = "auto") -> torch.device:
     return device
 
 
+def resolve_matmul_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype for ``matmul_dtype`` on ``device``."""
+    if requested == "float32":
+        return torch.float32
+    if requested == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        # Without AVX512-BF16, oneDNN emulates bfloat16 and runs slower than float32.
+        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return torch.bfloat16 if native else torch.float32
+
+
 class SAC:
     def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig, device: torch.device | str = "cpu"):
         if cfg.n_target_critics > cfg.n_critics:
@@ -72,6 +88,7 @@ class SAC:
         self.cfg = cfg
         self.device = torch.device(device)
         self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.matmul_dtype = resolve_matmul_dtype(cfg.matmul_dtype, self.device)
         self.normalizer = ObservationNormalizer(obs_dim, enabled=cfg.normalize_observations).to(self.device)
         self.actor = Actor(obs_dim, act_dim, cfg.actor_hidden).to(self.device)
         critic_args = (obs_dim, act_dim, cfg.critic_hidden, cfg.n_critics, cfg.critic_dropout, cfg.critic_layer_norm)
@@ -82,9 +99,13 @@ class SAC:
         self.log_alpha = torch.tensor(float(np.log(cfg.alpha)), device=self.device, requires_grad=True)
         self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
         fused = self.device.type in ("cpu", "cuda")
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, fused=fused)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=fused)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, fused=fused)
+        # The actor and the temperature step together: their losses share no parameters, so one optimizer
+        # step (one fused kernel) over both equals two separate steps, at half the Python overhead.
+        self.actor_opt = torch.optim.Adam(
+            [{"params": self.actor.parameters(), "lr": cfg.actor_lr}, {"params": [self.log_alpha], "lr": cfg.alpha_lr}],
+            fused=fused,
+        )
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
         self.updates = 0
@@ -123,7 +144,7 @@ class SAC:
 
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on the critics, and (every ``actor_update_every``) on the actor and alpha."""
-        low_precision = self.cfg.matmul_dtype == "bfloat16"
+        low_precision = self.matmul_dtype == torch.bfloat16
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=low_precision):
             return self._update(batch)
 
@@ -135,7 +156,8 @@ class SAC:
 
         target_q = self.critic_target_values(batch.reward, next_obs, batch.terminated, alpha)
         q = self.critic(obs, batch.action)
-        critic_loss = 0.5 * F.mse_loss(q, target_q.expand_as(q), reduction="none").mean(1).sum()
+        # The sum over critics of each one's mean squared error, as one reduction.
+        critic_loss = 0.5 * q.shape[0] * F.mse_loss(q, target_q.expand_as(q))
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
@@ -151,20 +173,18 @@ class SAC:
             # Clipped double Q for the paper's twin critics; REDQ's actor uses the whole ensemble's mean.
             q_pi = q_all.mean(0) if cfg.n_target_critics < cfg.n_critics else q_all.min(0).values
             actor_loss = (alpha * log_prob - q_pi).mean()
-            self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            self.actor_opt.step()
-            self.critic.requires_grad_(True)
-
             entropy = -log_prob.detach().mean()
             info.update({"losses/actor": actor_loss.item(), "charts/entropy": entropy.item()})
+            loss = actor_loss
             if cfg.autotune_alpha:
                 # d loss / d log_alpha = -(entropy_target - entropy): entropy below its target raises alpha.
                 alpha_loss = self.log_alpha * (entropy - self.target_entropy)
-                self.alpha_opt.zero_grad(set_to_none=True)
-                alpha_loss.backward()
-                self.alpha_opt.step()
                 info["losses/alpha"] = alpha_loss.item()
+                loss = loss + alpha_loss
+            self.actor_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.actor_opt.step()
+            self.critic.requires_grad_(True)
 
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
@@ -180,7 +200,6 @@ class SAC:
             "log_alpha": self.log_alpha.detach().clone(),
             "actor_opt": self.actor_opt.state_dict(),
             "critic_opt": self.critic_opt.state_dict(),
-            "alpha_opt": self.alpha_opt.state_dict(),
             "updates": self.updates,
         }
 
@@ -193,5 +212,4 @@ class SAC:
             self.log_alpha.copy_(state["log_alpha"])
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
-        self.alpha_opt.load_state_dict(state["alpha_opt"])
         self.updates = int(state["updates"])

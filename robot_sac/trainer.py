@@ -242,6 +242,7 @@ class Trainer:
             "eval_return_final": final.get("return_mean"),
             "eval_return_best": self.best_return if self.evals else None,
             "device": str(self.device),
+            "matmul_dtype": str(self.agent.matmul_dtype).removeprefix("torch."),
             "evals": self.evals,
         }
         if "success_rate" in final:

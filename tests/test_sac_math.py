@@ -79,7 +79,7 @@ def test_fused_critic_equals_separate_linear_networks():
     x = torch.cat([obs, act], -1)
     for i in range(2):
         h = x
-        linears = [m for m in critic.net if hasattr(m, "weight")]
+        linears = [m for m in critic.net if hasattr(m, "weight")] + [critic.head]
         for j, layer in enumerate(linears):
             h = h @ layer.weight[i] + layer.bias[i, 0]
             if j < len(linears) - 1:
@@ -96,7 +96,7 @@ def _agent(**overrides):
 def test_critic_target_on_a_hand_computed_batch_terminal_vs_truncated():
     agent = _agent(gamma=0.9, alpha=0.5)
     with torch.no_grad():  # target critics output constants 3.0 and 2.0, so the min is 2.0
-        last = agent.critic_target.net[-1]
+        last = agent.critic_target.head
         last.weight.zero_()
         last.bias[0].fill_(3.0)
         last.bias[1].fill_(2.0)
@@ -192,6 +192,33 @@ def test_bfloat16_matmuls_keep_float32_losses_and_weights():
     assert all(p.dtype == torch.float32 for p in agent.critic.parameters())
     _, log_prob = agent.actor.sample(torch.randn(4, 3))
     assert log_prob.dtype == torch.float32
+
+
+def test_bfloat16_critic_values_keep_float32_resolution():
+    # A bfloat16 output layer would round Q ~ 300 to steps of 2; the float32 head keeps small TD errors.
+    torch.manual_seed(0)
+    critic = CriticEnsemble(3, 2, (32, 32), ensemble=2)
+    with torch.no_grad():
+        critic.head.bias.fill_(300.0)
+    obs, act = torch.randn(64, 3), torch.rand(64, 2) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q_low = critic(obs, act)
+    q_full = critic(obs, act)
+    assert q_low.dtype == torch.float32
+    assert len(torch.unique(q_low)) > 100  # not collapsed onto bfloat16's grid of step 2 around 300
+    torch.testing.assert_close(q_low, q_full, atol=0.05, rtol=0)
+
+
+def test_auto_precision_follows_native_bfloat16_support(monkeypatch):
+    from robot_sac.sac import resolve_matmul_dtype
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert resolve_matmul_dtype("auto", cpu) == torch.bfloat16
+    assert resolve_matmul_dtype("float32", cpu) == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert resolve_matmul_dtype("auto", cpu) == torch.float32
+    assert resolve_matmul_dtype("bfloat16", cpu) == torch.bfloat16
 
 
 def test_device_selection_is_automatic_and_explicit_cuda_fails_clearly(monkeypatch):

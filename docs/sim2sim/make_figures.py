@@ -9,6 +9,7 @@ commands in docs/sim2sim.md write)."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def gaps(results: dict) -> str:
 
 def plot(results: dict, path: Path) -> None:
     tasks = ("claw_turn", "quadruped_walk")
-    fig, axes = plt.subplots(2, 2, figsize=(14, 8), gridspec_kw={"width_ratios": [3, 1.3]})
+    fig, axes = plt.subplots(2, 2, figsize=(15, 8.5), gridspec_kw={"width_ratios": [3, 1.3]})
     bars = [("nominal", "native", "#1f77b4"), ("nominal", "other", "#9ecae1"),
             ("randomized", "native", "#d62728"), ("randomized", "other", "#fcae91")]
     for col, task in enumerate(tasks):
@@ -155,7 +156,9 @@ def plot(results: dict, path: Path) -> None:
                 if t == task and idle is not None:
                     ax.axhline(idle[metric], color="gray", ls="--", lw=1, label="idle reference, nominal model")
             ax.set_xticks(range(len(names)))
-            ax.set_xticklabels([f"{n}\n({LABEL[POLICIES[n][1]]})" for n in names], fontsize=7)
+            ax.set_xticklabels([f"{LABEL[POLICIES[n][1]]}\n{'rand' if POLICIES[n][2] else 'nom'} "
+                                f"{POLICIES[n][3] // 1000}k" for n in names], fontsize=7)
+            ax.set_xlabel("trained in, randomized (rand) or not (nom), steps", fontsize=8)
             ax.set_ylabel(ylabel)
             ax.axhline(0, color="k", lw=0.5)
             if row == 0:
@@ -170,7 +173,10 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> None:
     results = collect(Path(sys.argv[1]))
-    (HERE / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    text = json.dumps(results, indent=1)
+    # one line per list of per-episode returns
+    text = re.sub(r"\[\s*([-0-9.,\s]+?)\s*\]", lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",") + "]", text)
+    (HERE / "results.json").write_text(text + "\n")
     print(tables(results))
     print(gaps(results))
     plot(results, HERE / "transfer.png")

@@ -210,6 +210,18 @@ class SAC:
         self.normalizer.load_state_dict(state["normalizer"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.actor_opt.load_state_dict(_actor_and_alpha_opt_state(state))
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.updates = int(state["updates"])
+
+
+def _actor_and_alpha_opt_state(state: dict) -> dict:
+    """The actor optimizer's state; checkpoints from before the temperature joined it carry ``alpha_opt``."""
+    if "alpha_opt" not in state:
+        return state["actor_opt"]
+    actor, alpha = state["actor_opt"], state["alpha_opt"]
+    first_alpha_index = len(actor["param_groups"][0]["params"])
+    merged = dict(actor["state"])
+    merged.update({first_alpha_index + int(i): v for i, v in alpha["state"].items()})
+    alpha_group = {**alpha["param_groups"][0], "params": [first_alpha_index]}
+    return {"state": merged, "param_groups": [actor["param_groups"][0], alpha_group]}

@@ -209,6 +209,24 @@ def test_bfloat16_critic_values_keep_float32_resolution():
     torch.testing.assert_close(q_low, q_full, atol=0.05, rtol=0)
 
 
+def test_checkpoints_with_a_separate_temperature_optimizer_still_load():
+    agent = _agent()
+    for seed in range(3):
+        agent.update(_batch(n=16, seed=seed))
+    state = agent.state_dict()
+    # The layout written before the actor and the temperature shared one optimizer.
+    joint = state["actor_opt"]
+    n_actor = len(joint["param_groups"][0]["params"])
+    legacy = dict(state)
+    legacy["actor_opt"] = {"state": {i: joint["state"][i] for i in range(n_actor)},
+                           "param_groups": [joint["param_groups"][0]]}
+    legacy["alpha_opt"] = {"state": {0: joint["state"][n_actor]},
+                           "param_groups": [{**joint["param_groups"][1], "params": [0]}]}
+    restored = _agent()
+    restored.load_state_dict(legacy)
+    torch.testing.assert_close(restored.actor_opt.state_dict(), joint)
+
+
 def test_auto_precision_follows_native_bfloat16_support(monkeypatch):
     from robot_sac.sac import resolve_matmul_dtype
 

@@ -56,8 +56,8 @@ def _relu() -> nn.ReLU:
 def float32_layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``layer(x)`` in float32 even inside a bfloat16 autocast region.
 
-    The networks' outputs are computed in full precision: in bfloat16 a Q-value of a few hundred rounds to
-    steps of about one, coarser than the TD errors the critics learn from. Output layers are a sliver of
+    The networks' outputs are computed in full precision: in bfloat16 a Q-value of 300 rounds to steps of
+    2, coarser than the TD errors the critics learn from. Output layers are a sliver of
     the work, so this costs little.
     """
     with torch.autocast(x.device.type, enabled=False):
@@ -156,6 +156,14 @@ class CriticEnsemble(nn.Module):
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Q-values ``[E, B]``."""
         return float32_layer(self.head, self.net(torch.cat([obs, action], dim=-1))).squeeze(-1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints from before the output layer became ``head`` hold it as the last entry of ``net``.
+        old = f"{prefix}net.{len(self.net)}."
+        for name in ("weight", "bias"):
+            if old + name in state_dict:
+                state_dict[f"{prefix}head.{name}"] = state_dict.pop(old + name)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class ObservationNormalizer(nn.Module):

@@ -227,6 +227,16 @@ def test_checkpoints_with_a_separate_temperature_optimizer_still_load():
     torch.testing.assert_close(restored.actor_opt.state_dict(), joint)
 
 
+def test_critic_checkpoints_with_the_output_layer_inside_net_still_load():
+    torch.manual_seed(0)
+    critic = CriticEnsemble(4, 2, (16, 16), ensemble=2)
+    legacy = {k.replace("head.", f"net.{len(critic.net)}."): v for k, v in critic.state_dict().items()}
+    restored = CriticEnsemble(4, 2, (16, 16), ensemble=2)
+    restored.load_state_dict(legacy)
+    obs, act = torch.randn(8, 4), torch.randn(8, 2)
+    torch.testing.assert_close(restored(obs, act), critic(obs, act))
+
+
 def test_auto_precision_follows_native_bfloat16_support(monkeypatch):
     from robot_sac.sac import resolve_matmul_dtype
 

@@ -79,7 +79,10 @@ def test_transitions_flow_the_learner_updates_and_new_actors_are_swapped_in(tmp_
     assert report.safety_stop is None and report.safe_state_reached
     swapped = [version for version, _ in uplink.swaps]
     assert len(swapped) >= 2 and swapped == sorted(swapped) and swapped[0] > 1
-    assert report.policy_versions[: len(swapped) + 1] == [1, *swapped]
+    # Every policy the loop ran came from the learner, in order; a push that lands after the loop's last
+    # tick is swapped in by the uplink but never run.
+    ran = report.policy_versions
+    assert len(ran) >= 3 and ran == [1, *swapped[: len(ran) - 1]]
     produced = uplink.counters()["transitions"]
     robot_report = summary["robots"]["claw-vr"]
     assert robot_report["transitions_received"] == produced > 50
@@ -93,5 +96,5 @@ def test_transitions_flow_the_learner_updates_and_new_actors_are_swapped_in(tmp_
     ticks = recorder.consumer.items
     policy_ticks = [t for t in ticks if hasattr(t, "policy_version")]
     firsts = [b for a, b in zip(policy_ticks, policy_ticks[1:]) if b.policy_version != a.policy_version]
-    assert [t.policy_version for t in firsts] == swapped
+    assert [t.policy_version for t in firsts] == ran[1:]
     assert all(t.missed == 0 for t in firsts)

@@ -80,8 +80,11 @@ def test_a_killed_and_restarted_learner_ends_with_every_transition_exactly_once(
     assert counters["spool_held"] == 0 and counters["dropped"] == 0 and counters["spool_dropped"] == 0
     assert counters["rewinds"] >= 1  # the restarted learner held less than the robot had sent
     # The robot's side never waited on the learner: every offer returned at once, every tick on time.
-    # (absolute deadlines: a driver that had fallen behind would end late)
-    assert len(late_s) == TICKS and max(offer_s) < 0.005 and late_s[-1] < 0.5
+    # (absolute deadlines: a driver that had fallen behind would end late). Waiting on the learner would
+    # take a second or more (its outage, the resend timeout); the 50 ms bound leaves room for the VM's own
+    # scheduling stalls, which reach 10 ms here.
+    assert len(late_s) == TICKS and np.percentile(offer_s, 99) < 0.001 and max(offer_s) < 0.05
+    assert late_s[-1] < 0.5
 
     assert counters["transitions"] == len(EXPECTED)
     ckpt_dir = tmp_path / "learner" / "checkpoints"

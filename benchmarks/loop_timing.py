@@ -45,7 +45,7 @@ from firmware_bridge.policy_runtime import PolicyRuntime
 from firmware_bridge.realtime import RealtimeSettings
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.task import TaskInterface
-from firmware_bridge.tick_log import TickLog
+from firmware_bridge.tick_log_process import TickLogProcess
 from firmware_bridge.timing import DeadlineClock, Histogram
 from firmware_bridge.transitions import BackgroundSink
 
@@ -124,7 +124,7 @@ def control_loop(
     mapper = ActionMapper(dataclasses.replace(spec, control_rate_hz=rate_hz))
     sinks = []
     if log is not None:
-        sinks.append(BackgroundSink("log", TickLog(log, {"robot": spec.name, "joint_names": spec.joint_names,
+        sinks.append(BackgroundSink("log", TickLogProcess(log, {"robot": spec.name, "joint_names": spec.joint_names,
                                                           "rate_hz": rate_hz})))  # fmt: skip
     if realtime:
         settings = realtime_settings(fifo)

@@ -14,8 +14,8 @@ plugins. One message per topic per tick, ``log_time`` on the Unix clock:
 A ``run`` metadata record holds the robot, joint and feature names, the
 policy, the rate and the real-time settings.
 
-``TickLog`` is a ``transitions.Consumer``: it runs on a ``BackgroundSink``'s
-thread, never on the loop's.
+``TickLog`` is a ``transitions.Consumer``. ``firmware-bridge run`` runs it in a
+child process (``tick_log_process``), never on the loop's thread or interpreter.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from firmware_bridge.policy_runtime import PolicyRuntime
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.task import TaskInterface
 from firmware_bridge.state import RobotState
+from firmware_bridge.tick_log_process import TickLogProcess
 from firmware_bridge.tick_log import CHUNK_BYTES, SCHEMAS, TickLog, TickLogError, read_tick_log
 from firmware_bridge.transitions import BackgroundSink, Transition
 from policy_files import write_policy
@@ -32,7 +33,7 @@ def logged_run(tmp_path_factory):
     bias = np.where(np.arange(SPEC.num_joints) % 2 == 0, 0.8, 0.0)
     policy = PolicyRuntime(write_policy(tmp / "p.onnx", SPEC, TASK, bias=bias, version=7), SPEC, TASK)
     builder = ObservationBuilder(SPEC, TASK)
-    sink = BackgroundSink("log", TickLog(tmp / "run.mcap", {"robot": SPEC.name, "joint_names": SPEC.joint_names,
+    sink = BackgroundSink("log", TickLogProcess(tmp / "run.mcap", {"robot": SPEC.name, "joint_names": SPEC.joint_names,
                                                               "rate_hz": SPEC.control_rate_hz}))  # fmt: skip
     robot = build_robot(SPEC, MujocoBackend(SPEC))
     with serving(make_server(robot, serial=True)) as server, open_bus(SPEC, port=server.path) as bus:

@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     sinks = [BackgroundSink("console", EventPrinter(out))]
     if args.log:
-        from firmware_bridge.tick_log import TickLog
+        from firmware_bridge.tick_log_process import TickLogProcess
 
         run_info = {
             "robot": spec.name,
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         try:
-            tick_log = TickLog(args.log, run_info)
+            tick_log = TickLogProcess(args.log, run_info)
         except OSError as exc:
             print(f"firmware-bridge run: error: --log {args.log}: {exc.strerror or exc}", file=err)
             return 2

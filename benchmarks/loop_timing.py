@@ -15,8 +15,9 @@ For each rate, in one run and interleaved so both see the same machine:
 
 ZMQ, not the pty: the modelled 1 Mbaud line alone needs about 1.6 ms per command/state round trip, more
 than a 1 kHz period (``benchmarks/bus_roundtrip.py``). Times in microseconds; ``period error`` is how late
-each tick started after its deadline; ``state->cmd`` is from the state's arrival to the command's
-acknowledgement (with the state taken from the previous reply it includes the wait for the deadline).
+each tick started after its deadline; ``state->cmd`` is from the state in hand (the previous command's
+reply, collected at the tick's start) to the command sent; ``send`` is the command's send. The reply
+travels while the loop waits for its next deadline, so the round trip is not part of a tick's work.
 
     python benchmarks/loop_timing.py [--seconds 10] [--rates 250 500 1000] [--json FILE]
 """
@@ -230,7 +231,7 @@ def print_table(rows: list[dict], seconds: float) -> None:
         return f"{value[stat]:.1f}" if value else "-"
 
     header = ("| rate Hz | kind | ticks | missed | period err p50 | p99 | max | policy p50 | p99 | "
-              "state->cmd p50 | p99 | bus rtt p50 | log dropped | stop |")  # fmt: skip
+              "state->cmd p50 | p99 | send p50 | log dropped | stop |")  # fmt: skip
     print(f"\n{seconds:g} s per row, microseconds\n")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))

@@ -138,15 +138,30 @@ class BoardBus(MotorBus):
         self._timeouts = 0
         self._time_base_us = 0  # unwraps the board's 32-bit microsecond clock
         self._last_board_us: int | None = None
+        self._pending: tuple[int, float] | None = None
+        """The sequence number and reply deadline of a command sent but not yet collected."""
 
     def exchange(self, targets: np.ndarray) -> RobotState:
+        self.send_command(targets)
+        return self.collect_reply()
+
+    def send_command(self, targets: np.ndarray) -> None:
         targets = np.asarray(targets, dtype=np.float64)
         if targets.shape != (self.spec.num_joints,):
             raise ValueError(f"targets: expected shape ({self.spec.num_joints},), got {targets.shape}")
         self._motor[self._slot_of_joint] = self._motor_from_joint(targets)
         seq = self._next_seq()
-        body = self._commands.body(seq, self._motor, self._kp, self._kd, self._torque)
-        return self._state(self._request(seq, body, "COMMAND"))
+        self.link.send(self._commands.body(seq, self._motor, self._kp, self._kd, self._torque))
+        self._pending = (seq, time.monotonic() + self.timeout_s)
+
+    def collect_reply(self) -> RobotState:
+        if self._pending is None:
+            raise RuntimeError("collect_reply without a command sent")
+        seq, deadline = self._pending
+        self._pending = None
+        # The timeout counts from the send: a reply that arrived while the loop waited for its deadline is
+        # already in the receive buffer and returns at once.
+        return self._state(self._await_reply(seq, deadline, "COMMAND"))
 
     def read_state(self) -> RobotState:
         return self._state(self._send(Heartbeat()))
@@ -178,7 +193,9 @@ class BoardBus(MotorBus):
 
     def _request(self, seq: int, body: bytes, what: str, reply_type: type = State):
         self.link.send(body)
-        deadline = time.monotonic() + self.timeout_s
+        return self._await_reply(seq, time.monotonic() + self.timeout_s, what, reply_type)
+
+    def _await_reply(self, seq: int, deadline: float, what: str, reply_type: type = State):
         while True:
             for _, reply in self.link.receive(deadline):
                 if reply_type is State and isinstance(reply, State) and reply.last_command_seq == seq:

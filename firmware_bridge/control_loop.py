@@ -1,9 +1,9 @@
 """The on-robot loop: arm, approach the start pose slowly, run the policy at a fixed rate, always end safe.
 
 One policy tick, on absolute deadlines:
-state (the reply to the previous command, or a fresh read) -> observation ->
-policy -> action mapping -> command exchange -> hand the transition to the
-sinks (never blocking). A new policy given with
+state (the reply to the previous command, collected now, or a fresh read) ->
+observation -> policy -> action mapping -> command sent -> hand the
+transition to the sinks (never blocking). A new policy given with
 ``swap_policy`` (from any thread) takes effect at the start of the next tick.
 
 Every way out of ``run`` (duration reached, ``stop`` set by a signal handler,
@@ -55,7 +55,8 @@ class LoopConfig:
     miss_window_s: float = 1.0
     state_source: Literal["reply", "fresh"] = "reply"
     """Where a tick's observation comes from. ``reply``: the state the motors sent back with the previous
-    command, one bus round trip per tick (what 1 kHz needs; the state is up to a period old, a loop delay
+    command, one bus round trip per tick, sent at one tick's end and collected at the next one's start so
+    that it overlaps the wait (what 1 kHz needs; the state is up to a period old, a loop delay
     of the kind training covers with its 0-1 tick latency randomization). ``fresh``: a separate state read
     at the tick's start, two round trips per tick, for slow loops on fast buses that want the freshest
     state."""
@@ -233,6 +234,8 @@ class ControlLoop:
         # As the simulator does at reset: rate limiting starts from the measured pose.
         mapper.reset(reply.joint_pos)
         active: tuple[Policy, int] | None = None
+        pending = False
+        """A command was sent and its reply, the next tick's state, not yet collected."""
         end = None
         while not self.stop.is_set():
             tick = deadlines.wait()
@@ -257,9 +260,15 @@ class ControlLoop:
                 if read is not None:
                     reply, reply_arrived = read, t1
                     monitor.check_state(read, t1)
-                state, arrived = reply, reply_arrived
             else:
-                state, arrived, t1 = reply, reply_arrived, t0
+                if pending:
+                    pending = False
+                    answer = self._tolerate_timeout(bus.collect_reply, monitor, report)
+                    if answer is not None:
+                        reply, reply_arrived = answer, clock()
+                        monitor.check_state(answer, reply_arrived)
+                t1 = clock()
+            state, arrived = reply, reply_arrived
             obs = builder.build(state, hist)
             monitor.check_observation(obs)
             action = policy(obs)
@@ -269,15 +278,14 @@ class ControlLoop:
                 raise SafetyStop(StopReason.NON_FINITE_ACTION, f"{exc} (policy version {version})") from None
             hist.record(action)
             t2 = clock()
-            answer = self._tolerate_timeout(bus.exchange, monitor, report, command)
+            if fresh:
+                answer = self._tolerate_timeout(bus.exchange, monitor, report, command)
+                if answer is not None and answer.faults:
+                    raise SafetyStop(StopReason.MOTOR_FAULT, f"the motors report {describe_faults(answer.faults)}")
+            else:
+                # The reply is collected at the next tick's start: the round trip overlaps the wait.
+                pending = self._tolerate_timeout(self._send_command, monitor, report, command) is not None
             t3 = clock()
-            if answer is not None:
-                if fresh:
-                    if answer.faults:
-                        raise SafetyStop(StopReason.MOTOR_FAULT, f"the motors report {describe_faults(answer.faults)}")
-                else:
-                    reply, reply_arrived = answer, t3
-                    monitor.check_state(answer, t3)
 
             period_error, read_us, policy_us = tick.period_error_us, (t1 - t0) * 1e6, (t2 - t1) * 1e6
             write_us, latency_us = (t3 - t2) * 1e6, (t3 - arrived) * 1e6
@@ -294,6 +302,13 @@ class ControlLoop:
                     sink.offer(item)
             report.ticks += 1
             report.wall_s = t3 - started
+        if pending:
+            # The last command's reply: consumed here, so the safe stop's requests find a clean bus.
+            self._tolerate_timeout(bus.collect_reply, monitor, report)
+
+    def _send_command(self, command: np.ndarray) -> bool:
+        self.bus.send_command(command)
+        return True
 
     def _tolerate_timeout(self, call, monitor: SafetyMonitor, report: LoopReport, *args) -> RobotState | None:
         """``call(*args)``'s state, or None after a timeout the safety monitor still tolerates (see

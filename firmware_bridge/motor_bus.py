@@ -59,10 +59,28 @@ class MotorBus(abc.ABC):
         self.spec = spec
         self.calibration = calibration or Calibration.identity(spec)
         self._offset, self._direction = self.calibration.arrays(spec)
+        self._reply: RobotState | None = None
 
     @abc.abstractmethod
     def exchange(self, targets: np.ndarray) -> RobotState:
         """Send joint position targets (n,) [rad] with the spec's gains; return the state measured in reply."""
+
+    def send_command(self, targets: np.ndarray) -> None:
+        """The first half of ``exchange``: send the targets; ``collect_reply`` returns the state sent back.
+
+        A loop that observes the reply to its previous command sends at the end of one tick and collects at
+        the start of the next, so the bus round trip overlaps the wait for the deadline instead of adding to
+        the tick's work. This default does the whole exchange here (buses whose wire cannot leave a reply
+        pending, or that poll motors one transaction after another), so errors surface at once.
+        """
+        self._reply = self.exchange(targets)
+
+    def collect_reply(self) -> RobotState:
+        """The state sent back for the last ``send_command``."""
+        if self._reply is None:
+            raise RuntimeError("collect_reply without a command sent")
+        reply, self._reply = self._reply, None
+        return reply
 
     @abc.abstractmethod
     def read_state(self) -> RobotState:

@@ -99,11 +99,13 @@ TIMING_CHANNELS = ("period_error", "read", "policy", "write", "latency")
 """What each tick measures, in microseconds:
 
 - ``period_error``: how late the tick started after its deadline;
-- ``read``: the state read, request to reply (0 when the state came with the previous command's reply);
+- ``read``: getting the state: collecting the reply to the previous command (normally waiting in the
+  receive buffer already), or with ``state_source: fresh`` a state read, request to reply;
 - ``policy``: observation building, inference and action mapping;
-- ``write``: the command exchange, command sent to its acknowledging reply;
-- ``latency``: state received to command acknowledged, the end-to-end state-to-command time (with the
-  state taken from the previous reply this includes the wait for the tick's deadline).
+- ``write``: the command: sent (its reply is the next tick's state), or with ``fresh`` sent and acknowledged.
+  Buses that cannot leave a reply pending (Dynamixel) exchange here in both modes;
+- ``latency``: the state in hand to the command sent (acknowledged, with ``fresh``): the tick's
+  state-to-command time.
 """
 
 

@@ -143,6 +143,37 @@ def test_a_late_reply_to_a_timed_out_request_is_counted_and_not_used():
         os.close(slave)
 
 
+def test_a_reply_collected_a_tick_after_its_command_was_waiting_and_its_timeout_counts_from_the_send():
+    def reply(echo):
+        zeros = np.zeros(8)
+        return State(0, echo, BoardMode.ARMED, 0, np.full(8, 0.3), zeros, zeros, np.zeros(8, np.uint8), np.zeros(3),
+                     np.zeros(3))  # fmt: skip
+
+    master, slave = os.openpty()
+    port = serial.Serial(os.ttyname(slave), timeout=0)
+    try:
+        bus = BoardBus(SPEC, SerialLink(port), timeout_s=0.02)
+        with pytest.raises(RuntimeError, match="collect_reply without a command sent"):
+            bus.collect_reply()
+        bus.send_command(SPEC.start)  # seq 1: the board answers while the loop waits for its next deadline
+        os.write(master, encode_frame(reply(1), 1))
+        time.sleep(0.05)  # longer than the timeout: the reply arrived in time and waits in the buffer
+        t0 = time.monotonic()
+        np.testing.assert_allclose(bus.collect_reply().joint_pos, 0.3)
+        assert time.monotonic() - t0 < 0.01
+        bus.send_command(SPEC.start)  # seq 2 goes unanswered
+        time.sleep(0.05)
+        t0 = time.monotonic()
+        with pytest.raises(BusTimeout, match="no STATE reply to COMMAND seq 2 within 20 ms"):
+            bus.collect_reply()
+        assert time.monotonic() - t0 < 0.01  # the 20 ms ran from the send, not from the collect
+        assert bus.counters()["timeouts"] == 1 and bus.counters()["stale_replies"] == 0
+    finally:
+        port.close()
+        os.close(master)
+        os.close(slave)
+
+
 def test_zmq_timeout_when_nobody_is_bound():
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)

@@ -108,12 +108,20 @@ class DynamixelBus(MotorBus):
         self._errors = 0
 
     def exchange(self, targets: np.ndarray) -> RobotState:
+        self.send_command(targets)
+        return self.read_state()
+
+    def send_command(self, targets: np.ndarray) -> None:
         targets = np.asarray(targets, dtype=np.float64)
         if targets.shape != (self.spec.num_joints,):
             raise ValueError(f"targets: expected shape ({self.spec.num_joints},), got {targets.shape}")
         for dxl_id, rad in zip(self.joint_ids, self._motor_from_joint(targets).tolist()):
             self._writer.changeParam(dxl_id, list(encode_raw(XM430.GOAL_POSITION, from_si(XM430.GOAL_POSITION, rad))))
         self._check(self._writer.txPacket(), 0, "SYNC_WRITE goal position", None)
+
+    def collect_reply(self) -> RobotState:
+        """A SYNC_WRITE has no reply: the state is a SYNC_READ made now, at the next tick's start, so the
+        policy sees the joints as they are rather than as they were a period ago."""
         return self.read_state()
 
     def read_state(self) -> RobotState:

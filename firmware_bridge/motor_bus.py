@@ -70,8 +70,8 @@ class MotorBus(abc.ABC):
 
         A loop that observes the reply to its previous command sends at the end of one tick and collects at
         the start of the next, so the bus round trip overlaps the wait for the deadline instead of adding to
-        the tick's work. This default does the whole exchange here (buses whose wire cannot leave a reply
-        pending, or that poll motors one transaction after another), so errors surface at once.
+        the tick's work. This default, for buses that only implement ``exchange``, does the whole exchange
+        here, so its errors surface at once.
         """
         self._reply = self.exchange(targets)
 

@@ -99,11 +99,11 @@ TIMING_CHANNELS = ("period_error", "read", "policy", "write", "latency")
 """What each tick measures, in microseconds:
 
 - ``period_error``: how late the tick started after its deadline;
-- ``read``: getting the state: collecting the reply to the previous command (normally waiting in the
-  receive buffer already), or with ``state_source: fresh`` a state read, request to reply;
+- ``read``: getting the state: collecting the reply to the previous command (on a motor board normally
+  waiting in the receive buffer already; on a Dynamixel chain a SYNC_READ made now), or with
+  ``state_source: fresh`` a state read, request to reply;
 - ``policy``: observation building, inference and action mapping;
-- ``write``: the command: sent (its reply is the next tick's state), or with ``fresh`` sent and acknowledged.
-  Buses that cannot leave a reply pending (Dynamixel) exchange here in both modes;
+- ``write``: the command: sent (its reply is the next tick's state), or with ``fresh`` sent and acknowledged;
 - ``latency``: the state in hand to the command sent (acknowledged, with ``fresh``): the tick's
   state-to-command time.
 """

@@ -225,3 +225,43 @@ def test_the_loop_stops_on_a_motor_fault_alert_and_ends_safe(tmp_path):
     assert report.stop_reason is StopReason.MOTOR_FAULT
     assert "dynamixel id 31 reports a hardware error (HARDWARE_ERROR_STATUS: OVERHEATING)" in report.safety_stop
     assert 5 <= report.ticks <= 8 and report.safe_state_reached
+
+
+def test_at_the_claws_rate_each_tick_observes_the_joints_read_at_its_start_not_a_period_ago(tmp_path):
+    from firmware_bridge.action import ActionMapper
+    from firmware_bridge.control_loop import ControlLoop, LoopConfig
+    from firmware_bridge.observation import ObservationBuilder
+    from firmware_bridge.policy_runtime import PolicyRuntime
+    from firmware_bridge.task import TaskInterface
+    from firmware_bridge.transitions import BackgroundSink, Transition
+    from policy_files import write_policy
+
+    class Recorder:
+        def __init__(self):
+            self.ticks = []
+
+        def handle(self, item):
+            if isinstance(item, Transition):
+                self.ticks.append(item)
+
+        def close(self):
+            pass
+
+    task = TaskInterface.load("claw_turn")
+    policy = PolicyRuntime(write_policy(tmp_path / "claw.onnx", SPEC, task), SPEC, task)
+    robot = build_robot(SPEC, MujocoBackend(SPEC), watchdog_s=0)
+    recorder = Recorder()
+    sink = BackgroundSink("record", recorder)
+    # The Dynamixel bus stamps a state with time.monotonic() when its SYNC_READ returns; ticks run on perf_counter.
+    monotonic_minus_loop_clock = time.monotonic() - time.perf_counter()
+    with serving(make_server(robot, serial=True)) as server, open_bus(SPEC, port=server.path, timeout_s=0.5) as bus:
+        config = LoopConfig(rate_hz=SPEC.control_rate_hz, duration_s=1.0)
+        report = ControlLoop(bus, ObservationBuilder(SPEC, task), ActionMapper(SPEC), policy, 1, config,
+                             sinks=[sink]).run()  # fmt: skip
+    sink.close()
+    assert report.safety_stop is None and report.ticks >= 9
+    period = 1.0 / SPEC.control_rate_hz
+    age = [t.state.timestamp - (t.time + monotonic_minus_loop_clock) for t in recorder.ticks[1:]]
+    # Read after the tick started and well within its period; the reply to the previous command would be
+    # about a period (100 ms) older than the tick.
+    assert min(age) > -0.005 and max(age) < 0.3 * period, age

@@ -135,18 +135,22 @@ class TickLogProcess:
         self._pipe = self._proc.stdin
         self._codec = TickCodec()
         init = {"path": str(self.path.resolve()), "run_info": run_info}
-        self._pipe.write(_frame(b"I", json.dumps(init).encode()))
+        self._write(_frame(b"I", json.dumps(init).encode()))
 
     def handle(self, item: Transition | Event) -> None:
         if isinstance(item, Event):
             event = {"time": item.time, "kind": item.kind, "detail": item.detail, "data": item.data}
-            self._pipe.write(_frame(b"E", json.dumps(event, allow_nan=True).encode()))
+            self._write(_frame(b"E", json.dumps(event, allow_nan=True).encode()))
             return
         layout = TickCodec.layout_of(item)
         if layout != self._codec.layout:
             self._codec.layout = layout
-            self._pipe.write(_frame(b"L", json.dumps(layout).encode()))
-        self._pipe.write(_frame(b"T", self._codec.encode(item)))
+            self._write(_frame(b"L", json.dumps(layout).encode()))
+        self._write(_frame(b"T", self._codec.encode(item)))
+
+    def _write(self, data: bytes) -> None:
+        while data:  # a signal (the bridge's Ctrl-C) can cut a blocking pipe write short
+            data = data[self._pipe.write(data) :]
 
     def close(self) -> None:
         try:

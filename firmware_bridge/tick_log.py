@@ -166,6 +166,8 @@ class TickLogData:
     missed: np.ndarray
     policy_version: np.ndarray
     events: list[dict] = field(default_factory=list)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    """Sensors beyond the joints by name (the claw's ``valve_angle`` [rad], ...): (ticks,), NaN where absent."""
 
     @property
     def ticks(self) -> int:
@@ -218,4 +220,13 @@ def read_tick_log(path: str | Path) -> TickLogData:
         missed=np.array([payload["missed"] for _, payload in ticks], dtype=np.int64),
         policy_version=np.array([payload["policy_version"] for _, payload in ticks], dtype=np.int64),
         events=[{"time_s": (t - t0) * 1e-9, **payload} for t, payload in per_topic["/events"]],
+        extras=_extras(per_topic["/state"]),
     )
+
+
+def _extras(states: list[tuple[int, dict]]) -> dict[str, np.ndarray]:
+    names = dict.fromkeys(name for _, payload in states for name in payload.get("extras", {}))
+    return {
+        name: np.array([payload.get("extras", {}).get(name, np.nan) for _, payload in states], dtype=np.float64)
+        for name in names
+    }

@@ -92,3 +92,19 @@ def test_a_dead_writer_stops_the_sink_and_is_counted_never_raised_at_the_loop(tm
     assert sink.counters()["dropped"] >= 1 and len(offers) == 200
     with pytest.raises(RuntimeError, match="sink log failed"):
         sink.close()
+
+
+def test_extra_sensors_are_read_back_and_plotted_beside_the_joints(tmp_path):
+    from firmware_bridge.commands.log_summary import plot
+
+    rng = np.random.default_rng(5)
+    items = [transition(k, rng) for k in range(40)]
+    log = TickLogProcess(tmp_path / "run.mcap", {"robot": "claw", "joint_names": [f"j{i}" for i in range(9)]})
+    for item in items:
+        log.handle(item)
+    log.close()
+    data = read_tick_log(tmp_path / "run.mcap")
+    assert list(data.extras) == ["valve_angle", "valve_velocity"]
+    np.testing.assert_array_equal(data.extras["valve_angle"], [i.state.extras["valve_angle"] for i in items])
+    plot(data, tmp_path / "run.png")
+    assert (tmp_path / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -59,14 +59,15 @@ def summarize(data: TickLogData) -> dict[str, object]:
 
 
 def plot(data: TickLogData, path: Path) -> None:
-    """Joint positions (measured, commanded) per joint, and histograms of period error and latency."""
+    """Joint positions (measured, commanded) per joint, the extra sensors (the claw's valve), and histograms
+    of period error and latency."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(data.run_info.get("joint_names", [])) or [f"joint {i}" for i in range(data.joint_pos.shape[1])]
-    n = len(names)
+    n = len(names) + len(data.extras)
     cols = 2 if n > 1 else 1
     rows = -(-n // cols)
     fig = plt.figure(figsize=(6 * cols, 2.2 * rows + 3.2), constrained_layout=True)
@@ -79,6 +80,10 @@ def plot(data: TickLogData, path: Path) -> None:
         ax.set_ylabel("rad")
         if i == 0:
             ax.legend(fontsize=7)
+    for i, (name, values) in enumerate(data.extras.items(), start=len(names)):
+        ax = fig.add_subplot(grid[i // cols, i % cols])
+        ax.plot(data.time_s, values, lw=1, color="tab:green")
+        ax.set_title(f"{name} (sensor)", fontsize=9)
     ax = fig.add_subplot(grid[rows, :])
     for channel in ("period_error", "latency"):
         values = data.timings_us[channel]

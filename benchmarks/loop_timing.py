@@ -19,7 +19,7 @@ each tick started after its deadline; ``state->cmd`` is from the state in hand (
 reply, collected at the tick's start) to the command sent; ``send`` is the command's send. The reply
 travels while the loop waits for its next deadline, so the round trip is not part of a tick's work.
 
-    python benchmarks/loop_timing.py [--seconds 10] [--rates 250 500 1000] [--json FILE]
+    python benchmarks/loop_timing.py [--seconds 10] [--rates 250 500 1000] [--repeats N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -173,6 +173,10 @@ def main() -> int:
     parser.add_argument("--policy", help="policy file (default: export an untrained actor)")
     parser.add_argument("--no-extras", action="store_true", help="skip the loop+log and loop+rt rows")
     parser.add_argument(
+        "--repeats", type=int, default=1,
+        help="run every kind this many times, interleaved: this VM's stalls make one run's p99 a sample",
+    )  # fmt: skip
+    parser.add_argument(
         "--fifo", type=int, default=10, metavar="PRIORITY",
         help="SCHED_FIFO priority of the rt rows (reported as refused where the OS does not allow it)",
     )
@@ -195,7 +199,7 @@ def main() -> int:
     kinds = ["bare", "loop"] + ([] if args.no_extras else ["loop+log", "bare+rt", "loop+rt"])
     rows = []
     for rate in args.rates:
-        for kind in kinds:
+        for repeat, kind in ((r, k) for r in range(1, args.repeats + 1) for k in kinds):
             started = time.perf_counter()
             if kind == "bare":
                 row = bare_loop(rate, args.seconds, spin)
@@ -211,10 +215,11 @@ def main() -> int:
                 row = control_loop(rate, args.seconds, spin, spec, task, policy,
                                    log=tmp / f"{rate:g}.mcap" if kind == "loop+log" else None,
                                    realtime=kind == "loop+rt", fifo=args.fifo)  # fmt: skip
-            row.update(rate_hz=rate, kind=kind, wall_s=round(time.perf_counter() - started, 2))
+            row.update(rate_hz=rate, kind=kind, run=repeat, wall_s=round(time.perf_counter() - started, 2))
             rows.append(row)
             print(f"  {rate:g} Hz {kind}: done", file=sys.stderr, flush=True)
     print_table(rows, args.seconds)
+    print_targets(rows)
     # Everything here shares two cores with whatever else runs: the load says how much else that was.
     print(f"load average (1 min) before {load_before:.1f}, after {os.getloadavg()[0]:.1f}, on {os.cpu_count()} CPUs")
     for row in rows:
@@ -230,20 +235,34 @@ def print_table(rows: list[dict], seconds: float) -> None:
         value = row.get(key)
         return f"{value[stat]:.1f}" if value else "-"
 
-    header = ("| rate Hz | kind | ticks | missed | period err p50 | p99 | max | policy p50 | p99 | "
+    header = ("| rate Hz | run | kind | ticks | missed | period err p50 | p99 | max | policy p50 | p99 | "
               "state->cmd p50 | p99 | send p50 | log dropped | stop |")  # fmt: skip
     print(f"\n{seconds:g} s per row, microseconds\n")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for r in rows:
         print(
-            f"| {r['rate_hz']:g} | {r['kind']} | {r['ticks']} | {r['missed']} | "
+            f"| {r['rate_hz']:g} | {r['run']} | {r['kind']} | {r['ticks']} | {r['missed']} | "
             f"{cell(r, 'period_error_us', 'p50')} | {cell(r, 'period_error_us', 'p99')} | "
             f"{cell(r, 'period_error_us', 'max')} | {cell(r, 'policy_us', 'p50')} | {cell(r, 'policy_us', 'p99')} | "
             f"{cell(r, 'latency_us', 'p50')} | {cell(r, 'latency_us', 'p99')} | {cell(r, 'write_us', 'p50')} | "
             f"{r['log_dropped'] if r.get('log_dropped') is not None else '-'} | "
             f"{(r.get('safety_stop') or '-').split(':')[0]} |"
         )
+
+
+def print_targets(rows: list[dict]) -> None:
+    """Per rate, in how many runs the loop's p99 period error was within 1.2x the bare loop's of the same run
+    (the target), and the real-time loop's within the plain bare loop's."""
+    p99 = {(r["rate_hz"], r["run"], r["kind"]): r["period_error_us"]["p99"] for r in rows if r.get("period_error_us")}
+    for rate in dict.fromkeys(r["rate_hz"] for r in rows):
+        runs = sorted({run for (hz, run, _) in p99 if hz == rate})
+        for kind, floor in (("loop", "bare"), ("loop+log", "bare"), ("loop+rt", "bare")):
+            pairs = [(p99[rate, run, kind], p99[rate, run, floor]) for run in runs if (rate, run, kind) in p99]
+            if pairs:
+                met = sum(ours <= 1.2 * bare for ours, bare in pairs)
+                print(f"{rate:g} Hz: {kind} p99 <= 1.2x {floor} p99 in {met} of {len(pairs)} runs "
+                      f"({', '.join(f'{ours:.0f} vs {bare:.0f}' for ours, bare in pairs)} us)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The tick log's child-process writer: the packed record round trip, the file it writes, a writer that dies."""
 
+import os
 import time
 
 import numpy as np
@@ -108,3 +109,15 @@ def test_extra_sensors_are_read_back_and_plotted_beside_the_joints(tmp_path):
     np.testing.assert_array_equal(data.extras["valve_angle"], [i.state.extras["valve_angle"] for i in items])
     plot(data, tmp_path / "run.png")
     assert (tmp_path / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policies")
+def test_the_writer_runs_under_the_idle_scheduling_policy(tmp_path):
+    log = TickLogProcess(tmp_path / "run.mcap", {"robot": "claw"})
+    try:
+        deadline = time.monotonic() + 10
+        while os.sched_getscheduler(log._proc.pid) != os.SCHED_IDLE and time.monotonic() < deadline:
+            time.sleep(0.02)  # the child sets it once Python has started
+        assert os.sched_getscheduler(log._proc.pid) == os.SCHED_IDLE
+    finally:
+        log.close()

@@ -32,23 +32,29 @@ class EpisodeTape:
 
     Simulator state cannot be pickled portably (MuJoCo envs re-create their model when unpickled), but
     every env here is deterministic given its RNG, so replaying the episode's actions rebuilds it exactly.
+    The run's first episode starts from ``reset(seed=seed)``, which replaces the RNG: its tape holds no RNG
+    state (``None``), and replaying it reseeds instead.
     """
 
     def __init__(self) -> None:
         self.rng_state: dict | None = None
         self.actions: list[np.ndarray] = []
 
-    def start(self, env) -> None:
-        self.rng_state = env.unwrapped.np_random.bit_generator.state
+    def start(self, env, seeded: bool = False) -> None:
+        """Record the start of an episode; ``seeded`` when its reset is given the run's seed."""
+        self.rng_state = None if seeded else env.unwrapped.np_random.bit_generator.state
         self.actions = []
 
     def state_dict(self) -> dict:
         return {"rng_state": self.rng_state, "actions": np.array(self.actions, dtype=np.float32)}
 
     def replay(self, env, seed: int, state: dict) -> np.ndarray:
-        env.reset(seed=seed)
-        env.unwrapped.np_random.bit_generator.state = state["rng_state"]
-        obs, _ = env.reset()
+        if state["rng_state"] is None:
+            obs, _ = env.reset(seed=seed)
+        else:
+            env.reset(seed=seed)
+            env.unwrapped.np_random.bit_generator.state = state["rng_state"]
+            obs, _ = env.reset()
         self.rng_state = state["rng_state"]
         self.actions = []
         for action in state["actions"]:
@@ -85,7 +91,7 @@ class Trainer:
         self.evals: list[dict[str, float]] = []
         self.best_return = -float("inf")
         self.tape = EpisodeTape()
-        self.tape.start(self.env)
+        self.tape.start(self.env, seeded=True)
         self.obs, _ = self.env.reset(seed=cfg.seed)
         self.ep_return = 0.0
         self.ep_len = 0

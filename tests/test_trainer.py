@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -35,16 +36,23 @@ def test_terminations_stop_the_bootstrap_and_truncations_do_not(tmp_path):
     assert [s for s, _ in inv.episode_returns] == (ends + 1).tolist()
 
 
-def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
-    straight = Trainer(_cfg(), tmp_path / "a", show_progress=False)
+@pytest.mark.parametrize(
+    "env, stop",
+    [
+        ("InvertedPendulum-v5", 170),  # mid-episode, in a later episode, after learning started
+        ("Pendulum-v1", 150),  # inside the run's first episode, which began from reset(seed=...)
+    ],
+)
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, env, stop):
+    straight = Trainer(_cfg(env), tmp_path / "a", show_progress=False)
     straight.train()
 
-    first = Trainer(_cfg(), tmp_path / "b", show_progress=False)
-    first.train(until=170)  # mid-episode, after learning started
-    assert first.ep_len > 0
+    first = Trainer(_cfg(env), tmp_path / "b", show_progress=False)
+    first.train(until=stop)
+    assert first.ep_len > 0 and (first.episodes > 0) == (env == "InvertedPendulum-v5")
     del first
     resumed = Trainer.resume(tmp_path / "b", show_progress=False)
-    assert resumed.step == 170
+    assert resumed.step == stop
     resumed.train()
 
     for name in ("actor", "critic", "critic_target"):

@@ -41,8 +41,15 @@ class Calibration:
         return cls(spec.name, {name: JointCalibration() for name in spec.joint_names})
 
     @classmethod
-    def load(cls, path: str | Path) -> Calibration:
-        return typed_yaml.load(cls, path)
+    def load(cls, path: str | Path, spec: RobotSpec | None = None) -> Calibration:
+        """The calibration file at ``path``; with ``spec``, also checked against that robot, naming the file."""
+        calibration = typed_yaml.load(cls, path)
+        if spec is not None:
+            try:
+                calibration.arrays(spec)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+        return calibration
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(typed_yaml.to_mapping(self), sort_keys=False))

@@ -47,8 +47,9 @@ class JointSpec:
 
 @dataclass(frozen=True)
 class BusSpec:
-    kind: Literal["framed_serial", "dynamixel", "zmq"]
-    """How the motors are reached."""
+    kind: Literal["framed_serial", "dynamixel"]
+    """The motors' protocol: the framed motor-board messages (over a serial port, or ZMQ with ``--zmq``), or
+    Dynamixel Protocol 2.0 (serial only)."""
     baud: int = 1_000_000
     """Serial baud rate (framed_serial, dynamixel)."""
     extra_ids: dict[str, int] = field(default_factory=dict)

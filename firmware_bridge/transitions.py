@@ -3,9 +3,9 @@
 The loop calls ``offer`` on every sink once per tick; ``offer`` never blocks:
 a full queue drops the item and counts it. Each ``BackgroundSink`` has its
 own bounded queue and thread, so a slow consumer (a disk, a learner link)
-never delays the loop or another sink. The MCAP tick log is one consumer; the
-learner uplink is meant to be another (a ``Consumer`` with ``handle`` and
-``close``).
+never delays the loop or another sink. The MCAP tick log and the console are
+consumers inside a ``BackgroundSink``; the learner uplink is a ``TransitionSink``
+of its own, with its own queue and thread (``firmware_bridge.learner_uplink``).
 """
 
 from __future__ import annotations

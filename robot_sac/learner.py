@@ -32,7 +32,7 @@ import yaml
 
 from firmware_bridge.learner_wire import TransitionLayout
 from firmware_bridge.observation import ObservationBuilder
-from firmware_bridge.typed_yaml import ConfigError, from_mapping, to_mapping
+from firmware_bridge.typed_yaml import ConfigError, load, to_mapping
 from robot_sac.config import TrainConfig
 from robot_sac.envs import make_env
 from robot_sac.export import ExportedPolicy, TorchPolicy, build_contract, robot_interface, to_onnx, verify
@@ -89,8 +89,7 @@ class Learner:
         self.from_dir, self.out_dir, self.cfg = Path(from_dir), Path(out_dir), cfg
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.run_id = self.out_dir.resolve().name
-        mapping = yaml.safe_load((self.from_dir / "config.yaml").read_text())
-        self.train_cfg = from_mapping(TrainConfig, mapping)
+        self.train_cfg = load(TrainConfig, self.from_dir / "config.yaml")
         if cfg.torch_threads > 0:
             torch.set_num_threads(cfg.torch_threads)
         self.device = select_device(cfg.device)

@@ -26,13 +26,12 @@ def tanh_log_det(pre_tanh: torch.Tensor) -> torch.Tensor:
     return 2.0 * (_LOG2 - pre_tanh - F.softplus(-2.0 * pre_tanh))
 
 
-def squashed_gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, pre_tanh: torch.Tensor) -> torch.Tensor:
-    """log pi(tanh(u)) for u ~ N(mean, exp(log_std)), summed over the action dimensions -> ``[B]``."""
-    noise = (pre_tanh - mean) / log_std.exp()
-    return _log_prob_from_noise(noise, log_std, pre_tanh)
+def squashed_gaussian_log_prob(noise: torch.Tensor, log_std: torch.Tensor, pre_tanh: torch.Tensor) -> torch.Tensor:
+    """log pi(tanh(u)) for u = mean + exp(log_std) * noise, summed over the action dimensions -> ``[B]``.
 
-
-def _log_prob_from_noise(noise: torch.Tensor, log_std: torch.Tensor, pre_tanh: torch.Tensor) -> torch.Tensor:
+    Taking the standard-normal ``noise`` rather than the mean spares the sampler a division and its backward
+    pass: the sampler drew the noise itself.
+    """
     normal_lp = -0.5 * noise.square() - log_std - _HALF_LOG_2PI
     return (normal_lp - tanh_log_det(pre_tanh)).sum(-1)
 
@@ -84,8 +83,7 @@ class Actor(nn.Module):
         mean, log_std = self(obs)
         noise = torch.randn_like(mean)
         pre_tanh = torch.addcmul(mean, log_std.exp(), noise)
-        # (pre_tanh - mean) / std is the noise itself: reusing it skips a division and its backward pass.
-        return torch.tanh(pre_tanh), _log_prob_from_noise(noise, log_std, pre_tanh)
+        return torch.tanh(pre_tanh), squashed_gaussian_log_prob(noise, log_std, pre_tanh)
 
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         """The action a deployed policy takes: tanh of the mean."""

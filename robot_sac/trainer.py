@@ -6,6 +6,7 @@ A run directory holds ``config.yaml``, ``checkpoints/`` (``last.pt`` + ``replay.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from firmware_bridge.typed_yaml import from_mapping, to_mapping
+from firmware_bridge.typed_yaml import load, to_mapping
 from robot_sac.config import TrainConfig
 from robot_sac.envs import episode_success, make_env
 from robot_sac.evaluation import run_episodes
@@ -106,10 +107,10 @@ class Trainer:
         ckpt = run_dir / "checkpoints" / "last.pt"
         if not ckpt.exists():
             raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from ({ckpt} is missing)")
-        mapping = yaml.safe_load((run_dir / "config.yaml").read_text())
+        cfg = load(TrainConfig, run_dir / "config.yaml")
         if total_steps is not None:
-            mapping["total_steps"] = total_steps
-        trainer = cls(from_mapping(TrainConfig, mapping), run_dir, show_progress)
+            cfg = dataclasses.replace(cfg, total_steps=total_steps)
+        trainer = cls(cfg, run_dir, show_progress)
         trainer._load_checkpoint(ckpt)
         return trainer
 

@@ -40,7 +40,7 @@ def test_targets_never_leave_joint_limits():
     spec = Spec.from_mapping({
         "name": "one", "joints": [{"name": "j", "motor_id": 1, "lower": -0.2, "upper": 1.0, "max_velocity": 100.0,
                                    "max_torque": 1.0, "kp": 1.0, "kd": 0.1, "start": 0.0}],
-        "bus": {"kind": "zmq"}, "sensors": ["joint_encoders"], "control_rate_hz": 10.0,
+        "bus": {"kind": "framed_serial"}, "sensors": ["joint_encoders"], "control_rate_hz": 10.0,
         "observation": ["joint_pos"], "action": {"center": "start", "scale": 0.5}, "safe_state": {"mode": "torque_off"},
     })
     mapper = ActionMapper(spec)

@@ -15,7 +15,7 @@ from firmware_bridge.config_paths import resolve_robot
 from firmware_bridge.dynamixel_bus import DynamixelPort
 from firmware_bridge.dynamixel_table import XM430
 from firmware_bridge.spec import RobotSpec
-from firmware_bridge.typed_yaml import load_yaml
+from firmware_bridge.typed_yaml import ConfigError, load_yaml
 from sim.mujoco_backend import MujocoBackend
 from sim.virtual_robot_server import build_robot, make_server, serving
 
@@ -117,3 +117,12 @@ def test_wiggle_moves_only_the_named_joint_both_ways_and_ends_safe():
     np.testing.assert_allclose(np.delete(after, 1), np.delete(before, 1), atol=0.02)
     with pytest.raises(ValueError, match="--wiggle: 'elbow' is not a joint of claw"):
         bringup.wiggle(bus, "elbow")
+
+
+def test_a_calibration_for_another_robot_is_refused_naming_the_file(capsys, tmp_path):
+    path = tmp_path / "claw_cal.yaml"
+    Calibration.identity(CLAW).save(path)
+    with pytest.raises(ConfigError, match=f"{path}: robot: calibration is for 'claw', the robot spec is 'quadruped'"):
+        Calibration.load(path, QUADRUPED)
+    assert main(["check", "--robot", "quadruped", "--port", str(tmp_path / "tty"), "--calibration", str(path)]) == 2
+    assert f"{path}: robot: calibration is for 'claw'" in capsys.readouterr().err

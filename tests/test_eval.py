@@ -70,3 +70,8 @@ def test_eval_refuses_a_policy_for_another_robot(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["backend"] == "gymnasium"
     with pytest.raises(ValueError, match="Pendulum-v1 is a Gymnasium env, not a robot task"):
         make_task_env("Pendulum-v1", backend="mujoco")
+    assert main(["eval", str(policy), "--task", "Pendulum-v1", "--nominal"]) == 2
+    assert "robot-sac eval: error: Pendulum-v1 is a Gymnasium env, not a robot task" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", str(policy), "--task", "claw_turn", "--backend", "bullet"])
+    assert exc.value.code == 2 and "invalid choice: 'bullet'" in capsys.readouterr().err

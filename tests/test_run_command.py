@@ -223,3 +223,8 @@ def test_a_missing_port_or_an_unwritable_log_is_a_clear_error(tmp_path):
     proc = bridge(*base, "--port", str(tmp_path / "no-such-tty"), "--log", str(tmp_path / "missing" / "run.mcap"))
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "--log" in err and "No such file or directory" in err
+    proc = bridge(*base, "--port", str(tmp_path / "no-such-tty"), "--log", str(tmp_path / "run.mcap"),
+                  "--learner", "tcp://127.0.0.1:1", "--robot-id", "a b")  # fmt: skip
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "robot_id 'a b': use 1-64 characters" in err and "Traceback" not in err
+    assert not (tmp_path / "run.mcap").exists()

@@ -66,7 +66,6 @@ def test_valve_spins_down_under_its_damping(claw):
 
 def test_fingers_turn_the_valve(claw):
     """Lowering the fingers among the spokes and swinging them sideways turns the valve."""
-    spec = claw.robot_spec
     angle0 = claw.state().extras["valve_angle"]
     down = np.tile([0.45, 0.0, 0.0], 3)  # swing aside first, then lower at the side of a spoke
     claw.step(np.tile([0.45, -0.7, 1.4], 3), 0.5)

@@ -36,3 +36,8 @@ def test_cli_reports_a_bad_config_key_and_exits_2(tmp_path, capsys):
     path.write_text("total_stepz: 10\n")
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     assert "total_stepz: unknown key for TrainConfig" in capsys.readouterr().err
+
+
+def test_an_override_that_is_not_yaml_names_its_key():
+    with pytest.raises(ConfigError, match=r"--set sac\.utd: value '\[1' is not valid YAML"):
+        load_train_config(None, ["sac.utd=[1"])

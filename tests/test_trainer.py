@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from firmware_bridge.typed_yaml import ConfigError
 from robot_sac.cli import main
 from robot_sac.config import TrainConfig
 from robot_sac.sac import SACConfig
@@ -87,3 +88,11 @@ def test_cli_writes_a_complete_run_directory(tmp_path, capsys):
     assert main(["train", "--resume", str(out), "--steps", "600", "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 600 and [e["step"] for e in summary["evals"]] == [200, 400, 600]
+
+
+def test_resume_names_the_run_config_that_is_wrong(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"")
+    (tmp_path / "config.yaml").write_text("env: Pendulum-v1\nsac:\n  gama: 0.9\n")
+    with pytest.raises(ConfigError, match=rf"{tmp_path / 'config.yaml'}: sac\.gama: unknown key"):
+        Trainer.resume(tmp_path, show_progress=False)

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = RobotSpec.load(resolve_robot(args.robot))
-    calibration = Calibration.load(args.calibration) if args.calibration else None
+    calibration = Calibration.load(args.calibration, spec) if args.calibration else None
     baud = args.baud or spec.bus.baud
     findings: list[bringup.Finding] = []
     summary: dict = {"robot": spec.name}

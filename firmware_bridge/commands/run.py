@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"firmware-bridge run: error: {exc}", file=err)
         return 2
-    calibration = Calibration.load(args.calibration) if args.calibration else None
+    calibration = Calibration.load(args.calibration, spec) if args.calibration else None
     realtime = RealtimeSettings(
         cpu=args.cpu,
         fifo_priority=args.fifo,
@@ -177,6 +177,11 @@ def run(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     sinks = [BackgroundSink("console", EventPrinter(out))]
+    try:
+        uplink = learner_options.uplink_from_args(args, builder, policy, goals)
+    except ValueError as exc:
+        print(f"firmware-bridge run: error: {exc}", file=err)
+        return 2
     if args.log:
         from firmware_bridge.tick_log_process import TickLogProcess
 
@@ -196,9 +201,10 @@ def run(args: argparse.Namespace) -> int:
             tick_log = TickLogProcess(args.log, run_info)
         except OSError as exc:
             print(f"firmware-bridge run: error: --log {args.log}: {exc.strerror or exc}", file=err)
+            if uplink is not None:
+                uplink.close()
             return 2
         sinks.append(BackgroundSink("log", tick_log))
-    uplink = learner_options.uplink_from_args(args, builder, policy, goals)
     if uplink is not None:
         sinks.append(uplink)
 

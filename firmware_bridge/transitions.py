@@ -80,12 +80,22 @@ class BackgroundSink:
     """A bounded queue in front of a ``Consumer`` running on its own daemon thread.
 
     A consumer that raises is stopped: the error is kept (``error``) and later offers are dropped and
-    counted, so a broken log can never stop the robot's loop.
+    counted, so a broken log can never stop the robot's loop. ``accepts`` names the item types the consumer
+    wants; the others are passed over in ``offer`` (and not counted), so an events-only consumer's thread
+    does not wake, and take the interpreter lock from the loop, on every tick.
     """
 
-    def __init__(self, name: str, consumer: Consumer, *, capacity: int = 4096) -> None:
+    def __init__(
+        self,
+        name: str,
+        consumer: Consumer,
+        *,
+        capacity: int = 4096,
+        accepts: tuple[type, ...] = (Transition, Event),
+    ) -> None:
         self.name = name
         self.consumer = consumer
+        self.accepts = accepts
         self._queue: queue.Queue = queue.Queue(maxsize=capacity)
         self.offered = 0
         self.dropped = 0
@@ -95,6 +105,8 @@ class BackgroundSink:
         self._thread.start()
 
     def offer(self, item: Transition | Event) -> bool:
+        if not isinstance(item, self.accepts):
+            return True
         self.offered += 1
         if self.error is not None:
             self.dropped += 1

@@ -3,9 +3,11 @@
 import threading
 import time
 
+import numpy as np
 import pytest
 
-from firmware_bridge.transitions import BackgroundSink, Event
+from firmware_bridge.state import RobotState
+from firmware_bridge.transitions import BackgroundSink, Event, Transition
 
 
 class Gate:
@@ -60,3 +62,15 @@ def test_a_failing_consumer_stops_quietly_and_close_reports_it():
     with pytest.raises(RuntimeError, match="sink broken failed: disk full"):
         sink.close()
     assert sink.counters()["dropped"] == 1
+
+
+def test_an_events_only_sink_is_never_handed_a_tick():
+    gate = Gate()
+    gate.release.set()
+    sink = BackgroundSink("console", gate, accepts=(Event,))
+    state = RobotState(0.0, np.zeros(2), np.zeros(2), np.zeros(2))
+    tick = Transition(0, 0.0, state, np.zeros(4), np.zeros(2), np.zeros(2), 1, {})
+    assert all(sink.offer(tick) for _ in range(50))
+    sink.offer(Event(1.0, "safety_stop", "nan action"))
+    sink.close()
+    assert [type(item) for item in gate.items] == [Event] and sink.counters() == {"offered": 1, "handled": 1, "dropped": 0}

@@ -95,8 +95,8 @@ class EventPrinter:
         self.out = out
         self.t0: float | None = None
 
-    def handle(self, item) -> None:
-        if isinstance(item, Event) and item.kind != "summary":
+    def handle(self, item: Event) -> None:
+        if item.kind != "summary":
             self.t0 = item.time if self.t0 is None else self.t0
             print(f"[{item.time - self.t0:8.3f} s] {item.kind}: {item.detail}", file=self.out, flush=True)
 
@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         switch_interval_s=_switch_interval_s(args),
     )
     stop = threading.Event()
-    sinks = [BackgroundSink("console", EventPrinter(out))]
+    sinks = [BackgroundSink("console", EventPrinter(out), accepts=(Event,))]
     try:
         uplink = learner_options.uplink_from_args(args, builder, policy, goals)
     except ValueError as exc:

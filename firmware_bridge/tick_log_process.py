@@ -15,6 +15,7 @@ lengths, extras names, timing channel names), sent again whenever it changes; ``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -150,6 +151,16 @@ class TickLogProcess:
         while data:  # a signal (the bridge's Ctrl-C) can cut a blocking pipe write short
             data = data[self._pipe.write(data) :]
 
+    def hurry(self) -> None:
+        """Move the writer from the idle scheduling class to the normal one, for draining once the loop is over.
+
+        Leaving SCHED_IDLE needs CAP_SYS_NICE or a RLIMIT_NICE allowance; without them the writer keeps
+        draining at idle priority (the sink waits while it makes progress).
+        """
+        if hasattr(os, "SCHED_IDLE"):
+            with contextlib.suppress(PermissionError, ProcessLookupError):
+                os.sched_setscheduler(self._proc.pid, os.SCHED_OTHER, os.sched_param(0))
+
     def close(self) -> None:
         try:
             self._pipe.close()
@@ -208,6 +219,7 @@ def main() -> None:
     # to preempt (at 1 kHz on two cores its p99 period error was 23-58 us this way, 167-217 us at nice 10).
     # It also replaces the SCHED_FIFO a real-time bridge's children inherit. A machine busy on every core
     # starves the writer: the pipe and the sink's queue fill, and ticks are dropped and counted, not waited for.
+    # Once the loop is over the bridge moves it back to the normal class (``hurry``) to drain what is queued.
     if hasattr(os, "SCHED_IDLE"):
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     else:

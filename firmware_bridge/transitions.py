@@ -66,7 +66,12 @@ class TransitionSink(Protocol):
 
 
 class Consumer(Protocol):
-    """Work done off the loop's thread, one item at a time, in order."""
+    """Work done off the loop's thread, one item at a time, in order.
+
+    A consumer may also define ``hurry()``: the sink calls it, from the closing thread, when the loop is over
+    and what is queued should drain as fast as the machine allows (the tick log's writer leaves the idle
+    scheduling class then).
+    """
 
     def handle(self, item: Transition | Event) -> None: ...
 
@@ -118,20 +123,33 @@ class BackgroundSink:
             return False
         return True
 
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Let the consumer finish what is queued, then close it; raises the consumer's error, if any."""
+    def close(self, stall_s: float = 10.0) -> None:
+        """Let the consumer finish what is queued, then close it; raises the consumer's error, if any.
+
+        Waits as long as the consumer makes progress (a starved log writer on a busy machine may take a while,
+        and the robot is already safe when sinks close); gives up after ``stall_s`` without one item handled,
+        leaving the rest counted as ``pending``.
+        """
+        hurry = getattr(self.consumer, "hurry", None)
+        if hurry is not None and self._thread.is_alive():
+            hurry()
         if self._thread.is_alive():
             # A consumer that died with a full queue never takes this; the join then returns at once.
             with contextlib.suppress(queue.Full):
-                self._queue.put(_CLOSE, timeout=timeout_s)
-            self._thread.join(timeout_s)
+                self._queue.put(_CLOSE, timeout=stall_s)
+            handled = -1
+            while self._thread.is_alive() and self.handled != handled:
+                handled = self.handled
+                self._thread.join(stall_s)
             if self._thread.is_alive():
-                raise TimeoutError(f"sink {self.name}: still draining after {timeout_s} s")
+                raise TimeoutError(f"sink {self.name}: no progress for {stall_s} s, {self._queue.qsize()} items pending")
         if self.error is not None:
             raise RuntimeError(f"sink {self.name} failed: {self.error}") from self.error
 
     def counters(self) -> dict[str, int]:
-        return {"offered": self.offered, "handled": self.handled, "dropped": self.dropped}
+        """``pending``: accepted but neither handled nor dropped (non-zero only if ``close`` gave up)."""
+        pending = self.offered - self.handled - self.dropped
+        return {"offered": self.offered, "handled": self.handled, "dropped": self.dropped, "pending": pending}
 
     def _work(self) -> None:
         try:

@@ -132,7 +132,8 @@ def test_a_policy_drives_the_virtual_robot_over_its_pty_at_100_hz_without_a_safe
         assert set(summary[key]) == {"p50", "p99", "max"}
     assert summary["bad_frames"] == 0 and summary["policy_versions"] == [1]
     assert summary["transitions_sent"] == 0 and summary["transitions_acked"] == 0
-    assert summary["sinks"]["log"]["dropped"] == 0
+    log_counters = summary["sinks"]["log"]
+    assert log_counters["dropped"] == log_counters["pending"] == 0 and log_counters["error"] is None
     # Logging shortens Python's thread switch interval, so the writer cannot hold the interpreter for 5 ms.
     assert summary["realtime"] == {"applied": ["switch interval 200 us"], "refused": []}
     data = read_tick_log(log)

@@ -73,4 +73,43 @@ def test_an_events_only_sink_is_never_handed_a_tick():
     assert all(sink.offer(tick) for _ in range(50))
     sink.offer(Event(1.0, "safety_stop", "nan action"))
     sink.close()
-    assert [type(item) for item in gate.items] == [Event] and sink.counters() == {"offered": 1, "handled": 1, "dropped": 0}
+    assert [type(item) for item in gate.items] == [Event] and sink.counters() == {"offered": 1, "handled": 1, "dropped": 0, "pending": 0}
+
+
+class Slow:
+    """Takes 20 ms per item; records when ``hurry`` came relative to the items."""
+
+    def __init__(self):
+        self.items = []
+        self.hurried_after = None
+
+    def handle(self, item):
+        time.sleep(0.02)
+        self.items.append(item)
+
+    def hurry(self):
+        self.hurried_after = len(self.items)
+
+    def close(self):
+        pass
+
+
+def test_close_waits_while_the_consumer_makes_progress_and_hurries_it_first():
+    slow = Slow()
+    sink = BackgroundSink("log", slow)
+    for i in range(40):  # 0.8 s of work, four times the stall limit below
+        sink.offer(Event(float(i), "e", str(i)))
+    sink.close(stall_s=0.2)
+    assert len(slow.items) == 40 and slow.hurried_after is not None and slow.hurried_after < 40
+    assert sink.counters() == {"offered": 40, "handled": 40, "dropped": 0, "pending": 0}
+
+
+def test_close_gives_up_on_a_stalled_consumer_and_counts_what_is_pending():
+    gate = Gate()
+    sink = BackgroundSink("stuck", gate)
+    for i in range(5):
+        sink.offer(Event(float(i), "e", str(i)))
+    with pytest.raises(TimeoutError, match="sink stuck: no progress for 0.2 s"):
+        sink.close(stall_s=0.2)
+    assert sink.counters()["pending"] == 5
+    gate.release.set()

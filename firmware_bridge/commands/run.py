@@ -9,7 +9,6 @@ policy or a bad configuration; 1 when the bus cannot be opened.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import json
@@ -258,10 +257,12 @@ def _finish(report: LoopReport | None, policy, realtime: RealtimeSettings, sinks
         sink.offer(Event(clock(), "summary", "run summary", summary))
     counters = {}
     for sink in sinks:
-        with contextlib.suppress(RuntimeError, TimeoutError):  # a failed log never changes the exit status
+        try:
             sink.close()
-        error = getattr(sink, "error", None)  # not part of the TransitionSink protocol: reported where kept
-        counters[sink.name] = {**sink.counters(), "error": repr(error) if error else None}
+            error = getattr(sink, "error", None)  # not part of the TransitionSink protocol: reported where kept
+        except (RuntimeError, TimeoutError) as exc:  # a failed log never changes the exit status
+            error = exc
+        counters[sink.name] = {**sink.counters(), "error": str(error) if error else None}
     summary["sinks"] = counters
     # The learner uplink, when it is among the sinks, counts these; without one nothing is sent.
     summary["transitions_sent"] = sum(c.get("sent", 0) for c in counters.values())

@@ -88,6 +88,8 @@ class UplinkConfig:
     """At close, wait this long for the learner to take what is left (the spool keeps the rest)."""
 
     def __post_init__(self) -> None:
+        if not re.match(r"^(tcp|ipc)://\S+$", self.endpoint):
+            raise ValueError(f"learner address {self.endpoint!r}: expected tcp://HOST:PORT (or ipc://PATH)")
         if not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", self.robot_id):
             raise ValueError(f"robot_id {self.robot_id!r}: use 1-64 characters of [A-Za-z0-9_.:-]")
         if not 1 <= self.batch_size <= MAX_BATCH:

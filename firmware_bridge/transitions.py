@@ -10,9 +10,9 @@ of its own, with its own queue and thread (``firmware_bridge.learner_uplink``).
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -106,6 +106,8 @@ class BackgroundSink:
         self.dropped = 0
         self.handled = 0
         self.error: BaseException | None = None
+        self._closing = False
+        self._abandoned = False
         self._thread = threading.Thread(target=self._work, name=f"sink-{name}", daemon=True)
         self._thread.start()
 
@@ -127,27 +129,37 @@ class BackgroundSink:
         """Let the consumer finish what is queued, then close it; raises the consumer's error, if any.
 
         Waits as long as the consumer makes progress (a starved log writer on a busy machine may take a while,
-        and the robot is already safe when sinks close); gives up after ``stall_s`` without one item handled,
-        leaving the rest counted as ``pending``.
+        and the robot is already safe when sinks close): it gives up once ``stall_s`` pass without an item
+        handled, leaving the rest counted as ``pending``. Closing the consumer itself gets ``stall_s`` more.
         """
         hurry = getattr(self.consumer, "hurry", None)
         if hurry is not None and self._thread.is_alive():
             hurry()
-        if self._thread.is_alive():
-            # A consumer that died with a full queue never takes this; the join then returns at once.
-            with contextlib.suppress(queue.Full):
-                self._queue.put(_CLOSE, timeout=stall_s)
-            handled = -1
-            while self._thread.is_alive() and self.handled != handled:
-                handled = self.handled
-                self._thread.join(stall_s)
-            if self._thread.is_alive():
-                raise TimeoutError(f"sink {self.name}: no progress for {stall_s} s, {self._queue.qsize()} items pending")
+        queued = False
+        progress = (self.handled, self._closing)
+        deadline = time.monotonic() + stall_s
+        while self._thread.is_alive():
+            if not queued:
+                # Retried until there is room: a consumer that catches up must still find the end of its queue.
+                try:
+                    self._queue.put(_CLOSE, timeout=0.05)
+                    queued = True
+                except queue.Full:
+                    pass
+            else:
+                self._thread.join(0.05)
+            if (self.handled, self._closing) != progress:
+                progress = (self.handled, self._closing)
+                deadline = time.monotonic() + stall_s
+            elif time.monotonic() > deadline and self._thread.is_alive():
+                self._abandoned = True  # without the end marker queued, the worker stops once the queue is empty
+                stage = "closing its consumer" if self._closing else f"{self.counters()['pending']} items pending"
+                raise TimeoutError(f"sink {self.name}: no progress for {stall_s:g} s, {stage}")
         if self.error is not None:
             raise RuntimeError(f"sink {self.name} failed: {self.error}") from self.error
 
     def counters(self) -> dict[str, int]:
-        """``pending``: accepted but neither handled nor dropped (non-zero only if ``close`` gave up)."""
+        """``pending``: accepted, and neither handled nor dropped yet (after ``close``: only if it gave up)."""
         pending = self.offered - self.handled - self.dropped
         return {"offered": self.offered, "handled": self.handled, "dropped": self.dropped, "pending": pending}
 
@@ -157,12 +169,30 @@ class BackgroundSink:
                 item = self._queue.get()
                 if item is _CLOSE:
                     break
-                self.consumer.handle(item)
+                try:
+                    self.consumer.handle(item)
+                except BaseException:
+                    self.dropped += 1
+                    raise
                 self.handled += 1
+                if self._abandoned and self._queue.empty():
+                    break
         except BaseException as exc:  # noqa: BLE001 - kept and re-raised by close(), never into the loop
             self.error = exc
+            self._drop_queued()
         finally:
+            self._closing = True
             try:
                 self.consumer.close()
             except BaseException as exc:  # noqa: BLE001
                 self.error = self.error or exc
+
+    def _drop_queued(self) -> None:
+        """After the consumer failed: what is still queued will never be handled, so it counts as dropped."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _CLOSE:
+                self.dropped += 1

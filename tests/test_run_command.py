@@ -132,6 +132,7 @@ def test_a_policy_drives_the_virtual_robot_over_its_pty_at_100_hz_without_a_safe
         assert set(summary[key]) == {"p50", "p99", "max"}
     assert summary["bad_frames"] == 0 and summary["policy_versions"] == [1]
     assert summary["transitions_sent"] == 0 and summary["transitions_acked"] == 0
+    assert summary["sinks"]["console"]["offered"] < 20  # events only, not the 1000 ticks
     log_counters = summary["sinks"]["log"]
     assert log_counters["dropped"] == log_counters["pending"] == 0 and log_counters["error"] is None
     # Logging shortens Python's thread switch interval, so the writer cannot hold the interpreter for 5 ms.
@@ -229,3 +230,6 @@ def test_a_missing_port_or_an_unwritable_log_is_a_clear_error(tmp_path):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "robot_id 'a b': use 1-64 characters" in err and "Traceback" not in err
     assert not (tmp_path / "run.mcap").exists()
+    proc = bridge(*base, "--port", str(tmp_path / "no-such-tty"), "--learner", "gpu-box:5555")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "learner address 'gpu-box:5555': expected tcp://HOST:PORT" in err

@@ -77,6 +77,22 @@ def test_an_unwritable_log_path_fails_in_the_bridge_naming_it(tmp_path):
         TickLogProcess(tmp_path / "no-such-dir" / "run.mcap", {})
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+def test_the_writer_runs_idle_and_hurry_returns_it_to_the_normal_class(tmp_path):
+    log = TickLogProcess(tmp_path / "run.mcap", {"robot": "claw"})
+    deadline = time.monotonic() + 5
+    while os.sched_getscheduler(log._proc.pid) != os.SCHED_IDLE and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os.sched_getscheduler(log._proc.pid) == os.SCHED_IDLE
+    log.hurry()
+    policy = os.sched_getscheduler(log._proc.pid)
+    log.close()
+    if policy == os.SCHED_IDLE and os.geteuid() != 0:
+        pytest.skip("leaving SCHED_IDLE needs CAP_SYS_NICE or a RLIMIT_NICE allowance here")
+    assert policy == os.SCHED_OTHER
+    log.hurry()  # after the writer exited: nothing to do, and no error
+
+
 def test_a_dead_writer_stops_the_sink_and_is_counted_never_raised_at_the_loop(tmp_path):
     rng = np.random.default_rng(3)
     log = TickLogProcess(tmp_path / "run.mcap", {"robot": "claw"})

@@ -59,9 +59,11 @@ def test_a_failing_consumer_stops_quietly_and_close_reports_it():
         time.sleep(0.001)
     assert sink.offer(Event(1.0, "e", "later")) is False
     assert consumer.closed
+    # The item it failed on and the one refused after are lost, and counted so.
+    assert sink.counters() == {"offered": 2, "handled": 0, "dropped": 2, "pending": 0}
     with pytest.raises(RuntimeError, match="sink broken failed: disk full"):
         sink.close()
-    assert sink.counters()["dropped"] == 1
+    assert sink.counters()["dropped"] == 2
 
 
 def test_an_events_only_sink_is_never_handed_a_tick():
@@ -113,3 +115,38 @@ def test_close_gives_up_on_a_stalled_consumer_and_counts_what_is_pending():
         sink.close(stall_s=0.2)
     assert sink.counters()["pending"] == 5
     gate.release.set()
+
+
+class StallsOnce:
+    """Holds its first item for ``stall_s``, then keeps up."""
+
+    def __init__(self, stall_s):
+        self.stall_s = stall_s
+        self.items = []
+        self.closed = threading.Event()
+
+    def handle(self, item):
+        if not self.items:
+            time.sleep(self.stall_s)
+        self.items.append(item)
+
+    def close(self):
+        self.closed.set()
+
+
+@pytest.mark.parametrize("stall_s, gives_up", [(0.15, False), (0.4, True)])
+def test_a_consumer_that_catches_up_after_a_full_queue_is_still_closed(stall_s, gives_up):
+    consumer = StallsOnce(stall_s)
+    sink = BackgroundSink("log", consumer, capacity=4)
+    sink.offer(Event(0.0, "e", "0"))
+    time.sleep(0.05)  # the consumer holds the first item: 4 of the next 9 fit in the queue
+    for i in range(1, 10):
+        sink.offer(Event(float(i), "e", str(i)))
+    if gives_up:
+        with pytest.raises(TimeoutError, match="sink log: no progress for 0.2 s, 5 items pending"):
+            sink.close(stall_s=0.2)
+    else:
+        sink.close(stall_s=0.2)
+    assert consumer.closed.wait(2), "the consumer was never closed"
+    c = sink.counters()
+    assert c["handled"] == len(consumer.items) == 5 and c["dropped"] == 5 and c["pending"] == 0

@@ -9,6 +9,7 @@ policy or a bad configuration; 1 when the bus cannot be opened.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -20,6 +21,7 @@ from pathlib import Path
 from firmware_bridge.action import ActionMapper
 from firmware_bridge.calibration import Calibration
 from firmware_bridge.config_paths import resolve_robot
+from firmware_bridge.learner_spool import SpoolError
 from firmware_bridge import learner_options
 from firmware_bridge.control_loop import ControlLoop, LoopConfig, LoopReport
 from firmware_bridge.motor_bus import BusError
@@ -175,12 +177,12 @@ def run(args: argparse.Namespace) -> int:
         switch_interval_s=_switch_interval_s(args),
     )
     stop = threading.Event()
-    sinks = [BackgroundSink("console", EventPrinter(out), accepts=(Event,))]
     try:
         uplink = learner_options.uplink_from_args(args, builder, policy, goals)
-    except ValueError as exc:
+    except (ValueError, OSError, SpoolError) as exc:
         print(f"firmware-bridge run: error: {exc}", file=err)
         return 2
+    sinks: list = []
     if args.log:
         from firmware_bridge.tick_log_process import TickLogProcess
 
@@ -201,11 +203,13 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"firmware-bridge run: error: --log {args.log}: {exc.strerror or exc}", file=err)
             if uplink is not None:
-                uplink.close()
+                with contextlib.suppress(RuntimeError, TimeoutError):  # its own failure is not this error
+                    uplink.close()
             return 2
         sinks.append(BackgroundSink("log", tick_log))
     if uplink is not None:
         sinks.append(uplink)
+    sinks.insert(0, BackgroundSink("console", EventPrinter(out), accepts=(Event,)))
 
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     report: LoopReport | None = None
@@ -232,9 +236,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         realtime.restore()
+        # The handlers stay until the sinks are drained: a second Ctrl-C must not cost the run its summary.
+        summary = _finish(report, policy, realtime, sinks, stopped=stop.is_set())
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        summary = _finish(report, policy, realtime, sinks, stopped=stop.is_set())
     _print(summary, out)
     if args.json:
         text = json.dumps(summary, indent=2)

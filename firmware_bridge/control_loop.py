@@ -234,8 +234,7 @@ class ControlLoop:
         # As the simulator does at reset: rate limiting starts from the measured pose.
         mapper.reset(reply.joint_pos)
         active: tuple[Policy, int] | None = None
-        pending = False
-        """A command was sent and its reply, the next tick's state, not yet collected."""
+        pending = False  # a command was sent and its reply, the next tick's state, not yet collected
         end = None
         while not self.stop.is_set():
             tick = deadlines.wait()

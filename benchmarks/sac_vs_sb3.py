@@ -8,7 +8,10 @@ matrix-multiply rate measured here, and how far each update time sits above it.
     python benchmarks/sac_vs_sb3.py [--env Pendulum-v1] [--steps 6000] [--seeds 3] [--matmul-dtype auto]
 
 Ours runs its hidden layers' matrix products in bfloat16 where the CPU has native bfloat16 (``auto``);
-``--matmul-dtype float32`` compares at SB3's precision.
+``--matmul-dtype float32`` compares at SB3's precision. Ours computes the critic's and the actor's gradients
+from the same pre-update networks on two threads (``sac.simultaneous_update``, each thread with half the
+cores); ``--sequential`` runs SB3's order (actor after the critic step) on one thread with every core.
+SB3 runs with torch's default threads (every core), or ``--threads``.
 """
 
 from __future__ import annotations
@@ -44,11 +47,11 @@ def evaluate(act, env: gym.Env, episodes: int, seed: int) -> float:
     return float(np.mean(returns))
 
 
-def run_ours(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd, matmul_dtype):
+def run_ours(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd, args):
     cfg = TrainConfig(
         env=env_id, total_steps=steps, seed=seed, learning_starts=learning_starts, buffer_size=steps,
-        eval_interval=10**9, checkpoint_interval=10**9, log_interval=10**9,
-        sac=SACConfig(utd=utd, matmul_dtype=matmul_dtype),
+        eval_interval=10**9, checkpoint_interval=10**9, log_interval=10**9, torch_threads=args.threads,
+        sac=SACConfig(utd=utd, matmul_dtype=args.matmul_dtype, simultaneous_update=not args.sequential),
     )
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(cfg, Path(run_dir), show_progress=False)
@@ -67,8 +70,10 @@ def run_ours(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd, 
             "update_ms": 1000 * update_s / updates, "returns": returns}
 
 
-def run_sb3(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd, matmul_dtype):
+def run_sb3(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd, args):
     from stable_baselines3 import SAC as SB3SAC
+
+    torch.set_num_threads(args.sb3_threads)  # ours may have changed them
     from stable_baselines3.common.callbacks import BaseCallback
 
     class UpdateTimer(BaseCallback):
@@ -121,7 +126,8 @@ def update_flops(env_id: str, matmul_dtype: str) -> float:
 
     env = make_env(env_id)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    agent = SAC(obs_dim, act_dim, SACConfig(matmul_dtype=matmul_dtype))
+    # One thread: torch's dispatch modes (the flop counter) see only the thread that entered them.
+    agent = SAC(obs_dim, act_dim, SACConfig(matmul_dtype=matmul_dtype, simultaneous_update=False))
     buf = ReplayBuffer(obs_dim, act_dim, 512)
     rng = np.random.default_rng(0)
     buf.add_batch(rng.normal(size=(512, obs_dim)), rng.uniform(-1, 1, (512, act_dim)), rng.normal(size=512),
@@ -153,27 +159,32 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--utd", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: all cores)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads for both (0: SB3 all cores, ours half per pass)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="ours in SB3's order on one thread (sac.simultaneous_update: false)")
     parser.add_argument("--matmul-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="precision of our hidden layers' matrix products (SB3 always runs float32)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.sb3_threads = torch.get_num_threads()
     eval_at = list(range(args.learning_starts + args.eval_every, args.steps + 1, args.eval_every))
     if not eval_at or eval_at[-1] != args.steps:
         eval_at.append(args.steps)
     console = Console()
     dtype = resolve_matmul_dtype(args.matmul_dtype, torch.device("cpu"))
+    ours_threads = "one thread" if args.sequential else "critic and actor passes on two threads"
     console.print(f"[bold]{args.env}[/]: {args.steps} steps, {args.seeds} seeds, UTD {args.utd}, batch 256, "
-                  f"256x256, torch threads {torch.get_num_threads()}, our matmuls in {dtype}")
+                  f"256x256; SB3 with {args.sb3_threads} torch threads; ours: {ours_threads}, "
+                  f"matmuls in {dtype}")
 
     results = {"ours": [], "sb3": []}
     for seed in range(args.seeds):
         # Alternate the order so neither implementation always runs on a warmer (or busier) machine.
         order = [("ours", run_ours), ("sb3", run_sb3)] if seed % 2 == 0 else [("sb3", run_sb3), ("ours", run_ours)]
         for name, fn in order:
-            r = fn(args.env, args.steps, seed, args.learning_starts, eval_at, args.eval_episodes, args.utd,
-                   args.matmul_dtype)
+            r = fn(args.env, args.steps, seed, args.learning_starts, eval_at, args.eval_episodes, args.utd, args)
             results[name].append(r)
             console.print(f"  seed {seed} {name:>4}: {r['steps_per_s']:6.1f} steps/s, {r['updates_per_s']:6.1f} "
                           f"updates/s, return at {args.steps}: {r['returns'][args.steps]:8.1f}")
@@ -197,6 +208,7 @@ def main() -> None:
     console.print(table)
 
     flops = update_flops(args.env, args.matmul_dtype)
+    torch.set_num_threads(args.sb3_threads)
     rate = matmul_rate(dtype)
     floor_ms = 1000 * flops / rate
     console.print(f"floor: one update = {flops / 1e6:.1f} MFLOP; {dtype} 256x256 matmul rate here "

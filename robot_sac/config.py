@@ -33,7 +33,8 @@ class TrainConfig:
     device: str = "auto"
     """``auto`` picks CUDA when present, else CPU; or ``cpu``, ``cuda``, ``cuda:1``."""
     torch_threads: int = 0
-    """Intra-op threads for torch on CPU; 0 uses every core."""
+    """Intra-op threads for torch on CPU; 0 uses every core (half of them per pass when the update runs its
+    critic and actor passes on two threads, see ``sac.simultaneous_update``)."""
     sac: SACConfig = field(default_factory=SACConfig)
 
 

@@ -39,7 +39,7 @@ from robot_sac.export import ExportedPolicy, TorchPolicy, build_contract, robot_
 from robot_sac.learner_link import LearnerLink, RobotRecord
 from robot_sac.real_transitions import TransitionScorer
 from robot_sac.replay import Batch, ReplayBuffer
-from robot_sac.sac import SAC, select_device
+from robot_sac.sac import SAC, configure_torch_threads, select_device
 from robot_sac.trainer import _atomic_torch_save
 
 LEARNER_CHECKPOINT_VERSION = 1
@@ -62,7 +62,7 @@ class LearnerConfig:
     """Real transitions before the first update."""
     device: str = "auto"
     torch_threads: int = 0
-    """Intra-op threads for torch on CPU; 0 keeps torch's default."""
+    """Intra-op threads for torch on CPU; 0 uses every core (half per pass when the update runs two threads)."""
 
     def __post_init__(self) -> None:
         if self.utd <= 0:
@@ -90,8 +90,6 @@ class Learner:
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.run_id = self.out_dir.resolve().name
         self.train_cfg = load(TrainConfig, self.from_dir / "config.yaml")
-        if cfg.torch_threads > 0:
-            torch.set_num_threads(cfg.torch_threads)
         self.device = select_device(cfg.device)
 
         env = make_env(self.train_cfg.env, self.train_cfg.env_kwargs)
@@ -107,6 +105,7 @@ class Learner:
         self.interface_hash = ObservationBuilder(self.robot_spec, self.task).interface_hash()
 
         self.agent = SAC(obs_dim, act_dim, self.train_cfg.sac, self.device)
+        configure_torch_threads(cfg.torch_threads, self.agent.two_threads)
         self.real = ReplayBuffer(obs_dim, act_dim, cfg.real_buffer_size, self.device)
         self.sim: ReplayBuffer | None = None
         if cfg.seed_replay:

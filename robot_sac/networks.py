@@ -78,10 +78,14 @@ class Actor(nn.Module):
         mean, log_std = float32_layer(self.head, self.trunk(obs)).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
-    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterized action ``[B, A]`` in (-1, 1) and its log-probability ``[B]``."""
+    def sample(self, obs: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterized action ``[B, A]`` in (-1, 1) and its log-probability ``[B]``.
+
+        ``noise``: the standard-normal draw ``[B, A]``; drawn here when not given.
+        """
         mean, log_std = self(obs)
-        noise = torch.randn_like(mean)
+        if noise is None:
+            noise = torch.randn_like(mean)
         pre_tanh = torch.addcmul(mean, log_std.exp(), noise)
         return torch.tanh(pre_tanh), squashed_gaussian_log_prob(noise, log_std, pre_tanh)
 

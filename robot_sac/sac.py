@@ -1,11 +1,13 @@
 """Soft Actor-Critic (Haarnoja et al., "Soft Actor-Critic Algorithms and Applications", 2018).
 
-One ``update(batch)`` in the paper's order: critic target, critic step, actor step, temperature step,
-Polyak averaging. The caller samples, logs and checkpoints.
+One ``update(batch)``: critic target, critic, actor and temperature gradients, their steps, Polyak averaging.
+The caller samples, logs and checkpoints.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,6 +39,10 @@ class SACConfig:
     """DroQ's dropout rate in the critics (0.01 in the paper); 0 turns it off."""
     critic_layer_norm: bool = False
     """Layer norm after each critic hidden layer (DroQ)."""
+    simultaneous_update: bool = True
+    """Compute the critic, actor and temperature gradients from the same pre-update networks, as the original
+    implementation's single training step does; on CPU the critic's and the actor's passes then run on two
+    threads at once. False: the actor's gradient goes through the just-updated critics (SB3's order)."""
     utd: int = 1
     """Update-to-data ratio: gradient updates per environment step."""
     actor_update_every: int = 1
@@ -65,6 +71,19 @@ def select_device(requested: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {requested!r} requested but CUDA is not available")
     return device
+
+
+def configure_torch_threads(requested: int, two_threads: bool) -> int:
+    """Set torch's intra-op threads and return the count: ``requested``, or for 0 every core this process may
+    use, split between the two passes when the update runs them on two threads (``SAC.two_threads``)."""
+    if requested > 0:
+        threads = requested
+    else:
+        affinity = getattr(os, "sched_getaffinity", None)
+        cores = len(affinity(0)) if affinity else os.cpu_count() or 1
+        threads = max(1, cores // 2) if two_threads else cores
+    torch.set_num_threads(threads)
+    return threads
 
 
 def resolve_matmul_dtype(requested: str, device: torch.device) -> torch.dtype:
@@ -108,6 +127,13 @@ class SAC:
         )
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
+        self._actor_and_alpha = [*self.actor.parameters(), self.log_alpha]
+        # Dropout draws from torch's global generator, so with it the two passes keep one thread and a
+        # fixed order; results do not depend on which thread ran what.
+        self.two_threads = cfg.simultaneous_update and self.device.type == "cpu" and cfg.critic_dropout == 0
+        self._critic_worker = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sac-critic") if self.two_threads else None
+        )
         self.updates = 0
 
     @property
@@ -124,72 +150,135 @@ class SAC:
         out = action.cpu().numpy()
         return out[0] if single else out
 
-    def _target_min(self, q: torch.Tensor) -> torch.Tensor:
-        """The pessimistic target value ``[B]`` from ensemble values ``[E, B]``."""
-        n = self.cfg.n_target_critics
-        if n < q.shape[0]:
-            # REDQ: the minimum over a random subset keeps the bias low with a large ensemble.
-            q = q[torch.randperm(q.shape[0], device=q.device)[:n]]
-        return q.min(0).values
+    def _target_members(self) -> torch.Tensor | slice:
+        """The ensemble members whose minimum is the target: all of them, or (REDQ) a random subset."""
+        n, ensemble = self.cfg.n_target_critics, self.cfg.n_critics
+        # REDQ: the minimum over a random subset keeps the bias low with a large ensemble.
+        return torch.randperm(ensemble, device=self.device)[:n] if n < ensemble else slice(None)
 
     @torch.no_grad()
     def critic_target_values(
-        self, reward: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor, alpha: torch.Tensor
+        self,
+        reward: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+        alpha: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        members: torch.Tensor | slice | None = None,
     ) -> torch.Tensor:
-        """The soft TD target ``[B]``: r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s'))."""
-        next_action, next_log_prob = self.actor.sample(next_obs)
-        next_q = self._target_min(self.critic_target(next_obs, next_action)) - alpha * next_log_prob
+        """The soft TD target ``[B]``: r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s')).
+
+        ``noise`` and ``members`` are the random draws (next action's noise, REDQ's subset), drawn here when
+        not given.
+        """
+        next_action, next_log_prob = self.actor.sample(next_obs, noise)
+        if members is None:
+            members = self._target_members()
+        next_q = self.critic_target(next_obs, next_action)[members].min(0).values - alpha * next_log_prob
         # Terminations stop the bootstrap; time-limit truncations were stored with terminated=0.
         return self.cfg.reward_scale * reward + self.cfg.gamma * (1.0 - terminated) * next_q
 
+    def _autocast(self) -> torch.autocast:
+        # Autocast is per thread: the critic worker enters its own.
+        low_precision = self.matmul_dtype == torch.bfloat16
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=low_precision)
+
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on the critics, and (every ``actor_update_every``) on the actor and alpha."""
-        low_precision = self.matmul_dtype == torch.bfloat16
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=low_precision):
-            return self._update(batch)
-
-    def _update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg
-        obs = self.normalizer(batch.obs)
-        next_obs = self.normalizer(batch.next_obs)
-        alpha = self.log_alpha.detach().exp()
+        self.updates += 1
+        actor_due = self.updates % cfg.actor_update_every == 0
+        # Every random draw is made here, in one fixed order, so the generator's stream (and with it every
+        # result) does not depend on which thread computes what.
+        next_noise = torch.randn(batch.obs.shape[0], self.act_dim, device=self.device)
+        members = self._target_members()
+        noise = torch.randn(batch.obs.shape[0], self.act_dim, device=self.device) if actor_due else None
+        with self._autocast():
+            obs = self.normalizer(batch.obs)
+            next_obs = self.normalizer(batch.next_obs)
+            alpha = self.log_alpha.detach().exp()
+            critic_inputs = (batch, obs, next_obs, alpha, next_noise, members)
+            if not actor_due:
+                info = self._critic_step(*self._critic_grads(*critic_inputs))
+            elif cfg.simultaneous_update:
+                info = self._simultaneous_step(critic_inputs, obs, alpha, noise)
+            else:
+                info = self._critic_step(*self._critic_grads(*critic_inputs))
+                # The actor's gradient flows through the critics' inputs only; freezing their weights skips
+                # computing parameter gradients that the next critic step would discard anyway.
+                self.critic.requires_grad_(False)
+                loss, actor_info = self._actor_loss(obs, alpha, noise)
+                self.actor_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.actor_opt.step()
+                self.critic.requires_grad_(True)
+                info.update(actor_info)
+        info["charts/alpha"] = self.alpha
+        return info
 
-        target_q = self.critic_target_values(batch.reward, next_obs, batch.terminated, alpha)
+    def _simultaneous_step(self, critic_inputs: tuple, obs: torch.Tensor, alpha: torch.Tensor, noise: torch.Tensor):
+        critic_job = self._run_in_autocast(self._critic_grads, *critic_inputs)
+        if self._critic_worker is None:
+            critic_result = critic_job()
+        else:
+            critic_future = self._critic_worker.submit(critic_job)
+        loss, actor_info = self._actor_loss(obs, alpha, noise)
+        # torch.autograd.grad leaves the critics' .grad alone: the other thread is filling it.
+        grads = torch.autograd.grad(loss, self._actor_and_alpha, allow_unused=not self.cfg.autotune_alpha)
+        if self._critic_worker is not None:
+            critic_result = critic_future.result()
+        for param, grad in zip(self._actor_and_alpha, grads):
+            param.grad = grad
+        critic_step = self._run_in_autocast(self._critic_step, *critic_result)
+        if self._critic_worker is None:
+            info = critic_step()
+            self.actor_opt.step()
+        else:
+            step_future = self._critic_worker.submit(critic_step)
+            self.actor_opt.step()
+            info = step_future.result()
+        info.update(actor_info)
+        return info
+
+    def _run_in_autocast(self, fn, *args):
+        def job():
+            with self._autocast():
+                return fn(*args)
+
+        return job
+
+    def _critic_grads(self, batch, obs, next_obs, alpha, next_noise, members) -> tuple[torch.Tensor, torch.Tensor]:
+        """The critic loss and values ``[E, B]``, with the loss's gradient in the critics' ``.grad``."""
+        target_q = self.critic_target_values(batch.reward, next_obs, batch.terminated, alpha, next_noise, members)
         q = self.critic(obs, batch.action)
         # The sum over critics of each one's mean squared error, as one reduction.
         critic_loss = 0.5 * q.shape[0] * F.mse_loss(q, target_q.expand_as(q))
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
+        return critic_loss, q
+
+    def _critic_step(self, critic_loss: torch.Tensor, q: torch.Tensor) -> dict[str, float]:
         self.critic_opt.step()
-
-        info = {"losses/critic": critic_loss.item(), "losses/q_mean": q.mean().item()}
-        self.updates += 1
-        if self.updates % cfg.actor_update_every == 0:
-            # The actor's gradient flows through the critics' inputs only; freezing their weights skips
-            # computing parameter gradients that the next critic step would discard anyway.
-            self.critic.requires_grad_(False)
-            action, log_prob = self.actor.sample(obs)
-            q_all = self.critic(obs, action)
-            # Clipped double Q for the paper's twin critics; REDQ's actor uses the whole ensemble's mean.
-            q_pi = q_all.mean(0) if cfg.n_target_critics < cfg.n_critics else q_all.min(0).values
-            actor_loss = (alpha * log_prob - q_pi).mean()
-            entropy = -log_prob.detach().mean()
-            info.update({"losses/actor": actor_loss.item(), "charts/entropy": entropy.item()})
-            loss = actor_loss
-            if cfg.autotune_alpha:
-                # d loss / d log_alpha = -(entropy_target - entropy): entropy below its target raises alpha.
-                alpha_loss = self.log_alpha * (entropy - self.target_entropy)
-                info["losses/alpha"] = alpha_loss.item()
-                loss = loss + alpha_loss
-            self.actor_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.actor_opt.step()
-            self.critic.requires_grad_(True)
-
         with torch.no_grad():
-            torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
-        info["charts/alpha"] = self.alpha
-        return info
+            torch._foreach_lerp_(self._target_params, self._critic_params, self.cfg.tau)
+        return {"losses/critic": critic_loss.item(), "losses/q_mean": q.mean().item()}
+
+    def _actor_loss(self, obs, alpha, noise) -> tuple[torch.Tensor, dict[str, float]]:
+        """The actor's loss plus (when tuned) the temperature's, and their values for logging."""
+        cfg = self.cfg
+        action, log_prob = self.actor.sample(obs, noise)
+        q_all = self.critic(obs, action)
+        # Clipped double Q for the paper's twin critics; REDQ's actor uses the whole ensemble's mean.
+        q_pi = q_all.mean(0) if cfg.n_target_critics < cfg.n_critics else q_all.min(0).values
+        actor_loss = (alpha * log_prob - q_pi).mean()
+        entropy = -log_prob.detach().mean()
+        info = {"losses/actor": actor_loss.item(), "charts/entropy": entropy.item()}
+        if not cfg.autotune_alpha:
+            return actor_loss, info
+        # d loss / d log_alpha = -(entropy_target - entropy): entropy below its target raises alpha.
+        alpha_loss = self.log_alpha * (entropy - self.target_entropy)
+        info["losses/alpha"] = alpha_loss.item()
+        return actor_loss + alpha_loss, info
 
     def state_dict(self) -> dict:
         return {

@@ -23,7 +23,7 @@ from robot_sac.envs import episode_success, make_env
 from robot_sac.evaluation import run_episodes
 from robot_sac.plots import plot_learning_curve
 from robot_sac.replay import ReplayBuffer
-from robot_sac.sac import SAC, select_device
+from robot_sac.sac import SAC, configure_torch_threads, select_device
 
 CHECKPOINT_VERSION = 1
 
@@ -70,8 +70,6 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.show_progress = show_progress
-        if cfg.torch_threads > 0:
-            torch.set_num_threads(cfg.torch_threads)
         self.device = select_device(cfg.device)
 
         self.env = make_env(cfg.env, cfg.env_kwargs)
@@ -80,6 +78,7 @@ class Trainer:
         act_dim = self.env.action_space.shape[0]
         torch.manual_seed(cfg.seed)
         self.agent = SAC(obs_dim, act_dim, cfg.sac, self.device)
+        configure_torch_threads(cfg.torch_threads, self.agent.two_threads)
         self.buffer = ReplayBuffer(obs_dim, act_dim, cfg.buffer_size, self.device)
         self.rng = np.random.default_rng(cfg.seed)
 

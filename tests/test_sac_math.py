@@ -159,15 +159,60 @@ def test_update_moves_the_critic_toward_the_target():
 
 
 def test_redq_target_uses_a_subset_of_a_larger_ensemble():
-    agent = _agent(n_critics=5, n_target_critics=2, critic_dropout=0.01, critic_layer_norm=True)
-    q = torch.arange(10.0).reshape(5, 2)
-    torch.manual_seed(0)
-    picked = agent._target_min(q)
-    assert picked.shape == (2,)
-    # The min of two distinct rows of [[0,1],[2,3],...,[8,9]] is one of those rows' values.
-    assert picked[1] - picked[0] == 1.0
+    agent = _agent(n_critics=5, n_target_critics=2, critic_dropout=0.01, critic_layer_norm=True, gamma=0.5)
+    with torch.no_grad():  # target critic i outputs the constant 10 - i
+        agent.critic_target.head.weight.zero_()
+        agent.critic_target.head.bias.copy_(torch.arange(10.0, 5.0, -1.0).view(5, 1, 1))
+    draws = [agent._target_members() for _ in range(20)]
+    assert all(len(set(m.tolist())) == 2 and 0 <= m.min() and m.max() < 5 for m in draws)
+    assert len({tuple(sorted(m.tolist())) for m in draws}) > 1
+    reward, next_obs, alpha = torch.zeros(3), torch.randn(3, 3), torch.tensor(0.0)
+    target = agent.critic_target_values(reward, next_obs, torch.zeros(3), alpha, members=torch.tensor([0, 3]))
+    torch.testing.assert_close(target, torch.full((3,), 0.5 * 7.0))  # min(10, 7), discounted
     info = agent.update(_batch())
     assert np.isfinite(info["losses/critic"])
+
+
+def _actor_after_one_update(**overrides):
+    agent = _agent(**overrides)
+    torch.manual_seed(1)
+    agent.update(_batch(n=16))
+    return [p.detach().clone() for p in (*agent.actor.parameters(), agent.log_alpha)]
+
+
+def test_simultaneous_update_takes_the_actor_step_on_the_pre_update_critics():
+    simultaneous = _actor_after_one_update(simultaneous_update=True, critic_lr=1e-2)
+    # A sequential update whose critic step changes nothing sees the same critics as the simultaneous one.
+    frozen_critic = _actor_after_one_update(simultaneous_update=False, critic_lr=0.0)
+    sequential = _actor_after_one_update(simultaneous_update=False, critic_lr=1e-2)
+    for a, b in zip(simultaneous, frozen_critic):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert any(not torch.equal(a, b) for a, b in zip(simultaneous, sequential))
+
+
+@pytest.mark.parametrize("autotune_alpha", [True, False])
+def test_two_threads_give_the_same_result_as_one(autotune_alpha):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same intra-op threads on both sides, so the sums run in the same order
+    try:
+        runs = []
+        for two_threads in (True, False):
+            agent = _agent(autotune_alpha=autotune_alpha)
+            assert agent.two_threads
+            if not two_threads:
+                agent._critic_worker = None  # what a CUDA device or critic dropout gets: both passes on the caller
+            torch.manual_seed(2)
+            infos = [agent.update(_batch(n=16, seed=seed)) for seed in range(5)]
+            runs.append((infos, agent.state_dict()))
+    finally:
+        torch.set_num_threads(threads)
+    (infos_2, state_2), (infos_1, state_1) = runs
+    assert infos_2 == infos_1
+    for key in ("actor", "critic", "critic_target"):
+        for name, value in state_2[key].items():
+            assert torch.equal(value, state_1[key][name]), f"{key}.{name}"
+    assert torch.equal(state_2["log_alpha"], state_1["log_alpha"])
+    assert (agent.alpha != 1.0) == autotune_alpha
 
 
 def test_observation_normalizer_matches_numpy_statistics():

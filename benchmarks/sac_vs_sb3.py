@@ -6,12 +6,13 @@ floor: the floating-point work of one update (counted by torch's FlopCounterMode
 matrix-multiply rate measured here, and how far each update time sits above it.
 
     python benchmarks/sac_vs_sb3.py [--env Pendulum-v1] [--steps 6000] [--seeds 3] [--matmul-dtype auto]
+                                    [--plot returns.png]
 
 Ours runs its hidden layers' matrix products in bfloat16 where the CPU has native bfloat16 (``auto``);
 ``--matmul-dtype float32`` compares at SB3's precision. Ours computes the critic's and the actor's gradients
-from the same pre-update networks on two threads (``sac.simultaneous_update``, each thread with half the
-cores); ``--sequential`` runs SB3's order (actor after the critic step) on one thread with every core.
-SB3 runs with torch's default threads (every core), or ``--threads``.
+from the same pre-update networks on two threads (``sac.simultaneous_update``), each with half of SB3's
+torch threads; ``--sequential`` runs SB3's order (actor after the critic step) on one thread with all of them.
+SB3 runs with torch's default threads (``OMP_NUM_THREADS`` or the physical cores), or ``--threads``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def evaluate(act, env: gym.Env, episodes: int, seed: int) -> float:
 def run_ours(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd, args):
     cfg = TrainConfig(
         env=env_id, total_steps=steps, seed=seed, learning_starts=learning_starts, buffer_size=steps,
-        eval_interval=10**9, checkpoint_interval=10**9, log_interval=10**9, torch_threads=args.threads,
+        eval_interval=10**9, checkpoint_interval=10**9, log_interval=10**9,
+        # SB3's threads in all: split between the two passes when ours runs them at once.
+        torch_threads=args.sb3_threads if args.sequential else max(1, args.sb3_threads // 2),
         sac=SACConfig(utd=utd, matmul_dtype=args.matmul_dtype, simultaneous_update=not args.sequential),
     )
     with tempfile.TemporaryDirectory() as run_dir:
@@ -150,6 +153,28 @@ def matmul_rate(dtype: torch.dtype, n: int = 256, repeats: int = 2000) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - t0)
 
 
+def plot_returns(path: Path, env_id: str, eval_at: list[int], results: dict[str, list[dict]]) -> None:
+    """Evaluation return against steps: each seed thin, the mean over seeds bold, ours and SB3 side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for color, (name, label) in zip(("C0", "C1"), (("ours", "ours"), ("sb3", "Stable-Baselines3"))):
+        per_seed = np.array([[r["returns"][point] for point in eval_at] for r in results[name]])
+        ax.plot(eval_at, per_seed.T, color=color, lw=0.6, alpha=0.35)
+        ax.plot(eval_at, per_seed.mean(0), "-o", color=color, ms=3, lw=2, label=f"{label} (mean of {len(per_seed)})")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("deterministic evaluation return")
+    ax.set_title(f"SAC on {env_id}: ours and Stable-Baselines3, same hyperparameters")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="Pendulum-v1")
@@ -160,11 +185,12 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--utd", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch intra-op threads for both (0: SB3 all cores, ours half per pass)")
+                        help="torch threads in all for each (0: torch's default); ours splits them between its passes")
     parser.add_argument("--sequential", action="store_true",
                         help="ours in SB3's order on one thread (sac.simultaneous_update: false)")
     parser.add_argument("--matmul-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="precision of our hidden layers' matrix products (SB3 always runs float32)")
+    parser.add_argument("--plot", type=Path, help="also draw the evaluation returns of every seed to this PNG")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -192,7 +218,7 @@ def main() -> None:
     def med(name, key):
         return statistics.median(r[key] for r in results[name])
 
-    table = Table(title=f"SAC throughput and returns on {args.env} (median over {args.seeds} seeds; returns: mean)")
+    table = Table(title=f"SAC throughput and returns on {args.env} ({args.seeds} seeds; rates: median)")
     table.add_column("metric")
     table.add_column("ours", justify="right")
     table.add_column("SB3", justify="right")
@@ -202,10 +228,14 @@ def main() -> None:
         o, s = med("ours", key), med("sb3", key)
         table.add_row(label, f"{o:.1f}", f"{s:.1f}", f"{o / s:.2f}x")
     for point in eval_at:
-        o = np.mean([r["returns"][point] for r in results["ours"]])
-        s = np.mean([r["returns"][point] for r in results["sb3"]])
-        table.add_row(f"eval return @ {point}", f"{o:.1f}", f"{s:.1f}", f"{o - s:+.1f}")
+        # The median beside the mean: one seed that has not yet swung up moves the mean by tens of points.
+        o, s = ([r["returns"][point] for r in results[name]] for name in ("ours", "sb3"))
+        table.add_row(f"eval return @ {point} mean (median)", f"{np.mean(o):.1f} ({np.median(o):.1f})",
+                      f"{np.mean(s):.1f} ({np.median(s):.1f})", f"{np.mean(o) - np.mean(s):+.1f} ({np.median(o) - np.median(s):+.1f})")
     console.print(table)
+    if args.plot:
+        plot_returns(args.plot, args.env, eval_at, results)
+        console.print(f"returns plot: {args.plot}")
 
     flops = update_flops(args.env, args.matmul_dtype)
     torch.set_num_threads(args.sb3_threads)

@@ -33,9 +33,24 @@ class TrainConfig:
     device: str = "auto"
     """``auto`` picks CUDA when present, else CPU; or ``cpu``, ``cuda``, ``cuda:1``."""
     torch_threads: int = 0
-    """Intra-op threads for torch on CPU; 0 uses every core (half of them per pass when the update runs its
-    critic and actor passes on two threads, see ``sac.simultaneous_update``)."""
+    """Intra-op threads for torch on CPU, per pass when the update runs its critic and actor passes on two
+    threads (``sac.simultaneous_update``); 0 keeps torch's default (``OMP_NUM_THREADS`` or the physical
+    cores), halved per pass on two threads."""
     sac: SACConfig = field(default_factory=SACConfig)
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The resolved config a run directory was trained with."""
+    path = Path(run_dir) / "config.yaml"
+    mapping = load_yaml(path)
+    sac = mapping.get("sac")
+    if isinstance(sac, dict):
+        # Runs written before the option existed took the actor step after the critic step, on one thread.
+        sac.setdefault("simultaneous_update", False)
+    try:
+        return from_mapping(TrainConfig, mapping)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] = (), **direct: Any) -> TrainConfig:

@@ -32,8 +32,8 @@ import yaml
 
 from firmware_bridge.learner_wire import TransitionLayout
 from firmware_bridge.observation import ObservationBuilder
-from firmware_bridge.typed_yaml import ConfigError, load, to_mapping
-from robot_sac.config import TrainConfig
+from firmware_bridge.typed_yaml import ConfigError, to_mapping
+from robot_sac.config import load_run_config
 from robot_sac.envs import make_env
 from robot_sac.export import ExportedPolicy, TorchPolicy, build_contract, robot_interface, to_onnx, verify
 from robot_sac.learner_link import LearnerLink, RobotRecord
@@ -62,7 +62,8 @@ class LearnerConfig:
     """Real transitions before the first update."""
     device: str = "auto"
     torch_threads: int = 0
-    """Intra-op threads for torch on CPU; 0 uses every core (half per pass when the update runs two threads)."""
+    """Intra-op threads for torch on CPU, per pass when the update runs two threads; 0: torch's default
+    (halved per pass on two threads)."""
 
     def __post_init__(self) -> None:
         if self.utd <= 0:
@@ -89,7 +90,7 @@ class Learner:
         self.from_dir, self.out_dir, self.cfg = Path(from_dir), Path(out_dir), cfg
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.run_id = self.out_dir.resolve().name
-        self.train_cfg = load(TrainConfig, self.from_dir / "config.yaml")
+        self.train_cfg = load_run_config(self.from_dir)
         self.device = select_device(cfg.device)
 
         env = make_env(self.train_cfg.env, self.train_cfg.env_kwargs)

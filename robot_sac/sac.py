@@ -6,8 +6,7 @@ The caller samples, logs and checkpoints.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,8 +40,9 @@ class SACConfig:
     """Layer norm after each critic hidden layer (DroQ)."""
     simultaneous_update: bool = True
     """Compute the critic, actor and temperature gradients from the same pre-update networks, as the original
-    implementation's single training step does; on CPU the critic's and the actor's passes then run on two
-    threads at once. False: the actor's gradient goes through the just-updated critics (SB3's order)."""
+    implementation's single training step does; on CPU without critic dropout the critic's and the actor's
+    passes then run on two threads at once. False: the actor's gradient goes through the just-updated
+    critics (SB3's order)."""
     utd: int = 1
     """Update-to-data ratio: gradient updates per environment step."""
     actor_update_every: int = 1
@@ -73,15 +73,17 @@ def select_device(requested: str = "auto") -> torch.device:
     return device
 
 
+# Before anything here changes it: OMP_NUM_THREADS, or the physical cores.
+_DEFAULT_TORCH_THREADS = torch.get_num_threads()
+
+
 def configure_torch_threads(requested: int, two_threads: bool) -> int:
-    """Set torch's intra-op threads and return the count: ``requested``, or for 0 every core this process may
-    use, split between the two passes when the update runs them on two threads (``SAC.two_threads``)."""
+    """Set torch's intra-op threads per pass and return the count: ``requested``, or for 0 torch's default,
+    split between the two passes when the update runs them on two threads (``SAC.two_threads``)."""
     if requested > 0:
         threads = requested
     else:
-        affinity = getattr(os, "sched_getaffinity", None)
-        cores = len(affinity(0)) if affinity else os.cpu_count() or 1
-        threads = max(1, cores // 2) if two_threads else cores
+        threads = max(1, _DEFAULT_TORCH_THREADS // 2) if two_threads else _DEFAULT_TORCH_THREADS
     torch.set_num_threads(threads)
     return threads
 
@@ -186,13 +188,14 @@ class SAC:
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on the critics, and (every ``actor_update_every``) on the actor and alpha."""
         cfg = self.cfg
-        self.updates += 1
-        actor_due = self.updates % cfg.actor_update_every == 0
-        # Every random draw is made here, in one fixed order, so the generator's stream (and with it every
-        # result) does not depend on which thread computes what.
-        next_noise = torch.randn(batch.obs.shape[0], self.act_dim, device=self.device)
-        members = self._target_members()
-        noise = torch.randn(batch.obs.shape[0], self.act_dim, device=self.device) if actor_due else None
+        actor_due = (self.updates + 1) % cfg.actor_update_every == 0
+        next_noise = members = noise = None
+        if actor_due and cfg.simultaneous_update and self._critic_worker is not None:
+            # Two threads: every random draw is made here, in the order one thread makes them, so the
+            # generator's stream (and with it every result) does not depend on how the threads interleave.
+            next_noise = torch.randn(batch.obs.shape[0], self.act_dim, device=self.device)
+            members = self._target_members()
+            noise = torch.randn(batch.obs.shape[0], self.act_dim, device=self.device)
         with self._autocast():
             obs = self.normalizer(batch.obs)
             next_obs = self.normalizer(batch.next_obs)
@@ -213,31 +216,45 @@ class SAC:
                 self.actor_opt.step()
                 self.critic.requires_grad_(True)
                 info.update(actor_info)
+        self.updates += 1
         info["charts/alpha"] = self.alpha
         return info
 
-    def _simultaneous_step(self, critic_inputs: tuple, obs: torch.Tensor, alpha: torch.Tensor, noise: torch.Tensor):
+    def _simultaneous_step(self, critic_inputs: tuple, obs: torch.Tensor, alpha: torch.Tensor, noise):
+        """Critic, actor and temperature gradients from the same networks, then both optimizer steps."""
         critic_job = self._run_in_autocast(self._critic_grads, *critic_inputs)
         if self._critic_worker is None:
             critic_result = critic_job()
+            actor_info = self._actor_grads(obs, alpha, noise)
+            info = self._critic_step(*critic_result)
+            self.actor_opt.step()
         else:
-            critic_future = self._critic_worker.submit(critic_job)
-        loss, actor_info = self._actor_loss(obs, alpha, noise)
-        # torch.autograd.grad leaves the critics' .grad alone: the other thread is filling it.
+            critic_result, actor_info = self._alongside(critic_job, lambda: self._actor_grads(obs, alpha, noise))
+            critic_step = self._run_in_autocast(self._critic_step, *critic_result)
+            info, _ = self._alongside(critic_step, self.actor_opt.step)
+        info.update(actor_info)
+        return info
+
+    def _alongside(self, worker_job, caller_job) -> tuple:
+        """Both results of ``worker_job`` on the critic worker and ``caller_job`` on this thread, run at once.
+
+        The worker is waited for even when ``caller_job`` raises or Ctrl-C arrives, so nothing (a checkpoint,
+        the next update) sees networks that the other thread is still writing.
+        """
+        future = self._critic_worker.submit(worker_job)
+        try:
+            mine = caller_job()
+        finally:
+            wait([future])
+        return future.result(), mine
+
+    def _actor_grads(self, obs, alpha, noise) -> dict[str, float]:
+        """The actor's and temperature's gradients into their ``.grad``; their loss values for logging."""
+        loss, info = self._actor_loss(obs, alpha, noise)
+        # torch.autograd.grad leaves the critics' .grad alone: the critic pass may be filling it.
         grads = torch.autograd.grad(loss, self._actor_and_alpha, allow_unused=not self.cfg.autotune_alpha)
-        if self._critic_worker is not None:
-            critic_result = critic_future.result()
         for param, grad in zip(self._actor_and_alpha, grads):
             param.grad = grad
-        critic_step = self._run_in_autocast(self._critic_step, *critic_result)
-        if self._critic_worker is None:
-            info = critic_step()
-            self.actor_opt.step()
-        else:
-            step_future = self._critic_worker.submit(critic_step)
-            self.actor_opt.step()
-            info = step_future.result()
-        info.update(actor_info)
         return info
 
     def _run_in_autocast(self, fn, *args):

@@ -17,8 +17,8 @@ import torch
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from firmware_bridge.typed_yaml import load, to_mapping
-from robot_sac.config import TrainConfig
+from firmware_bridge.typed_yaml import to_mapping
+from robot_sac.config import TrainConfig, load_run_config
 from robot_sac.envs import episode_success, make_env
 from robot_sac.evaluation import run_episodes
 from robot_sac.plots import plot_learning_curve
@@ -106,7 +106,7 @@ class Trainer:
         ckpt = run_dir / "checkpoints" / "last.pt"
         if not ckpt.exists():
             raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from ({ckpt} is missing)")
-        cfg = load(TrainConfig, run_dir / "config.yaml")
+        cfg = load_run_config(run_dir)
         if total_steps is not None:
             cfg = dataclasses.replace(cfg, total_steps=total_steps)
         trainer = cls(cfg, run_dir, show_progress)

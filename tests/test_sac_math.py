@@ -190,14 +190,18 @@ def test_simultaneous_update_takes_the_actor_step_on_the_pre_update_critics():
     assert any(not torch.equal(a, b) for a, b in zip(simultaneous, sequential))
 
 
-@pytest.mark.parametrize("autotune_alpha", [True, False])
-def test_two_threads_give_the_same_result_as_one(autotune_alpha):
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"autotune_alpha": False}, {"actor_update_every": 2, "n_critics": 5, "n_target_critics": 2}],
+    ids=["default", "fixed-alpha", "redq-delayed-actor"],
+)
+def test_two_threads_give_the_same_result_as_one(overrides):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same intra-op threads on both sides, so the sums run in the same order
     try:
         runs = []
         for two_threads in (True, False):
-            agent = _agent(autotune_alpha=autotune_alpha)
+            agent = _agent(**overrides)
             assert agent.two_threads
             if not two_threads:
                 agent._critic_worker = None  # what a CUDA device or critic dropout gets: both passes on the caller
@@ -212,7 +216,37 @@ def test_two_threads_give_the_same_result_as_one(autotune_alpha):
         for name, value in state_2[key].items():
             assert torch.equal(value, state_1[key][name]), f"{key}.{name}"
     assert torch.equal(state_2["log_alpha"], state_1["log_alpha"])
-    assert (agent.alpha != 1.0) == autotune_alpha
+    assert (agent.alpha != 1.0) == overrides.get("autotune_alpha", True)
+    assert agent.updates == 5
+
+
+def test_a_failing_actor_pass_leaves_no_step_and_no_running_worker(monkeypatch):
+    agent = _agent()
+    critic_before = [p.detach().clone() for p in agent.critic.parameters()]
+
+    def fail(*args):
+        raise RuntimeError("actor pass failed")
+
+    monkeypatch.setattr(agent, "_actor_loss", fail)
+    with pytest.raises(RuntimeError, match="actor pass failed"):
+        agent.update(_batch())
+    assert agent.updates == 0
+    # The critic pass on the worker finished (its gradients are there) and took no step.
+    assert all(p.grad is not None for p in agent.critic.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
+
+
+def test_default_threads_are_split_between_the_two_passes(monkeypatch):
+    from robot_sac import sac
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(sac, "_DEFAULT_TORCH_THREADS", 6)
+    try:
+        assert sac.configure_torch_threads(0, two_threads=True) == 3 == torch.get_num_threads()
+        assert sac.configure_torch_threads(0, two_threads=False) == 6 == torch.get_num_threads()
+        assert sac.configure_torch_threads(2, two_threads=True) == 2 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_observation_normalizer_matches_numpy_statistics():

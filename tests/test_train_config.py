@@ -2,7 +2,7 @@ import pytest
 
 from firmware_bridge.typed_yaml import ConfigError
 from robot_sac.cli import main
-from robot_sac.config import TrainConfig, load_train_config
+from robot_sac.config import TrainConfig, load_run_config, load_train_config
 
 
 def test_defaults_and_overrides(tmp_path):
@@ -41,3 +41,13 @@ def test_cli_reports_a_bad_config_key_and_exits_2(tmp_path, capsys):
 def test_an_override_that_is_not_yaml_names_its_key():
     with pytest.raises(ConfigError, match=r"--set sac\.utd: value '\[1' is not valid YAML"):
         load_train_config(None, ["sac.utd=[1"])
+
+
+def test_a_run_written_before_the_simultaneous_update_resumes_in_its_own_order(tmp_path):
+    (tmp_path / "config.yaml").write_text("env: Pendulum-v1\nsac:\n  utd: 1\n")
+    assert load_run_config(tmp_path).sac.simultaneous_update is False
+    (tmp_path / "config.yaml").write_text("env: Pendulum-v1\nsac:\n  simultaneous_update: true\n")
+    assert load_run_config(tmp_path).sac.simultaneous_update is True
+    (tmp_path / "config.yaml").write_text("env: Pendulum-v1\nsac:\n  gama: 0.9\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml: sac\.gama: unknown key"):
+        load_run_config(tmp_path)

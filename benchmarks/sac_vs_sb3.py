@@ -230,8 +230,9 @@ def main() -> None:
     for point in eval_at:
         # The median beside the mean: one seed that has not yet swung up moves the mean by tens of points.
         o, s = ([r["returns"][point] for r in results[name]] for name in ("ours", "sb3"))
-        table.add_row(f"eval return @ {point} mean (median)", f"{np.mean(o):.1f} ({np.median(o):.1f})",
-                      f"{np.mean(s):.1f} ({np.median(s):.1f})", f"{np.mean(o) - np.mean(s):+.1f} ({np.median(o) - np.median(s):+.1f})")
+        cells = [f"{np.mean(x):.1f} ({np.median(x):.1f})" for x in (o, s)]
+        difference = f"{np.mean(o) - np.mean(s):+.1f} ({np.median(o) - np.median(s):+.1f})"
+        table.add_row(f"eval return @ {point} mean (median)", *cells, difference)
     console.print(table)
     if args.plot:
         plot_returns(args.plot, args.env, eval_at, results)

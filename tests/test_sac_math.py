@@ -236,6 +236,35 @@ def test_a_failing_actor_pass_leaves_no_step_and_no_running_worker(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
 
 
+def test_a_failing_next_action_sample_does_not_leave_the_worker_waiting():
+    import threading
+
+    agent = _agent()
+    assert agent.two_threads
+    sample = agent.actor.sample
+    outcome = {}
+
+    def fail(*args):
+        raise RuntimeError("sampling failed")
+
+    def two_updates():
+        agent.actor.sample = fail
+        try:
+            agent.update(_batch())
+        except RuntimeError as exc:
+            outcome["error"] = str(exc)
+        agent.actor.sample = sample
+        agent.update(_batch())
+        outcome["second"] = agent.updates
+
+    # A worker left waiting for the next actions would block these updates forever: bound them.
+    thread = threading.Thread(target=two_updates, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the critic worker is stuck"
+    assert outcome == {"error": "sampling failed", "second": 1}
+
+
 def test_default_threads_are_split_between_the_two_passes(monkeypatch):
     from robot_sac import sac
 

@@ -253,9 +253,9 @@ class SAC:
     def _alongside(self, worker_job, caller_job, release: Future | None = None) -> tuple:
         """Both results of ``worker_job`` on the critic worker and ``caller_job`` on this thread, run at once.
 
-        The worker is waited for even when ``caller_job`` raises or Ctrl-C arrives, so nothing (a checkpoint,
-        the next update) sees networks that the other thread is still writing; ``release``, a future the
-        worker waits on, is failed first if this thread never set it.
+        The worker is waited for even when ``caller_job`` raises or Ctrl-C arrives (also during the wait), so
+        nothing (a checkpoint, the next update) sees networks that the other thread is still writing;
+        ``release``, a future the worker waits on, is failed first if this thread never set it.
         """
         future = None
         try:
@@ -264,8 +264,14 @@ class SAC:
         finally:
             if release is not None and not release.done():
                 release.set_exception(RuntimeError("the update stopped before the next actions were sampled"))
-            if future is not None:
-                wait([future])
+            interrupted = None
+            while future is not None and not future.done():
+                try:
+                    wait([future])
+                except KeyboardInterrupt as exc:
+                    interrupted = exc
+            if interrupted is not None:
+                raise interrupted
         return future.result(), mine
 
     def _actor_grads(self, obs, alpha, noise) -> dict[str, float]:
@@ -293,8 +299,15 @@ class SAC:
         """``_critic_grads`` for the worker: the critics' values first, the target once ``next_sample`` is
         ready. (Without dropout, which would draw in another order; the worker runs only then.)"""
         q = self.critic(obs, batch.action)
+        while True:
+            # Polling: a Ctrl-C inside the caller's set_result can lose the wake-up, never the result.
+            try:
+                sample = next_sample.result(timeout=0.1)
+                break
+            except TimeoutError:
+                continue
         target_q = self.critic_target_values(
-            batch.reward, next_obs, batch.terminated, alpha, members=members, next_sample=next_sample.result()
+            batch.reward, next_obs, batch.terminated, alpha, members=members, next_sample=sample
         )
         return self._critic_backward(q, target_q)
 

@@ -236,9 +236,20 @@ def test_a_failing_actor_pass_leaves_no_step_and_no_running_worker(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
 
 
-def test_a_failing_next_action_sample_does_not_leave_the_worker_waiting():
+def test_a_failing_next_action_sample_does_not_leave_the_worker_waiting(monkeypatch):
     import threading
+    from concurrent.futures import Future
 
+    from robot_sac import sac
+
+    handoffs = []
+
+    class RecordedFuture(Future):
+        def __init__(self):
+            super().__init__()
+            handoffs.append(self)
+
+    monkeypatch.setattr(sac, "Future", RecordedFuture)
     agent = _agent()
     assert agent.two_threads
     sample = agent.actor.sample
@@ -261,7 +272,10 @@ def test_a_failing_next_action_sample_does_not_leave_the_worker_waiting():
     thread = threading.Thread(target=two_updates, daemon=True)
     thread.start()
     thread.join(timeout=60)
-    assert not thread.is_alive(), "the critic worker is stuck"
+    stuck = [f for f in handoffs if not f.done()]
+    for future in stuck:  # so that a failure here reports instead of hanging the interpreter's exit
+        future.set_exception(RuntimeError("released by the test"))
+    assert not thread.is_alive() and not stuck, "the critic worker is stuck"
     assert outcome == {"error": "sampling failed", "second": 1}
 
 

@@ -16,7 +16,7 @@ import serial
 import zmq
 
 from firmware_bridge.calibration import Calibration
-from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus, MotorInfo
+from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus, MotorInfo, ReplyLate
 from firmware_bridge.motor_messages import (
     Arm,
     CommandWriter,
@@ -136,6 +136,7 @@ class BoardBus(MotorBus):
         self._seq = 0
         self._stale_replies = 0
         self._timeouts = 0
+        self._late_replies = 0
         self._time_base_us = 0  # unwraps the board's 32-bit microsecond clock
         self._last_board_us: int | None = None
         self._pending: tuple[int, float] | None = None
@@ -154,13 +155,17 @@ class BoardBus(MotorBus):
         self.link.send(self._commands.body(seq, self._motor, self._kp, self._kd, self._torque))
         self._pending = (seq, time.monotonic() + self.timeout_s)
 
-    def collect_reply(self) -> RobotState:
+    def collect_reply(self, wait_s: float | None = None) -> RobotState:
         if self._pending is None:
             raise RuntimeError("collect_reply without a command sent")
         seq, deadline = self._pending
         self._pending = None
         # The timeout counts from the send: a reply that arrived while the loop waited for its deadline is
         # already in the receive buffer and returns at once.
+        if wait_s is not None:
+            cutoff = time.monotonic() + max(0.0, wait_s)
+            if cutoff < deadline:
+                return self._state(self._await_reply(seq, cutoff, "COMMAND", late_after_s=max(0.0, wait_s)))
         return self._state(self._await_reply(seq, deadline, "COMMAND"))
 
     def read_state(self) -> RobotState:
@@ -181,7 +186,12 @@ class BoardBus(MotorBus):
         return [MotorInfo(i, m, firmware) for i, m in zip(info.motor_ids, info.motor_models)]
 
     def counters(self) -> dict[str, int]:
-        return {**self.link.counters.as_dict(), "stale_replies": self._stale_replies, "timeouts": self._timeouts}
+        return {
+            **self.link.counters.as_dict(),
+            "stale_replies": self._stale_replies,
+            "timeouts": self._timeouts,
+            "late_replies": self._late_replies,
+        }
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFF
@@ -195,7 +205,11 @@ class BoardBus(MotorBus):
         self.link.send(body)
         return self._await_reply(seq, time.monotonic() + self.timeout_s, what, reply_type)
 
-    def _await_reply(self, seq: int, deadline: float, what: str, reply_type: type = State):
+    def _await_reply(
+        self, seq: int, deadline: float, what: str, reply_type: type = State, late_after_s: float | None = None
+    ):
+        """The reply to ``seq`` by ``deadline``; past it ``BusTimeout``, or ``ReplyLate`` when the caller cut the
+        wait short (``late_after_s``, the wait it allowed)."""
         while True:
             for _, reply in self.link.receive(deadline):
                 if reply_type is State and isinstance(reply, State) and reply.last_command_seq == seq:
@@ -204,6 +218,12 @@ class BoardBus(MotorBus):
                     return reply
                 self._stale_replies += 1
             if time.monotonic() >= deadline:
+                if late_after_s is not None:
+                    self._late_replies += 1
+                    raise ReplyLate(
+                        f"motor board: no {reply_type.__name__.upper()} reply to {what} seq {seq} within the "
+                        f"{late_after_s * 1e6:.0f} us the tick waits for it on {self.link.name}"
+                    )
                 self._timeouts += 1
                 raise BusTimeout(
                     f"motor board: no {reply_type.__name__.upper()} reply to {what} "

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from firmware_bridge.action import ActionMapper, NonFiniteActionError
-from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus, MotorFault
+from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus, MotorFault, ReplyLate
 from firmware_bridge.observation import ObservationBuilder
 from firmware_bridge.safety import SafetyMonitor, SafetyStop, StopReason, describe_faults
 from firmware_bridge.state import RobotState
@@ -60,6 +60,12 @@ class LoopConfig:
     of the kind training covers with its 0-1 tick latency randomization). ``fresh``: a separate state read
     at the tick's start, two round trips per tick, for slow loops on fast buses that want the freshest
     state."""
+    reply_wait: float | None = 0.5
+    """With ``state_source: reply``: how far past its deadline, in periods, a tick waits for the reply to the
+    previous command. A later reply (a loaded host, a USB adapter's latency spike) does not cost the deadline:
+    the tick runs on the state it has, one command older, counts it in ``late_replies``, and the reply is
+    dropped as stale when it comes. ``stale_after_s`` still stops the loop when no new state comes at all.
+    None waits for the bus timeout."""
     safe_stop_attempts: int = 3
     """Tries of the safe-stop request before giving up (the board's own watchdog is then the last line)."""
 
@@ -76,6 +82,8 @@ class LoopConfig:
             raise ValueError(f"miss_window_s: must be positive, got {self.miss_window_s}")
         if self.state_source not in ("reply", "fresh"):
             raise ValueError(f"state_source: 'reply' or 'fresh', got {self.state_source!r}")
+        if self.reply_wait is not None and self.reply_wait < 0:
+            raise ValueError(f"reply_wait: must not be negative, got {self.reply_wait}")
         if self.safe_stop_attempts < 1:
             raise ValueError(f"safe_stop_attempts: must be at least 1, got {self.safe_stop_attempts}")
 
@@ -100,6 +108,8 @@ class LoopReport:
     approach_missed: int = 0
     bus_timeouts: int = 0
     """Requests that got no reply; each tolerated while the last good state was fresh enough."""
+    late_replies: int = 0
+    """Ticks that stopped waiting for their state (``LoopConfig.reply_wait``) and ran on the one before."""
     wall_s: float = 0.0
     """Policy phase length, first tick to the end of the last."""
     timings: TickTimings = field(default_factory=TickTimings)
@@ -131,6 +141,7 @@ class LoopReport:
             "safe_state_reached": self.safe_state_reached,
             "safe_stop_error": self.safe_stop_error,
             "bus_timeouts": self.bus_timeouts,
+            "late_replies": self.late_replies,
             "bad_frames": int(self.bus_counters.get("bad_frames", self.bus_counters.get("errors", 0))),
             "bus_counters": self.bus_counters,
             "policy_versions": self.policy_versions,
@@ -230,6 +241,7 @@ class ControlLoop:
         )  # fmt: skip
         bus, builder, mapper, sinks = self.bus, self.builder, self.mapper, self.sinks
         fresh = self.config.state_source == "fresh"
+        reply_wait_s = None if self.config.reply_wait is None else self.config.reply_wait / self.config.rate_hz
         reply, reply_arrived = last
         # As the simulator does at reset: rate limiting starts from the measured pose.
         mapper.reset(reply.joint_pos)
@@ -262,7 +274,8 @@ class ControlLoop:
             else:
                 if pending:
                     pending = False
-                    answer = self._tolerate_timeout(bus.collect_reply, monitor, report)
+                    wait_s = None if reply_wait_s is None else tick.deadline + reply_wait_s - t0
+                    answer = self._tolerate_timeout(bus.collect_reply, monitor, report, wait_s)
                     if answer is not None:
                         reply, reply_arrived = answer, clock()
                         monitor.check_state(answer, reply_arrived)
@@ -314,6 +327,10 @@ class ControlLoop:
         ``SafetyMonitor.missing_state``); a bus error is always a stop."""
         try:
             return call(*args)
+        except ReplyLate as exc:
+            report.late_replies += 1
+            monitor.missing_state(clock(), exc)
+            return None
         except BusTimeout as exc:
             report.bus_timeouts += 1
             monitor.missing_state(clock(), exc)

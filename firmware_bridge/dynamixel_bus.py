@@ -119,9 +119,10 @@ class DynamixelBus(MotorBus):
             self._writer.changeParam(dxl_id, list(encode_raw(XM430.GOAL_POSITION, from_si(XM430.GOAL_POSITION, rad))))
         self._check(self._writer.txPacket(), 0, "SYNC_WRITE goal position", None)
 
-    def collect_reply(self) -> RobotState:
+    def collect_reply(self, wait_s: float | None = None) -> RobotState:
         """A SYNC_WRITE has no reply: the state is a SYNC_READ made now, at the next tick's start, so the
-        policy sees the joints as they are rather than as they were a period ago."""
+        policy sees the joints as they are rather than as they were a period ago. There is no earlier reply
+        to give up on, so ``wait_s`` does not apply: the read has the port's packet timeout."""
         return self.read_state()
 
     def read_state(self) -> RobotState:

@@ -29,6 +29,12 @@ class BusTimeout(BusError, TimeoutError):
     """No answer within the timeout: the state is stale and the loop must act (go safe, retry)."""
 
 
+class ReplyLate(BusTimeout):
+    """The reply to the last command had not come when the caller stopped waiting for it (``collect_reply``'s
+    ``wait_s``), before the bus's own timeout: the state in hand is one command older. The reply, if it
+    still comes, is dropped as stale when the next one is collected."""
+
+
 class MotorFault(BusError):
     """A motor answered and reports a hardware fault of its own (overload, overheating, ...): the motor
     needs attention, not the bus. ``motor_id`` names it."""
@@ -75,8 +81,12 @@ class MotorBus(abc.ABC):
         """
         self._reply = self.exchange(targets)
 
-    def collect_reply(self) -> RobotState:
-        """The state sent back for the last ``send_command``."""
+    def collect_reply(self, wait_s: float | None = None) -> RobotState:
+        """The state sent back for the last ``send_command``.
+
+        ``wait_s``: wait at most this long for it (never past the bus timeout), then raise ``ReplyLate``;
+        None waits for the bus timeout. Here the reply is already in hand, so there is nothing to wait for.
+        """
         if self._reply is None:
             raise RuntimeError("collect_reply without a command sent")
         reply, self._reply = self._reply, None

@@ -16,7 +16,7 @@ from firmware_bridge.board_bus import BoardBus, SerialLink, ZmqLink
 from firmware_bridge.bus_factory import open_bus
 from firmware_bridge.calibration import Calibration, JointCalibration
 from firmware_bridge.config_paths import resolve_robot
-from firmware_bridge.motor_bus import BusError, BusTimeout
+from firmware_bridge.motor_bus import BusError, BusTimeout, ReplyLate
 from firmware_bridge.motor_messages import BoardMode, State
 from firmware_bridge.serial_framing import encode_frame
 from firmware_bridge.spec import RobotSpec
@@ -173,6 +173,40 @@ def test_a_reply_collected_a_tick_after_its_command_was_waiting_and_its_timeout_
         os.close(master)
         os.close(slave)
 
+
+
+def test_a_reply_later_than_the_ticks_wait_is_skipped_and_dropped_as_stale_when_it_comes():
+    def reply(echo, position):
+        zeros = np.zeros(8)
+        return State(0, echo, BoardMode.ARMED, 0, np.full(8, position), zeros, zeros, np.zeros(8, np.uint8),
+                     np.zeros(3), np.zeros(3))  # fmt: skip
+
+    master, slave = os.openpty()
+    port = serial.Serial(os.ttyname(slave), timeout=0)
+    try:
+        bus = BoardBus(SPEC, SerialLink(port), timeout_s=0.5)
+        bus.send_command(SPEC.start)  # seq 1: not answered yet when the tick stops waiting
+        t0 = time.monotonic()
+        with pytest.raises(ReplyLate, match=r"no STATE reply to COMMAND seq 1 within the 5000 us the tick waits"):
+            bus.collect_reply(wait_s=0.005)
+        waited = time.monotonic() - t0
+        assert 0.005 <= waited < 0.1  # the tick's wait, not the bus's 500 ms
+        assert isinstance(ReplyLate("x"), BusTimeout)  # code that handles timeouts handles this too
+        os.write(master, encode_frame(reply(1, 0.1), 1))  # the late reply comes after all
+        bus.send_command(SPEC.start)  # seq 2
+        os.write(master, encode_frame(reply(2, 0.3), 2))
+        np.testing.assert_allclose(bus.collect_reply(wait_s=0.005).joint_pos, 0.3)  # seq 1's reply is skipped
+        assert bus.counters()["late_replies"] == 1 and bus.counters()["stale_replies"] == 1
+        assert bus.counters()["timeouts"] == 0
+        bus.timeout_s = 0.02  # a wait longer than the bus timeout ends at the bus timeout
+        bus.send_command(SPEC.start)  # seq 3
+        with pytest.raises(BusTimeout, match="no STATE reply to COMMAND seq 3 within 20 ms") as raised:
+            bus.collect_reply(wait_s=1.0)
+        assert not isinstance(raised.value, ReplyLate) and bus.counters()["timeouts"] == 1
+    finally:
+        port.close()
+        os.close(master)
+        os.close(slave)
 
 def test_zmq_timeout_when_nobody_is_bound():
     sock = zmq.Context.instance().socket(zmq.DEALER)

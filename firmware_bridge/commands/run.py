@@ -75,6 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="observe the state sent back with the previous command (one round trip per tick), or read it "
         "fresh at each tick (two round trips; fresher on a slow loop)",
     )
+    timing.add_argument(
+        "--reply-wait", type=float, default=0.5, metavar="PERIODS",
+        help="with --state-source reply: how far past its deadline a tick waits for its state; a later reply "
+        "is skipped and the tick runs on the state before (counted as late replies)",
+    )  # fmt: skip
     timing.add_argument("--spin-us", type=float, default=200.0, help="busy-wait before each deadline, us")
     timing.add_argument("--cpu", type=int, help="pin the process to this CPU")
     timing.add_argument("--fifo", type=int, metavar="PRIORITY", help="SCHED_FIFO at this priority")
@@ -164,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
             max_missed=args.max_missed,
             miss_window_s=args.miss_window,
             state_source=args.state_source,
+            reply_wait=args.reply_wait,
         )
     except ValueError as exc:
         print(f"firmware-bridge run: error: {exc}", file=err)
@@ -285,7 +291,8 @@ def _print(summary: dict, out) -> None:
 
     lines = [
         f"ticks {summary['ticks']} in {summary['wall_s']:.2f} s ({summary['achieved_rate_hz']:.1f} Hz of "
-        f"{summary['rate_hz']:g}), missed deadlines {summary['missed_deadlines']}, bad frames {summary['bad_frames']}",
+        f"{summary['rate_hz']:g}), missed deadlines {summary['missed_deadlines']}, late replies "
+        f"{summary['late_replies']}, bad frames {summary['bad_frames']}",
         f"period error us  {pct('period_error_us')}",
         f"state read us    {pct('read_us')}",
         f"policy us        {pct('policy_us')}",

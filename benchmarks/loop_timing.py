@@ -18,7 +18,8 @@ than a 1 kHz period (``benchmarks/bus_roundtrip.py``). Times in microseconds; ``
 each tick started after its deadline; ``state->cmd`` is from the state in hand (the previous command's
 reply, collected at the tick's start) to the command sent; ``send`` is the command's send. The reply
 travels while the loop waits for its next deadline, so the round trip is not part of a tick's work; a reply
-that has not come half a period past the deadline is a ``late reply`` (the tick runs on the state before).
+that has not come half a period past the deadline is a ``late reply`` (the tick runs on an older state;
+before that existed, such a reply held the tick, so rows measured earlier are not comparable).
 ``late %`` is the share of ticks that started 1 us or more late: where it crosses 1%, p99 jumps from 0 to
 tens of microseconds, so it says more than p99 when both loops sit near the machine's own floor (printed
 at the end: the share of time a spinning thread loses to this VM's interrupts).
@@ -164,8 +165,8 @@ def control_loop(
     device = VirtualRobotProcess(fifo if realtime else None)
     settings.apply()  # before the bus opens, so ZMQ's I/O thread inherits it (as in firmware-bridge run)
     try:
-        # A loaded VM can hold a reply for tens of ms; a long timeout keeps such a stall a timing figure
-        # here rather than a stale-state stop.
+        # A loaded VM can hold a reply for tens of ms: the tick stops waiting half a period past its deadline
+        # (a late reply, counted), and the long bus timeout keeps such a stall from counting as a lost reply.
         with open_bus(spec, zmq_address=device.address, timeout_s=0.25) as bus:
             # The robot sags while the process starts (torque off): approach at 2 rad/s to save time. The
             # missed-deadline stop is off so that every row runs its full length and shows its misses.
@@ -254,14 +255,15 @@ def main() -> int:
     # Everything here shares two cores with whatever else runs: the load says how much else that was.
     print(f"load average (1 min) before {load_before:.1f}, after {os.getloadavg()[0]:.1f}, on {os.cpu_count()} CPUs")
     # About this share of deadlines falls in a gap and starts late in any loop: p99 is 0 below 1%, not above.
-    for when, gaps in (("before", gaps_before), ("after", machine_gaps(2.0))):
-        print(f"machine {when}: a spinning thread lost {gaps['lost_percent']:.2f}% of its time to "
-              f"{gaps['per_s']:.0f} gaps/s of >= 2 us (median {gaps['median_us']:.1f} us)")  # fmt: skip
+    gaps = {"before": gaps_before, "after": machine_gaps(2.0)}
+    for when, g in gaps.items():
+        print(f"machine {when}: a spinning thread lost {g['lost_percent']:.2f}% of its time to "
+              f"{g['per_s']:.0f} gaps/s of >= 2 us (median {g['median_us']:.1f} us)")  # fmt: skip
     for row in rows:
         if row.get("realtime"):
             print(f"real-time at {row['rate_hz']:g} Hz: {row['realtime']}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"rows": rows, "machine_gaps": gaps}, indent=2) + "\n")
     return 0
 
 

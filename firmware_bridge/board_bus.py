@@ -88,6 +88,7 @@ class ZmqLink:
 
     def __init__(self, socket: zmq.Socket) -> None:
         self.socket = socket
+        self._fd = socket.getsockopt(zmq.FD)
         self.decoder = BodyDecoder()
         self.name = f"zmq {socket.getsockopt_string(zmq.LAST_ENDPOINT) or 'socket'}"
 
@@ -99,16 +100,19 @@ class ZmqLink:
         self.socket.send(body)
 
     def receive(self, deadline: float) -> list[tuple[int, Message]]:
-        # A receive timeout rather than Socket.poll: pyzmq builds a Poller for every poll call, and this runs
-        # every tick.
-        self.socket.setsockopt(zmq.RCVTIMEO, max(0, int((deadline - time.monotonic()) * 1000 + 0.999)))
-        try:
-            bodies = [self.socket.recv()]
-        except zmq.Again:
-            return []
-        while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            bodies.append(self.socket.recv())
-        return [decoded for decoded in map(self.decoder.decode, bodies) if decoded is not None]
+        # ZMQ's own timeouts (RCVTIMEO, poll) count whole milliseconds, more than a 1 kHz tick can give a reply:
+        # wait on the socket's descriptor with select instead. It signals a change of the socket's state, not
+        # a message, so the socket is asked (EVENTS) before every wait.
+        while True:
+            bodies = []
+            while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                bodies.append(self.socket.recv(zmq.NOBLOCK))
+            if bodies:
+                return [decoded for decoded in map(self.decoder.decode, bodies) if decoded is not None]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            select.select([self._fd], [], [], remaining)
 
 
 class BoardBus(MotorBus):
@@ -209,20 +213,26 @@ class BoardBus(MotorBus):
         self, seq: int, deadline: float, what: str, reply_type: type = State, late_after_s: float | None = None
     ):
         """The reply to ``seq`` by ``deadline``; past it ``BusTimeout``, or ``ReplyLate`` when the caller cut the
-        wait short (``late_after_s``, the wait it allowed)."""
+        wait short (``late_after_s``, the wait it allowed), carrying the newest late reply to an earlier
+        command that came meanwhile: the board answers in order, so it is newer than any state in hand."""
+        newest_late: State | None = None
         while True:
             for _, reply in self.link.receive(deadline):
                 if reply_type is State and isinstance(reply, State) and reply.last_command_seq == seq:
                     return reply
                 if reply_type is Info and isinstance(reply, Info):
                     return reply
+                # Dropped unseen if the awaited reply follows; its fault flags then come again in that one.
                 self._stale_replies += 1
+                if isinstance(reply, State):
+                    newest_late = reply
             if time.monotonic() >= deadline:
                 if late_after_s is not None:
                     self._late_replies += 1
                     raise ReplyLate(
                         f"motor board: no {reply_type.__name__.upper()} reply to {what} seq {seq} within the "
-                        f"{late_after_s * 1e6:.0f} us the tick waits for it on {self.link.name}"
+                        f"{late_after_s * 1e6:.0f} us the tick waits for it on {self.link.name}",
+                        None if newest_late is None else self._state(newest_late),
                     )
                 self._timeouts += 1
                 raise BusTimeout(

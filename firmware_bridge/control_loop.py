@@ -61,11 +61,13 @@ class LoopConfig:
     at the tick's start, two round trips per tick, for slow loops on fast buses that want the freshest
     state."""
     reply_wait: float | None = 0.5
-    """With ``state_source: reply``: how far past its deadline, in periods, a tick waits for the reply to the
-    previous command. A later reply (a loaded host, a USB adapter's latency spike) does not cost the deadline:
-    the tick runs on the state it has, one command older, counts it in ``late_replies``, and the reply is
-    dropped as stale when it comes. ``stale_after_s`` still stops the loop when no new state comes at all.
-    None waits for the bus timeout."""
+    """With ``state_source: reply``, in the policy phase: how far past its deadline, in periods, a tick waits for
+    the reply to the previous command (on a bus that has such a reply: the motor board; a Dynamixel chain reads
+    its state at the tick's start). A later reply (a loaded host, a USB adapter's latency spike) does not cost
+    the deadline: the tick runs on the newest state it has, counts it in ``late_replies``, and the reply is
+    dropped as stale when it comes. The bus timeout still ends the wait if it comes first (counted in
+    ``bus_timeouts``), and ``stale_after_s`` still stops the loop when no new state comes at all. None waits
+    for the bus timeout alone."""
     safe_stop_attempts: int = 3
     """Tries of the safe-stop request before giving up (the board's own watchdog is then the last line)."""
 
@@ -82,8 +84,8 @@ class LoopConfig:
             raise ValueError(f"miss_window_s: must be positive, got {self.miss_window_s}")
         if self.state_source not in ("reply", "fresh"):
             raise ValueError(f"state_source: 'reply' or 'fresh', got {self.state_source!r}")
-        if self.reply_wait is not None and self.reply_wait < 0:
-            raise ValueError(f"reply_wait: must not be negative, got {self.reply_wait}")
+        if self.reply_wait is not None and not (0 <= self.reply_wait < math.inf):
+            raise ValueError(f"reply_wait: a finite number of periods >= 0, or None, got {self.reply_wait}")
         if self.safe_stop_attempts < 1:
             raise ValueError(f"safe_stop_attempts: must be at least 1, got {self.safe_stop_attempts}")
 
@@ -109,7 +111,7 @@ class LoopReport:
     bus_timeouts: int = 0
     """Requests that got no reply; each tolerated while the last good state was fresh enough."""
     late_replies: int = 0
-    """Ticks that stopped waiting for their state (``LoopConfig.reply_wait``) and ran on the one before."""
+    """Ticks that stopped waiting for their state (``LoopConfig.reply_wait``) and ran on an older one."""
     wall_s: float = 0.0
     """Policy phase length, first tick to the end of the last."""
     timings: TickTimings = field(default_factory=TickTimings)
@@ -329,6 +331,8 @@ class ControlLoop:
             return call(*args)
         except ReplyLate as exc:
             report.late_replies += 1
+            if exc.state is not None:  # an earlier command's late reply: older than awaited, newer than in hand
+                return exc.state
             monitor.missing_state(clock(), exc)
             return None
         except BusTimeout as exc:

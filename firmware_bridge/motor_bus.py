@@ -31,8 +31,13 @@ class BusTimeout(BusError, TimeoutError):
 
 class ReplyLate(BusTimeout):
     """The reply to the last command had not come when the caller stopped waiting for it (``collect_reply``'s
-    ``wait_s``), before the bus's own timeout: the state in hand is one command older. The reply, if it
-    still comes, is dropped as stale when the next one is collected."""
+    ``wait_s``), before the bus's own timeout. ``state``: the newest state that did come meanwhile (a late
+    reply to an earlier command), or None. The reply, if it still comes, is dropped as stale when the next
+    one is collected."""
+
+    def __init__(self, message: str, state: RobotState | None = None) -> None:
+        super().__init__(message)
+        self.state = state
 
 
 class MotorFault(BusError):

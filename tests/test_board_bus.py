@@ -174,7 +174,6 @@ def test_a_reply_collected_a_tick_after_its_command_was_waiting_and_its_timeout_
         os.close(slave)
 
 
-
 def test_a_reply_later_than_the_ticks_wait_is_skipped_and_dropped_as_stale_when_it_comes():
     def reply(echo, position):
         zeros = np.zeros(8)
@@ -187,26 +186,31 @@ def test_a_reply_later_than_the_ticks_wait_is_skipped_and_dropped_as_stale_when_
         bus = BoardBus(SPEC, SerialLink(port), timeout_s=0.5)
         bus.send_command(SPEC.start)  # seq 1: not answered yet when the tick stops waiting
         t0 = time.monotonic()
-        with pytest.raises(ReplyLate, match=r"no STATE reply to COMMAND seq 1 within the 5000 us the tick waits"):
+        with pytest.raises(ReplyLate, match=r"no STATE reply to COMMAND seq 1 within the 5000 us the tick waits") as e:
             bus.collect_reply(wait_s=0.005)
         waited = time.monotonic() - t0
         assert 0.005 <= waited < 0.1  # the tick's wait, not the bus's 500 ms
-        assert isinstance(ReplyLate("x"), BusTimeout)  # code that handles timeouts handles this too
-        os.write(master, encode_frame(reply(1, 0.1), 1))  # the late reply comes after all
-        bus.send_command(SPEC.start)  # seq 2
-        os.write(master, encode_frame(reply(2, 0.3), 2))
-        np.testing.assert_allclose(bus.collect_reply(wait_s=0.005).joint_pos, 0.3)  # seq 1's reply is skipped
-        assert bus.counters()["late_replies"] == 1 and bus.counters()["stale_replies"] == 1
+        assert e.value.state is None and isinstance(e.value, BusTimeout)  # timeout handlers handle it too
+        os.write(master, encode_frame(reply(1, 0.1), 1))  # seq 1's reply comes late, seq 2's later still
+        bus.send_command(SPEC.start)
+        with pytest.raises(ReplyLate, match="seq 2") as e:
+            bus.collect_reply(wait_s=0.005)
+        np.testing.assert_allclose(e.value.state.joint_pos, 0.1)  # the newest state there is
+        bus.send_command(SPEC.start)  # seq 3: answered in time, after seq 2's late reply
+        os.write(master, encode_frame(reply(2, 0.2), 2) + encode_frame(reply(3, 0.3), 3))
+        np.testing.assert_allclose(bus.collect_reply(wait_s=0.005).joint_pos, 0.3)
+        assert bus.counters()["late_replies"] == 2 and bus.counters()["stale_replies"] == 2
         assert bus.counters()["timeouts"] == 0
         bus.timeout_s = 0.02  # a wait longer than the bus timeout ends at the bus timeout
-        bus.send_command(SPEC.start)  # seq 3
-        with pytest.raises(BusTimeout, match="no STATE reply to COMMAND seq 3 within 20 ms") as raised:
+        bus.send_command(SPEC.start)  # seq 4
+        with pytest.raises(BusTimeout, match="no STATE reply to COMMAND seq 4 within 20 ms") as e:
             bus.collect_reply(wait_s=1.0)
-        assert not isinstance(raised.value, ReplyLate) and bus.counters()["timeouts"] == 1
+        assert not isinstance(e.value, ReplyLate) and bus.counters()["timeouts"] == 1
     finally:
         port.close()
         os.close(master)
         os.close(slave)
+
 
 def test_zmq_timeout_when_nobody_is_bound():
     sock = zmq.Context.instance().socket(zmq.DEALER)

@@ -76,9 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "fresh at each tick (two round trips; fresher on a slow loop)",
     )
     timing.add_argument(
-        "--reply-wait", type=float, default=0.5, metavar="PERIODS",
-        help="with --state-source reply: how far past its deadline a tick waits for its state; a later reply "
-        "is skipped and the tick runs on the state before (counted as late replies)",
+        "--reply-wait", type=_periods_or_none, default=0.5, metavar="PERIODS",
+        help="motor board, --state-source reply: how far past its deadline a tick waits for its state (or the "
+        "bus timeout, if sooner); a later reply is skipped and the tick runs on the newest state it has, "
+        "counted as a late reply. 'none': wait for the bus timeout alone",
     )  # fmt: skip
     timing.add_argument("--spin-us", type=float, default=200.0, help="busy-wait before each deadline, us")
     timing.add_argument("--cpu", type=int, help="pin the process to this CPU")
@@ -108,6 +109,15 @@ class EventPrinter:
 
     def close(self) -> None:
         self.out.flush()
+
+
+def _periods_or_none(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of periods or 'none', got {text!r}") from None
 
 
 def _switch_interval_s(args: argparse.Namespace) -> float | None:
@@ -292,7 +302,7 @@ def _print(summary: dict, out) -> None:
     lines = [
         f"ticks {summary['ticks']} in {summary['wall_s']:.2f} s ({summary['achieved_rate_hz']:.1f} Hz of "
         f"{summary['rate_hz']:g}), missed deadlines {summary['missed_deadlines']}, late replies "
-        f"{summary['late_replies']}, bad frames {summary['bad_frames']}",
+        f"{summary['late_replies']}, bus timeouts {summary['bus_timeouts']}, bad frames {summary['bad_frames']}",
         f"period error us  {pct('period_error_us')}",
         f"state read us    {pct('read_us')}",
         f"policy us        {pct('policy_us')}",

@@ -121,12 +121,14 @@ def test_a_vanished_serial_device_raises_bus_error_not_an_os_error():
         os.close(slave)
 
 
-def test_a_late_reply_to_a_timed_out_request_is_counted_and_not_used():
-    def reply(echo, position):
-        zeros = np.zeros(8)
-        return State(0, echo, BoardMode.DISARMED, 0, np.full(8, position), zeros, zeros, np.zeros(8, np.uint8),
-                     np.zeros(3), np.zeros(3))  # fmt: skip
+def reply(echo: int, position: float) -> State:
+    """A board's STATE answering host message ``echo``, every motor at ``position``."""
+    zeros = np.zeros(8)
+    return State(0, echo, BoardMode.ARMED, 0, np.full(8, position), zeros, zeros, np.zeros(8, np.uint8), np.zeros(3),
+                 np.zeros(3))  # fmt: skip
 
+
+def test_a_late_reply_to_a_timed_out_request_is_counted_and_not_used():
     master, slave = os.openpty()
     port = serial.Serial(os.ttyname(slave), timeout=0)
     try:
@@ -144,11 +146,6 @@ def test_a_late_reply_to_a_timed_out_request_is_counted_and_not_used():
 
 
 def test_a_reply_collected_a_tick_after_its_command_was_waiting_and_its_timeout_counts_from_the_send():
-    def reply(echo):
-        zeros = np.zeros(8)
-        return State(0, echo, BoardMode.ARMED, 0, np.full(8, 0.3), zeros, zeros, np.zeros(8, np.uint8), np.zeros(3),
-                     np.zeros(3))  # fmt: skip
-
     master, slave = os.openpty()
     port = serial.Serial(os.ttyname(slave), timeout=0)
     try:
@@ -156,7 +153,7 @@ def test_a_reply_collected_a_tick_after_its_command_was_waiting_and_its_timeout_
         with pytest.raises(RuntimeError, match="collect_reply without a command sent"):
             bus.collect_reply()
         bus.send_command(SPEC.start)  # seq 1: the board answers while the loop waits for its next deadline
-        os.write(master, encode_frame(reply(1), 1))
+        os.write(master, encode_frame(reply(1, 0.3), 1))
         time.sleep(0.05)  # longer than the timeout: the reply arrived in time and waits in the buffer
         t0 = time.monotonic()
         np.testing.assert_allclose(bus.collect_reply().joint_pos, 0.3)
@@ -175,11 +172,6 @@ def test_a_reply_collected_a_tick_after_its_command_was_waiting_and_its_timeout_
 
 
 def test_a_reply_later_than_the_ticks_wait_is_skipped_and_dropped_as_stale_when_it_comes():
-    def reply(echo, position):
-        zeros = np.zeros(8)
-        return State(0, echo, BoardMode.ARMED, 0, np.full(8, position), zeros, zeros, np.zeros(8, np.uint8),
-                     np.zeros(3), np.zeros(3))  # fmt: skip
-
     master, slave = os.openpty()
     port = serial.Serial(os.ttyname(slave), timeout=0)
     try:

@@ -140,8 +140,8 @@ class LearnerUplink:
         """(version, time.monotonic() of the hand-over) of every policy accepted."""
         self.error: BaseException | None = None
         self._counts = dict.fromkeys(
-            ("offered", "dropped", "transitions", "sent", "resent", "acked", "rewinds", "bad_messages",
-             "policies_received", "policies_accepted", "policies_refused"), 0)  # fmt: skip
+            ("offered", "dropped", "transitions", "stale_states", "sent", "resent", "acked", "rewinds",
+             "bad_messages", "policies_received", "policies_accepted", "policies_refused"), 0)  # fmt: skip
         self._queue: queue.Queue = queue.Queue(maxsize=config.queue_capacity)
         self._context = context or zmq.Context.instance()
         # Pairing ticks into transitions (uplink thread only).
@@ -264,8 +264,13 @@ class LearnerUplink:
             return
         prev = self._prev
         if prev is not None:
-            self._flush_pending(None)
-            self._pending = self._row(prev, item)
+            if item.state.timestamp == prev.state.timestamp:
+                # This tick ran on the state before (its reply was late): it saw nothing of what prev's action
+                # did, so that pair is no transition. The next pair spans both ticks' time.
+                self._counts["stale_states"] += 1
+            else:
+                self._flush_pending(None)
+                self._pending = self._row(prev, item)
             self._prev_action = prev.action
         self._prev = item
 

@@ -45,6 +45,18 @@ def test_deadlines_lie_on_a_fixed_grid_and_a_late_tick_does_not_shift_the_rest()
     assert pacer.missed == 0 and [t.index for t in ticks] == list(range(20))
 
 
+
+@pytest.mark.parametrize("rate_hz", [1000.0, 500.0, 50.0])
+def test_the_default_grid_sits_half_a_period_off_the_clocks_multiples_of_the_period(rate_hz):
+    # Off the kernel's timer tick, which falls on multiples of its own period on this clock.
+    before = clock()
+    pacer = DeadlineClock(rate_hz)
+    period = 1.0 / rate_hz
+    assert before <= pacer.start < before + period
+    assert (pacer.start / period) % 1.0 == pytest.approx(0.5, abs=1e-6)
+    first = pacer.wait()
+    assert first.deadline == pacer.start and first.started >= pacer.start
+
 def test_a_stall_longer_than_a_period_skips_the_missed_deadlines_instead_of_bursting():
     pacer = DeadlineClock(1000.0)
     pacer.wait()

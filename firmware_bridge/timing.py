@@ -1,12 +1,13 @@
 """Loop timing: absolute deadlines with a sleep-then-spin wait, and per-tick timing histograms.
 
 Deadlines lie on a fixed grid ``start + k * period``, so a late tick never
-shifts the ones after it (no drift). By default the grid sits half a period
-off the multiples of the period on the clock: Linux fires its timer tick at
-multiples of its own period (4 ms at HZ=250) on this clock, so a grid on whole
-multiples puts deadlines on the tick, and each of those starts late by the
-interrupt's length (measured here: 25% of the ticks of a 1 kHz loop, 50% at
-500 Hz, all of them at 250 Hz; under 1% half a period off). The wait sleeps until ``spin_s`` before
+shifts the ones after it (no drift). By default the grid sits half a
+millisecond (half a period, for periods under 1 ms) off the multiples of the
+period on the clock. Linux fires its timer tick on whole multiples of its own
+period (1, 4 or 10 ms) on this clock, so a grid on whole milliseconds puts
+deadlines on the tick, and each of those starts late by the interrupt's
+length (measured here, HZ=250: 25% of the ticks of a 1 kHz loop, 50% at
+500 Hz, all of them at 250 Hz; under 1% off the tick). The wait sleeps until ``spin_s`` before
 the deadline (the OS wakes a sleeper tens to hundreds of microseconds late)
 and busy-waits the rest. A tick that cannot start before the next grid point
 has missed its deadline: the missed grid points are skipped, never run in a
@@ -33,6 +34,10 @@ _MIN_US = 1.0
 _MAX_US = 1e8  # 100 s: beyond any tick
 _BINS = int(math.log(_MAX_US / _MIN_US) / _LOG_GROWTH) + 2  # bin 0 holds values below 1 us
 
+
+TICK_OFFSET_S = 0.5e-3
+"""Default deadlines lie this far past whole multiples of the period: half a millisecond from any multiple of
+1 ms, where the kernel's timer tick falls."""
 
 COARSE_EDGES_US = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5)
 
@@ -153,8 +158,9 @@ class DeadlineClock:
             raise ValueError(f"spin_s: must not be negative, got {spin_s}")
         self.period = 1.0 / rate_hz
         self.spin_s = spin_s
-        if start is None:  # the first point of the half-period grid from now on (see the module's docstring)
-            start = (math.ceil(clock() / self.period - 0.5) + 0.5) * self.period
+        if start is None:  # the first grid point from now on, off the kernel's tick (see the module's docstring)
+            offset = TICK_OFFSET_S if self.period >= 2 * TICK_OFFSET_S else self.period / 2
+            start = math.ceil((clock() - offset) / self.period) * self.period + offset
         self.start = start
         self._k = 0  # grid index of the next deadline
         self.ticks = 0

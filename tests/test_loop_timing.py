@@ -46,14 +46,19 @@ def test_deadlines_lie_on_a_fixed_grid_and_a_late_tick_does_not_shift_the_rest()
 
 
 
-@pytest.mark.parametrize("rate_hz", [1000.0, 500.0, 50.0])
-def test_the_default_grid_sits_half_a_period_off_the_clocks_multiples_of_the_period(rate_hz):
-    # Off the kernel's timer tick, which falls on multiples of its own period on this clock.
+@pytest.mark.parametrize(
+    "rate_hz, offset_ms", [(1000.0, 0.5), (500.0, 0.5), (125.0, 0.5), (50.0, 0.5), (4000.0, 0.125)]
+)
+def test_the_default_grid_lies_off_whole_milliseconds_where_the_kernels_tick_falls(rate_hz, offset_ms):
     before = clock()
     pacer = DeadlineClock(rate_hz)
     period = 1.0 / rate_hz
     assert before <= pacer.start < before + period
-    assert (pacer.start / period) % 1.0 == pytest.approx(0.5, abs=1e-6)
+    grid_points = (pacer.start - offset_ms * 1e-3) / period  # a whole number
+    assert abs(grid_points - round(grid_points)) < 1e-6
+    for k in range(8):  # no deadline within a quarter millisecond (an eighth, at 4 kHz) of a whole millisecond
+        ms = (pacer.start + k * period) * 1e3
+        assert abs(ms - round(ms)) >= min(0.25, offset_ms) - 1e-6
     first = pacer.wait()
     assert first.deadline == pacer.start and first.started >= pacer.start
 

@@ -265,8 +265,9 @@ class LearnerUplink:
         prev = self._prev
         if prev is not None:
             if item.state.timestamp == prev.state.timestamp:
-                # This tick ran on the state before (its reply was late): it saw nothing of what prev's action
-                # did, so that pair is no transition. The next pair spans both ticks' time.
+                # This tick ran on the state before (its reply was late, or the board sent the same sample): it
+                # saw nothing of what prev's action did, so that pair is no transition. The next pair spans both
+                # ticks' time (its dt says so).
                 self._counts["stale_states"] += 1
             else:
                 self._flush_pending(None)

@@ -1,13 +1,13 @@
 """Loop timing: absolute deadlines with a sleep-then-spin wait, and per-tick timing histograms.
 
 Deadlines lie on a fixed grid ``start + k * period``, so a late tick never
-shifts the ones after it (no drift). By default the grid sits half a
-millisecond (half a period, for periods under 1 ms) off the multiples of the
-period on the clock. Linux fires its timer tick on whole multiples of its own
-period (1, 4 or 10 ms) on this clock, so a grid on whole milliseconds puts
-deadlines on the tick, and each of those starts late by the interrupt's
-length (measured here, HZ=250: 25% of the ticks of a 1 kHz loop, 50% at
-500 Hz, all of them at 250 Hz; under 1% off the tick). The wait sleeps until ``spin_s`` before
+shifts the ones after it (no drift). By default the grid keeps its
+deadlines as far from whole milliseconds of the clock as its period allows:
+a Linux kernel with HZ = 100, 250 or 1000 (and no tick skew) fires its timer
+tick on whole multiples of its tick period on this clock, so a grid on whole
+milliseconds puts deadlines on the tick, and each of those starts late by the
+interrupt's length (measured here, HZ=250: 25% of the ticks of a 1 kHz loop,
+50% at 500 Hz, all of them at 250 Hz; 0.5-0.8% at 1 kHz off the tick). The wait sleeps until ``spin_s`` before
 the deadline (the OS wakes a sleeper tens to hundreds of microseconds late)
 and busy-waits the rest. A tick that cannot start before the next grid point
 has missed its deadline: the missed grid points are skipped, never run in a
@@ -24,6 +24,7 @@ import bisect
 import math
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 
 clock = time.perf_counter
 """The loop's clock: monotonic, nanosecond resolution."""
@@ -35,9 +36,12 @@ _MAX_US = 1e8  # 100 s: beyond any tick
 _BINS = int(math.log(_MAX_US / _MIN_US) / _LOG_GROWTH) + 2  # bin 0 holds values below 1 us
 
 
-TICK_OFFSET_S = 0.5e-3
-"""Default deadlines lie this far past whole multiples of the period: half a millisecond from any multiple of
-1 ms, where the kernel's timer tick falls."""
+def tick_offset(period_s: float) -> float:
+    """How far past whole multiples of the period the default grid lies: half the spacing of its deadlines
+    modulo 1 ms, the farthest every deadline can be from whole milliseconds (0.5 ms for a whole number of
+    milliseconds, 0.25 ms at 400 Hz, 0.125 ms at 4 kHz)."""
+    spacing_ms = 1.0 / Fraction(period_s * 1e3).limit_denominator(64).denominator
+    return 0.5e-3 * spacing_ms
 
 COARSE_EDGES_US = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5)
 
@@ -159,7 +163,7 @@ class DeadlineClock:
         self.period = 1.0 / rate_hz
         self.spin_s = spin_s
         if start is None:  # the first grid point from now on, off the kernel's tick (see the module's docstring)
-            offset = TICK_OFFSET_S if self.period >= 2 * TICK_OFFSET_S else self.period / 2
+            offset = tick_offset(self.period)
             start = math.ceil((clock() - offset) / self.period) * self.period + offset
         self.start = start
         self._k = 0  # grid index of the next deadline

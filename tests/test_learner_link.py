@@ -151,21 +151,25 @@ def test_ticks_pair_into_transitions_with_episode_flags_and_no_pair_across_episo
     fake.sock.close()
 
 
-
-def test_a_tick_that_ran_on_the_state_before_pairs_into_no_transition(uplink_to):
+def test_ticks_that_ran_on_the_state_before_pair_into_no_transition(uplink_to):
     fake = FakeLearner()
     uplink = uplink_to(fake.endpoint, flush_s=0.3)
-    ticks = [tick(i, SPEC.num_joints, BUILDER.dim) for i in range(4)]
-    late = dataclasses.replace(ticks[2], state=ticks[1].state)  # tick 2's reply was late: it ran on tick 1's state
-    for item in (Event(0, "policy", "start"), ticks[0], ticks[1], late, ticks[3], Event(0, "safe_state", "done")):
+    ticks = [tick(i, SPEC.num_joints, BUILDER.dim) for i in range(6)]
+    ticks = [dataclasses.replace(t, action=np.full(SPEC.num_joints, 0.1 * (t.tick + 1), np.float32)) for t in ticks]
+    # Ticks 2 and 3 got no reply in time: both ran on tick 1's state.
+    ticks[2] = dataclasses.replace(ticks[2], state=ticks[1].state)
+    ticks[3] = dataclasses.replace(ticks[3], state=ticks[1].state)
+    for item in (Event(0, "policy", "start"), *ticks, Event(0, "safe_state", "done")):
         uplink.offer(item)
     (_, b), = fake.batches(3.0)[:1]
-    assert b.count == 2
-    assert b.arrays["obs"][:, 0].tolist() == [0, 2] and b.arrays["next_obs"][:, 0].tolist() == [1, 3]
-    assert b.arrays["dt"].tolist() == pytest.approx([0.1, 0.2])  # the second pair spans the late tick
-    assert b.arrays["prev_action"][1] == pytest.approx(ticks[1].action)
-    assert uplink.counters()["stale_states"] == 1 and uplink.counters()["transitions"] == 2
+    assert b.count == 3
+    assert b.arrays["obs"][:, 0].tolist() == [0, 3, 4] and b.arrays["next_obs"][:, 0].tolist() == [1, 4, 5]
+    assert b.arrays["dt"].tolist() == pytest.approx([0.1, 0.3, 0.1])  # the second pair spans the late ticks
+    assert b.arrays["prev_action"][:, 0].tolist() == pytest.approx([0.0, 0.3, 0.4])  # the action before, each
+    assert b.arrays["time_limit"].tolist() == [0, 0, 1]
+    assert uplink.counters()["stale_states"] == 2 and uplink.counters()["transitions"] == 3
     fake.sock.close()
+
 
 def test_unanswered_batches_are_resent_and_only_durable_ones_deleted(uplink_to):
     fake = FakeLearner()

@@ -8,10 +8,15 @@ For each rate, in one run and interleaved so both see the same machine:
   policy -> action mapping -> command exchange, one bus round trip per tick;
 - ``loop+log``: the same with the MCAP tick log written off the loop's thread (and, as ``firmware-bridge
   run --log`` does, a 200 us Python thread switch interval);
-- ``bare+rt`` and ``loop+rt``: the same with the real-time options (SCHED_FIFO, gc frozen and off); in
-  ``loop+rt`` the virtual robot runs under SCHED_FIFO too, as a motor board answers whatever the host's
-  load. No CPU pinning: on two shared cores a pinned, spinning real-time loop starves whatever else must
-  run on its core (the virtual robot first).
+- ``bare+rt`` and ``loop+rt``: the same with the real-time options (SCHED_FIFO, gc frozen and off). No CPU
+  pinning: on two shared cores a pinned, spinning real-time loop starves whatever else must run on its core
+  (the virtual robot first).
+
+The virtual robot stands in for a motor board, which has a processor of its own: in every loop row it runs
+under SCHED_FIFO (where the OS allows; the table says), so its physics runs as soon as a command arrives
+instead of holding the core the loop's timer fires on later. Sharing the loop's two cores at normal
+priority, it made 8-13% of a 500 Hz loop's ticks start late, against about 1% under SCHED_FIFO
+(``--device-normal`` measures that).
 
 ZMQ, not the pty: the modelled 1 Mbaud line alone needs about 1.6 ms per command/state round trip, more
 than a 1 kHz period (``benchmarks/bus_roundtrip.py``). Times in microseconds; ``period error`` is how late
@@ -128,15 +133,24 @@ def realtime_settings(fifo: int | None) -> RealtimeSettings:
 
 
 class VirtualRobotProcess:
+    """``robot-sac virtual-robot`` in its own process; ``scheduling`` says how it ran."""
+
     def __init__(self, fifo: int | None = None):
         self.address = f"tcp://127.0.0.1:{_free_port()}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "robot_sac.cli", "virtual-robot", "--robot", ROBOT, "--zmq", self.address],
-            stdout=subprocess.PIPE,
-            text=True,
-            # Set before exec, so every thread of the process (ZMQ's included) inherits it.
-            preexec_fn=None if fifo is None else lambda: os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(fifo)),
-        )
+        command = [sys.executable, "-m", "robot_sac.cli", "virtual-robot", "--robot", ROBOT, "--zmq", self.address]
+        self.scheduling = "normal"
+        if fifo is not None:
+            try:
+                # Set before exec, so every thread of the process (ZMQ's included) inherits it.
+                fifo_param = os.sched_param(fifo)
+                self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                                             preexec_fn=lambda: os.sched_setscheduler(0, os.SCHED_FIFO, fifo_param))
+                self.scheduling = f"SCHED_FIFO {fifo}"
+            except (subprocess.SubprocessError, OSError) as exc:
+                self.scheduling = f"normal (SCHED_FIFO refused: {exc})"
+                fifo = None
+        if fifo is None:
+            self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         self.proc.stdout.readline()  # "virtual quadruped ... on ADDR": bound and serving
 
     def close(self) -> dict:
@@ -147,7 +161,7 @@ class VirtualRobotProcess:
 
 def control_loop(
     rate_hz: float, seconds: float, spin_s: float, spec, task, policy, *, log: Path | None, realtime: bool,
-    fifo: int | None = None,
+    fifo: int | None = None, device_fifo: int | None = None,
 ) -> dict:
     builder = ObservationBuilder(spec, task)
     # The policy was exported for the spec's 50 Hz; the rate limit is a speed, so the mapper follows the rate.
@@ -160,9 +174,7 @@ def control_loop(
         settings = realtime_settings(fifo)
     else:  # as firmware-bridge run does by default when it logs
         settings = RealtimeSettings(switch_interval_s=LOGGING_SWITCH_INTERVAL_US * 1e-6 if log else None)
-    # The virtual robot stands in for a motor board, whose answer time does not depend on the host's load:
-    # in the rt row it runs under SCHED_FIFO too.
-    device = VirtualRobotProcess(fifo if realtime else None)
+    device = VirtualRobotProcess(device_fifo)  # a motor board's stand-in (see the module's docstring)
     settings.apply()  # before the bus opens, so ZMQ's I/O thread inherits it (as in firmware-bridge run)
     try:
         # A loaded VM can hold a reply for tens of ms: the tick stops waiting half a period past its deadline
@@ -193,6 +205,7 @@ def control_loop(
         "log_dropped": sinks[0].counters()["dropped"] if sinks else None,
         "realtime": settings.report() if realtime else None,
         "device_watchdog_trips": counters["device_watchdog_trips"],
+        "device_scheduling": device.scheduling,
     }
 
 
@@ -211,6 +224,8 @@ def main() -> int:
         "--fifo", type=int, default=10, metavar="PRIORITY",
         help="SCHED_FIFO priority of the rt rows (reported as refused where the OS does not allow it)",
     )
+    parser.add_argument("--device-normal", action="store_true",
+                        help="run the virtual robot at normal priority, sharing the cores with the loop as an equal")
     parser.add_argument("--json", help="also write the rows as JSON here")
     parser.add_argument("--export", metavar="PATH", help=argparse.SUPPRESS)  # the exporter's own process
     args = parser.parse_args()
@@ -246,7 +261,8 @@ def main() -> int:
             else:
                 row = control_loop(rate, args.seconds, spin, spec, task, policy,
                                    log=tmp / f"{rate:g}.mcap" if kind == "loop+log" else None,
-                                   realtime=kind == "loop+rt", fifo=args.fifo)  # fmt: skip
+                                   realtime=kind == "loop+rt", fifo=args.fifo,
+                                   device_fifo=None if args.device_normal else args.fifo)  # fmt: skip
             row.update(rate_hz=rate, kind=kind, run=repeat, wall_s=round(time.perf_counter() - started, 2))
             rows.append(row)
             print(f"  {rate:g} Hz {kind}: done", file=sys.stderr, flush=True)
@@ -259,6 +275,9 @@ def main() -> int:
     for when, g in gaps.items():
         print(f"machine {when}: a spinning thread lost {g['lost_percent']:.2f}% of its time to "
               f"{g['per_s']:.0f} gaps/s of >= 2 us (median {g['median_us']:.1f} us)")  # fmt: skip
+    device = sorted({row["device_scheduling"] for row in rows if "device_scheduling" in row})
+    if device:
+        print(f"virtual robot: {', '.join(device)}")
     for row in rows:
         if row.get("realtime"):
             print(f"real-time at {row['rate_hz']:g} Hz: {row['realtime']}")

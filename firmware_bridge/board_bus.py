@@ -167,9 +167,10 @@ class BoardBus(MotorBus):
         # The timeout counts from the send: a reply that arrived while the loop waited for its deadline is
         # already in the receive buffer and returns at once.
         if wait_s is not None:
-            cutoff = time.monotonic() + max(0.0, wait_s)
+            wait_s = max(0.0, wait_s)
+            cutoff = time.monotonic() + wait_s
             if cutoff < deadline:
-                return self._state(self._await_reply(seq, cutoff, "COMMAND", late_after_s=max(0.0, wait_s)))
+                return self._state(self._await_reply(seq, cutoff, "COMMAND", late_after_s=wait_s))
         return self._state(self._await_reply(seq, deadline, "COMMAND"))
 
     def read_state(self) -> RobotState:

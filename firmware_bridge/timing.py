@@ -7,11 +7,12 @@ a Linux kernel with HZ = 100, 250 or 1000 (and no tick skew) fires its timer
 tick on whole multiples of its tick period on this clock, so a grid on whole
 milliseconds puts deadlines on the tick, and each of those starts late by the
 interrupt's length (measured here, HZ=250: 25% of the ticks of a 1 kHz loop,
-50% at 500 Hz, all of them at 250 Hz; 0.5-0.8% at 1 kHz off the tick). The wait sleeps until ``spin_s`` before
-the deadline (the OS wakes a sleeper tens to hundreds of microseconds late)
-and busy-waits the rest. A tick that cannot start before the next grid point
-has missed its deadline: the missed grid points are skipped, never run in a
-burst to catch up.
+50% at 500 Hz, all of them at 250 Hz; 0.5-0.8% at 1 kHz off the tick).
+
+The wait sleeps until ``spin_s`` before the deadline (the OS wakes a sleeper
+tens to hundreds of microseconds late) and busy-waits the rest. A tick that
+cannot start before the next grid point has missed its deadline: the missed
+grid points are skipped, never run in a burst to catch up.
 
 Histograms are log-binned (about 1% wide) so a run of any length keeps a
 fixed, small amount of memory and recording one value is a few hundred

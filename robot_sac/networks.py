@@ -110,6 +110,11 @@ class EnsembleLinear(nn.Module):
         """``[E, B, in]`` (or ``[B, in]``, shared by all members) -> ``[E, B, out]``."""
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.weight.shape[0], -1, -1)
+        if self.weight.shape[-1] == 1:
+            # A critic's output layer. A batched matrix product with one output column falls off the BLAS
+            # fast path (float32 [2, 256, 256] x [2, 256, 1]: 140 us here); the same dot products as a
+            # multiply and a sum take 20 us, and their backward is as cheap.
+            return (x * self.weight.mT).sum(-1, keepdim=True) + self.bias
         return torch.baddbmm(self.bias, x, self.weight)
 
 

@@ -71,12 +71,15 @@ def test_log_std_is_clamped():
 
 
 def test_fused_critic_equals_separate_linear_networks():
+    """Values and parameter gradients: the output layer takes its own path (a multiply and a sum)."""
     torch.manual_seed(0)
     critic = CriticEnsemble(4, 2, (16, 16), ensemble=2)
     obs, act = torch.randn(8, 4), torch.randn(8, 2)
     q = critic(obs, act)
     assert q.shape == (2, 8)
+    fused_grads = torch.autograd.grad((q * torch.arange(1.0, 9.0)).sum(), list(critic.parameters()))
     x = torch.cat([obs, act], -1)
+    reference = []
     for i in range(2):
         h = x
         linears = [m for m in critic.net if hasattr(m, "weight")] + [critic.head]
@@ -85,6 +88,10 @@ def test_fused_critic_equals_separate_linear_networks():
             if j < len(linears) - 1:
                 h = torch.relu(h)
         torch.testing.assert_close(q[i], h.squeeze(-1))
+        reference.append(h.squeeze(-1))
+    weighted = (torch.stack(reference) * torch.arange(1.0, 9.0)).sum()
+    for fused, ref in zip(fused_grads, torch.autograd.grad(weighted, list(critic.parameters()))):
+        torch.testing.assert_close(fused, ref)
 
 
 def _agent(**overrides):

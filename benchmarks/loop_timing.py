@@ -3,6 +3,8 @@
 For each rate, in one run and interleaved so both see the same machine:
 
 - ``bare``: the pacing alone (sleep to the deadline minus the spin, then spin; no work): this machine's floor;
+- ``bare+nap``: the same with the loop's default wait, the sleep taken as naps of at most 1 ms (see
+  ``firmware_bridge.timing``): what the nap alone changes;
 - ``loop``: ``ControlLoop`` driving ``robot-sac virtual-robot`` (its own process, real-time physics) over
   ZMQ with an untrained SAC actor (256x256, exported by the real exporter): state -> observation ->
   policy -> action mapping -> command exchange, one bus round trip per tick;
@@ -13,10 +15,11 @@ For each rate, in one run and interleaved so both see the same machine:
   (the virtual robot first).
 
 The virtual robot stands in for a motor board, which has a processor of its own: in every loop row it runs
-under SCHED_FIFO (where the OS allows; the table says), so its physics runs as soon as a command arrives
-instead of holding the core the loop's timer fires on later. Sharing the loop's two cores at normal
-priority, it made 8-13% of a 500 Hz loop's ticks start late, against about 1% under SCHED_FIFO
-(``--device-normal`` measures that).
+under SCHED_FIFO (where the OS allows; the table says) and pinned to the last CPU, so its physics runs as
+soon as a command arrives, on a core of its own, instead of holding the core the loop's timer fires on.
+Sharing the loop's two cores at normal priority, it made 8-13% of a 500 Hz loop's ticks start late,
+against about 1% under SCHED_FIFO (``--device-normal`` measures that; ``--device-cpu -1`` leaves it
+unpinned). The loop itself is not pinned: the scheduler keeps it off the busy core.
 
 ZMQ, not the pty: the modelled 1 Mbaud line alone needs about 1.6 ms per command/state round trip, more
 than a 1 kHz period (``benchmarks/bus_roundtrip.py``). Times in microseconds; ``period error`` is how late
@@ -108,9 +111,10 @@ def machine_gaps(seconds: float) -> dict:
     }
 
 
-def bare_loop(rate_hz: float, seconds: float, spin_s: float) -> dict:
-    """Deadlines over ``seconds``, as the control loop counts them: ``ticks + missed`` is ``rate * seconds``."""
-    pacer = DeadlineClock(rate_hz, spin_s=spin_s)
+def bare_loop(rate_hz: float, seconds: float, spin_s: float, nap_s: float | None = None) -> dict:
+    """Deadlines over ``seconds``, as the control loop counts them: ``ticks + missed`` is ``rate * seconds``.
+    One sleep to the spin by default, as the floor is defined; ``nap_s`` as the control loop waits."""
+    pacer = DeadlineClock(rate_hz, spin_s=spin_s, nap_s=nap_s)
     end = pacer.start + seconds
     h = Histogram()
     missed = 0
@@ -135,21 +139,26 @@ def realtime_settings(fifo: int | None) -> RealtimeSettings:
 class VirtualRobotProcess:
     """``robot-sac virtual-robot`` in its own process; ``scheduling`` says how it ran."""
 
-    def __init__(self, fifo: int | None = None):
+    def __init__(self, fifo: int | None = None, cpu: int | None = None):
         self.address = f"tcp://127.0.0.1:{_free_port()}"
         command = [sys.executable, "-m", "robot_sac.cli", "virtual-robot", "--robot", ROBOT, "--zmq", self.address]
         self.scheduling = "normal"
-        if fifo is not None:
-            try:
+        if fifo is not None or cpu is not None:
+            def before_exec():
                 # Set before exec, so every thread of the process (ZMQ's included) inherits it.
-                fifo_param = os.sched_param(fifo)
-                self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
-                                             preexec_fn=lambda: os.sched_setscheduler(0, os.SCHED_FIFO, fifo_param))
-                self.scheduling = f"SCHED_FIFO {fifo}"
+                if cpu is not None:
+                    os.sched_setaffinity(0, {cpu})
+                if fifo is not None:
+                    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(fifo))
+
+            try:
+                self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, preexec_fn=before_exec)
+                self.scheduling = ", ".join(([f"SCHED_FIFO {fifo}"] if fifo is not None else [])
+                                            + ([f"CPU {cpu}"] if cpu is not None else []))  # fmt: skip
             except (subprocess.SubprocessError, OSError) as exc:
-                self.scheduling = f"normal (SCHED_FIFO refused: {exc})"
-                fifo = None
-        if fifo is None:
+                self.scheduling = f"normal (refused: {exc})"
+                fifo = cpu = None
+        if fifo is None and cpu is None:
             self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         self.proc.stdout.readline()  # "virtual quadruped ... on ADDR": bound and serving
 
@@ -161,7 +170,7 @@ class VirtualRobotProcess:
 
 def control_loop(
     rate_hz: float, seconds: float, spin_s: float, spec, task, policy, *, log: Path | None, realtime: bool,
-    fifo: int | None = None, device_fifo: int | None = None,
+    fifo: int | None = None, device_fifo: int | None = None, device_cpu: int | None = None,
 ) -> dict:
     builder = ObservationBuilder(spec, task)
     # The policy was exported for the spec's 50 Hz; the rate limit is a speed, so the mapper follows the rate.
@@ -174,7 +183,7 @@ def control_loop(
         settings = realtime_settings(fifo)
     else:  # as firmware-bridge run does by default when it logs
         settings = RealtimeSettings(switch_interval_s=LOGGING_SWITCH_INTERVAL_US * 1e-6 if log else None)
-    device = VirtualRobotProcess(device_fifo)  # a motor board's stand-in (see the module's docstring)
+    device = VirtualRobotProcess(device_fifo, device_cpu)  # a motor board's stand-in (see the module's docstring)
     settings.apply()  # before the bus opens, so ZMQ's I/O thread inherits it (as in firmware-bridge run)
     try:
         # A loaded VM can hold a reply for tens of ms: the tick stops waiting half a period past its deadline
@@ -226,6 +235,8 @@ def main() -> int:
     )
     parser.add_argument("--device-normal", action="store_true",
                         help="run the virtual robot at normal priority, sharing the cores with the loop as an equal")
+    parser.add_argument("--device-cpu", type=int, default=(os.cpu_count() or 1) - 1, metavar="CPU",
+                        help="pin the virtual robot to this CPU (default: the last one); -1: not pinned")
     parser.add_argument("--json", help="also write the rows as JSON here")
     parser.add_argument("--export", metavar="PATH", help=argparse.SUPPRESS)  # the exporter's own process
     args = parser.parse_args()
@@ -243,13 +254,15 @@ def main() -> int:
     spin = args.spin_us * 1e-6
     load_before = os.getloadavg()[0]
     gaps_before = machine_gaps(2.0)
-    kinds = ["bare", "loop"] + ([] if args.no_extras else ["loop+log", "bare+rt", "loop+rt"])
+    kinds = ["bare", "bare+nap", "loop"] + ([] if args.no_extras else ["loop+log", "bare+rt", "loop+rt"])
     rows = []
     for rate in args.rates:
         for repeat, kind in ((r, k) for r in range(1, args.repeats + 1) for k in kinds):
             started = time.perf_counter()
             if kind == "bare":
                 row = bare_loop(rate, args.seconds, spin)
+            elif kind == "bare+nap":
+                row = bare_loop(rate, args.seconds, spin, nap_s=LoopConfig.nap_s)
             elif kind == "bare+rt":
                 settings = realtime_settings(args.fifo)
                 settings.apply()
@@ -262,7 +275,8 @@ def main() -> int:
                 row = control_loop(rate, args.seconds, spin, spec, task, policy,
                                    log=tmp / f"{rate:g}.mcap" if kind == "loop+log" else None,
                                    realtime=kind == "loop+rt", fifo=args.fifo,
-                                   device_fifo=None if args.device_normal else args.fifo)  # fmt: skip
+                                   device_fifo=None if args.device_normal else args.fifo,
+                                   device_cpu=None if args.device_cpu < 0 else args.device_cpu)  # fmt: skip
             row.update(rate_hz=rate, kind=kind, run=repeat, wall_s=round(time.perf_counter() - started, 2))
             rows.append(row)
             print(f"  {rate:g} Hz {kind}: done", file=sys.stderr, flush=True)
@@ -315,7 +329,7 @@ def print_targets(rows: list[dict]) -> None:
     late = {(r["rate_hz"], r["run"], r["kind"]): r["late_percent"] for r in rows}
     for rate in dict.fromkeys(r["rate_hz"] for r in rows):
         runs = sorted({run for (hz, run, _) in p99 if hz == rate})
-        for kind, floor in (("loop", "bare"), ("loop+log", "bare"), ("loop+rt", "bare")):
+        for kind, floor in (("loop", "bare"), ("loop+log", "bare"), ("loop+rt", "bare"), ("bare+nap", "bare")):
             pairs = [(p99[rate, run, kind], p99[rate, run, floor]) for run in runs if (rate, run, kind) in p99]
             if pairs:
                 met = sum(ours <= 1.2 * bare for ours, bare in pairs)

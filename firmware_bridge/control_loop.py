@@ -44,6 +44,8 @@ class LoopConfig:
     """Policy phase length; None runs until ``stop`` is set or a safety stop."""
     spin_s: float = 200e-6
     """Busy-wait this long before each deadline instead of sleeping (the OS wakes sleepers late)."""
+    nap_s: float | None = 1e-3
+    """Sleep at most this long at a time before the spin (see ``DeadlineClock``); None: one sleep."""
     approach_speed: float = 0.3
     """Fastest joint speed [rad/s] while moving from the armed pose to the spec's start pose."""
     approach_tolerance: float = 0.01
@@ -82,6 +84,8 @@ class LoopConfig:
             raise ValueError(f"approach_tolerance: must not be negative, got {self.approach_tolerance}")
         if self.miss_window_s <= 0:
             raise ValueError(f"miss_window_s: must be positive, got {self.miss_window_s}")
+        if self.nap_s is not None and not (0 < self.nap_s < math.inf):
+            raise ValueError(f"nap_s: a finite number of seconds > 0, or None, got {self.nap_s}")
         if self.state_source not in ("reply", "fresh"):
             raise ValueError(f"state_source: 'reply' or 'fresh', got {self.state_source!r}")
         if self.reply_wait is not None and not (0 <= self.reply_wait < math.inf):
@@ -199,7 +203,7 @@ class ControlLoop:
             arrived = clock()
             monitor.check_state(armed, arrived)
             self._emit(Event(arrived, "armed", "motors armed"))
-            deadlines = DeadlineClock(config.rate_hz, spin_s=config.spin_s)
+            deadlines = DeadlineClock(config.rate_hz, spin_s=config.spin_s, nap_s=config.nap_s)
             last = self._approach((armed, arrived), deadlines, monitor, report)
             if last is not None:
                 self._emit(Event(clock(), "policy", "policy phase starts"))

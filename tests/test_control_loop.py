@@ -256,3 +256,5 @@ def test_bad_loop_settings_are_refused_with_the_field_name():
         LoopConfig(rate_hz=50, approach_speed=0)
     with pytest.raises(ValueError, match="rate_hz"):
         LoopConfig(rate_hz=-1)
+    with pytest.raises(ValueError, match="nap_s"):
+        LoopConfig(rate_hz=50, nap_s=0)

@@ -84,11 +84,37 @@ def test_spin_wait_wakes_close_to_the_deadline():
     assert np.median(errors) < 30.0
 
 
+@pytest.mark.parametrize("nap_s", [1e-3, None])
+def test_a_long_sleep_is_taken_in_naps_and_still_ends_at_the_deadline(monkeypatch, nap_s):
+    sleeps = []
+    real_sleep = time.sleep
+
+    def recorded(seconds):
+        sleeps.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr("firmware_bridge.timing.time.sleep", recorded)
+    pacer = DeadlineClock(100.0, spin_s=200e-6, nap_s=nap_s)
+    pacer.wait()  # the first deadline may be close; the next ones are a full period (10 ms) apart
+    sleeps.clear()
+    ticks = [pacer.wait() for _ in range(5)]
+    assert all(t.started >= t.deadline for t in ticks)
+    if nap_s is None:
+        assert len(sleeps) <= 5 and max(sleeps) > 9e-3  # one sleep of about 9.8 ms per tick
+    else:
+        assert max(sleeps) <= nap_s
+        assert len(sleeps) >= 10  # about 9.8 ms a tick in naps of 1 ms: ten a tick unless the VM stalls a nap
+    # Waking late from a nap shortens the naps that follow: in all, about the period less the spin per tick.
+    assert sum(sleeps) <= 5 * (10e-3 - 200e-6) + 1e-9
+
+
 def test_bad_parameters_are_refused():
     with pytest.raises(ValueError, match="rate_hz"):
         DeadlineClock(0)
     with pytest.raises(ValueError, match="spin_s"):
         DeadlineClock(100, spin_s=-1)
+    with pytest.raises(ValueError, match="nap_s"):
+        DeadlineClock(100, nap_s=0)
 
 
 def test_coarse_histogram_counts_every_value_in_its_bin():

@@ -18,8 +18,8 @@ The virtual robot stands in for a motor board, which has a processor of its own:
 under SCHED_FIFO (where the OS allows; the table says) and pinned to the last CPU, so its physics runs as
 soon as a command arrives, on a core of its own, instead of holding the core the loop's timer fires on.
 Sharing the loop's two cores at normal priority, it made 8-13% of a 500 Hz loop's ticks start late,
-against about 1% under SCHED_FIFO (``--device-normal`` measures that; ``--device-cpu -1`` leaves it
-unpinned). The loop itself is not pinned: the scheduler keeps it off the busy core.
+against about 1% under SCHED_FIFO (``--device-normal`` measures that: normal priority, not pinned;
+``--device-cpu -1`` only unpins it). The loop itself is not pinned.
 
 ZMQ, not the pty: the modelled 1 Mbaud line alone needs about 1.6 ms per command/state round trip, more
 than a 1 kHz period (``benchmarks/bus_roundtrip.py``). Times in microseconds; ``period error`` is how late
@@ -38,6 +38,7 @@ at the end: the share of time a spinning thread loses to this VM's interrupts).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -142,24 +143,25 @@ class VirtualRobotProcess:
     def __init__(self, fifo: int | None = None, cpu: int | None = None):
         self.address = f"tcp://127.0.0.1:{_free_port()}"
         command = [sys.executable, "-m", "robot_sac.cli", "virtual-robot", "--robot", ROBOT, "--zmq", self.address]
-        self.scheduling = "normal"
-        if fifo is not None or cpu is not None:
-            def before_exec():
-                # Set before exec, so every thread of the process (ZMQ's included) inherits it.
+
+        def before_exec():
+            # Set before exec, so every thread of the process (ZMQ's included) inherits it. A refusal is
+            # reported below from what the process actually got (an exception here would lose its reason).
+            with contextlib.suppress(OSError):
                 if cpu is not None:
                     os.sched_setaffinity(0, {cpu})
+            with contextlib.suppress(OSError):
                 if fifo is not None:
                     os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(fifo))
 
-            try:
-                self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, preexec_fn=before_exec)
-                self.scheduling = ", ".join(([f"SCHED_FIFO {fifo}"] if fifo is not None else [])
-                                            + ([f"CPU {cpu}"] if cpu is not None else []))  # fmt: skip
-            except (subprocess.SubprocessError, OSError) as exc:
-                self.scheduling = f"normal (refused: {exc})"
-                fifo = cpu = None
-        if fifo is None and cpu is None:
-            self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, preexec_fn=before_exec)
+        got_fifo = os.sched_getscheduler(self.proc.pid) == os.SCHED_FIFO
+        got_cpu = os.sched_getaffinity(self.proc.pid) == {cpu}
+        self.scheduling = ", ".join(
+            ([f"SCHED_FIFO {fifo}" if got_fifo else "normal priority (SCHED_FIFO refused)"] if fifo is not None
+             else ["normal priority"])
+            + ([f"CPU {cpu}" if got_cpu else f"not pinned (CPU {cpu} refused)"] if cpu is not None else [])
+        )  # fmt: skip
         self.proc.stdout.readline()  # "virtual quadruped ... on ADDR": bound and serving
 
     def close(self) -> dict:
@@ -235,8 +237,9 @@ def main() -> int:
     )
     parser.add_argument("--device-normal", action="store_true",
                         help="run the virtual robot at normal priority, sharing the cores with the loop as an equal")
-    parser.add_argument("--device-cpu", type=int, default=(os.cpu_count() or 1) - 1, metavar="CPU",
-                        help="pin the virtual robot to this CPU (default: the last one); -1: not pinned")
+    parser.add_argument("--device-cpu", type=int, metavar="CPU",
+                        help="pin the virtual robot to this CPU (default: the last one this process may use, "
+                        "none with --device-normal); -1: not pinned")
     parser.add_argument("--json", help="also write the rows as JSON here")
     parser.add_argument("--export", metavar="PATH", help=argparse.SUPPRESS)  # the exporter's own process
     args = parser.parse_args()
@@ -252,6 +255,11 @@ def main() -> int:
         subprocess.run([sys.executable, __file__, "--export", str(policy_path)], check=True)
     policy = PolicyRuntime(policy_path, spec, task)
     spin = args.spin_us * 1e-6
+    allowed = os.sched_getaffinity(0)
+    if args.device_cpu is None:
+        device_cpu = None if args.device_normal or len(allowed) < 2 else max(allowed)
+    else:
+        device_cpu = None if args.device_cpu < 0 else args.device_cpu
     load_before = os.getloadavg()[0]
     gaps_before = machine_gaps(2.0)
     kinds = ["bare", "bare+nap", "loop"] + ([] if args.no_extras else ["loop+log", "bare+rt", "loop+rt"])
@@ -276,7 +284,7 @@ def main() -> int:
                                    log=tmp / f"{rate:g}.mcap" if kind == "loop+log" else None,
                                    realtime=kind == "loop+rt", fifo=args.fifo,
                                    device_fifo=None if args.device_normal else args.fifo,
-                                   device_cpu=None if args.device_cpu < 0 else args.device_cpu)  # fmt: skip
+                                   device_cpu=device_cpu)  # fmt: skip
             row.update(rate_hz=rate, kind=kind, run=repeat, wall_s=round(time.perf_counter() - started, 2))
             rows.append(row)
             print(f"  {rate:g} Hz {kind}: done", file=sys.stderr, flush=True)

@@ -13,9 +13,9 @@ The wait sleeps until ``spin_s`` before the deadline (the OS wakes a sleeper
 tens to hundreds of microseconds late) and busy-waits the rest. A sleep longer
 than ``nap_s`` is taken as naps of at most that: after several milliseconds
 idle a core (here, a VM's virtual CPU halted by its host) wakes late by more
-than the spin more often. A bare 250 Hz loop sleeping 3.6 ms at once started
-3-46% of its ticks late in 3 s samples on a loaded day here; in naps of at
-most 0.9 ms, 0.5-1% (and at most 10.8% in its worst sample). A tick that
+than the spin more often. On a noisy day here, a bare loop sleeping its
+period less the spin at once started 13-47% of its ticks late at 50 Hz and
+28-40% at 100 Hz (3 s samples); in naps of at most 1 ms, 0.3-6.3%. A tick that
 cannot start before the next grid point has missed its deadline: the missed
 grid points are skipped, never run in a burst to catch up.
 
@@ -168,8 +168,8 @@ class DeadlineClock:
             raise ValueError(f"rate_hz: must be positive, got {rate_hz}")
         if spin_s < 0:
             raise ValueError(f"spin_s: must not be negative, got {spin_s}")
-        if nap_s is not None and nap_s <= 0:
-            raise ValueError(f"nap_s: must be positive (or None for one sleep), got {nap_s}")
+        if nap_s is not None and not (0 < nap_s < math.inf):
+            raise ValueError(f"nap_s: a finite number of seconds > 0 (or None for one sleep), got {nap_s}")
         self.period = 1.0 / rate_hz
         self.spin_s = spin_s
         self.nap_s = nap_s
@@ -185,16 +185,12 @@ class DeadlineClock:
         return self.start + self._k * self.period
 
     def wait(self) -> Tick:
-        """Block until the next deadline (sleep, then spin); if it has already passed by a full period or more,
-        skip to the latest grid point that has passed and count the skipped ones as missed."""
+        """Block until the next deadline (sleep, then spin). If it has passed by a full period or more, before
+        the wait or during a sleep that overslept, skip to the latest grid point that has passed and count the
+        skipped ones as missed."""
         deadline = self.next_deadline()
         now = clock()
-        missed = 0
-        if now - deadline >= self.period:
-            missed = int((now - deadline) / self.period)
-            self._k += missed
-            deadline = self.next_deadline()
-        elif now < deadline:
+        if now < deadline:
             coarse = deadline - self.spin_s - now
             while self.nap_s is not None and coarse > self.nap_s:
                 time.sleep(self.nap_s)
@@ -204,6 +200,11 @@ class DeadlineClock:
             now = clock()
             while now < deadline:
                 now = clock()
+        missed = 0
+        if now - deadline >= self.period:
+            missed = int((now - deadline) / self.period)
+            self._k += missed
+            deadline = self.next_deadline()
         tick = Tick(index=self.ticks, deadline=deadline, started=now, missed=missed)
         self._k += 1
         self.ticks += 1

@@ -95,7 +95,8 @@ class Actor(nn.Module):
 
 
 class EnsembleLinear(nn.Module):
-    """``E`` independent linear layers evaluated as one batched matrix product."""
+    """``E`` independent linear layers evaluated at once: one batched matrix product (with one output, a
+    multiply and a sum)."""
 
     def __init__(self, ensemble: int, in_features: int, out_features: int):
         super().__init__()

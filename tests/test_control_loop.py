@@ -5,6 +5,7 @@ with its torque off) with the right reason; the loop's normal run moves the robo
 hands every tick to its sinks.
 """
 
+import argparse
 import contextlib
 import threading
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from firmware_bridge.action import ActionMapper
 from firmware_bridge.bus_factory import open_bus
+from firmware_bridge.commands import run as run_command
 from firmware_bridge.config_paths import resolve_robot
 from firmware_bridge.control_loop import ControlLoop, LoopConfig
 from firmware_bridge.motor_messages import BoardMode, MotorStatus
@@ -22,6 +24,7 @@ from firmware_bridge.policy_runtime import PolicyRuntime
 from firmware_bridge.safety import StopReason
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.task import TaskInterface
+from firmware_bridge.timing import DeadlineClock
 from firmware_bridge.transitions import BackgroundSink, Transition
 from sim.mujoco_backend import MujocoBackend
 from sim.virtual_robot_server import PtyServer, build_robot, make_server, serving
@@ -249,6 +252,34 @@ def test_the_approach_moves_slowly_from_the_armed_pose_to_the_start_pose(tmp_pat
     assert distance > 0.25
     # At 0.5 rad/s and 50 Hz each approach tick moves a joint at most 0.01 rad: no jump to the start pose.
     assert report.approach_ticks == int(np.ceil(distance / 0.01)) and report.safety_stop is None
+
+
+@pytest.mark.parametrize("nap_s", [0.5e-3, None])
+def test_the_loop_paces_with_its_configured_naps(tmp_path, monkeypatch, nap_s):
+    naps = []
+
+    class RecordingClock(DeadlineClock):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            naps.append(self.nap_s)
+
+    monkeypatch.setattr("firmware_bridge.control_loop.DeadlineClock", RecordingClock)
+    with virtual_quadruped() as (_, bus):
+        report = _loop(bus, _policy(tmp_path), duration_s=0.2, nap_s=nap_s).run()
+    assert naps == [nap_s] and report.ticks >= 5
+
+
+def test_the_run_commands_nap_option_takes_microseconds_or_none(capsys):
+    parser = argparse.ArgumentParser()
+    run_command.add_arguments(parser)
+    base = ["--policy", "p.onnx", "--robot", "quadruped", "--zmq", "tcp://127.0.0.1:5555"]
+    assert parser.parse_args(base).nap_us == 1000.0
+    assert parser.parse_args([*base, "--nap-us", "250"]).nap_us == 250.0
+    assert parser.parse_args([*base, "--nap-us", "none"]).nap_us is None
+    for bad in ("0", "-5", "inf", "nan", "soon"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--nap-us", bad])
+        assert "--nap-us" in capsys.readouterr().err
 
 
 def test_bad_loop_settings_are_refused_with_the_field_name():

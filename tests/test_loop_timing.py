@@ -1,5 +1,6 @@
 """Deadline pacing and timing histograms of the on-robot loop."""
 
+import math
 import time
 
 import numpy as np
@@ -84,28 +85,71 @@ def test_spin_wait_wakes_close_to_the_deadline():
     assert np.median(errors) < 30.0
 
 
-@pytest.mark.parametrize("nap_s", [1e-3, None])
-def test_a_long_sleep_is_taken_in_naps_and_still_ends_at_the_deadline(monkeypatch, nap_s):
-    sleeps = []
-    real_sleep = time.sleep
+class FakeTime:
+    """A clock that advances 1 us per reading, and a sleep that advances it by the request plus ``oversleep``
+    (popped per call; 0 once empty): the wait's arithmetic without the machine's timing."""
 
-    def recorded(seconds):
-        sleeps.append(seconds)
-        real_sleep(seconds)
+    def __init__(self, oversleep=()):
+        self.now = 100.0
+        self.sleeps = []
+        self.oversleep = list(oversleep)
 
-    monkeypatch.setattr("firmware_bridge.timing.time.sleep", recorded)
-    pacer = DeadlineClock(100.0, spin_s=200e-6, nap_s=nap_s)
-    pacer.wait()  # the first deadline may be close; the next ones are a full period (10 ms) apart
-    sleeps.clear()
-    ticks = [pacer.wait() for _ in range(5)]
-    assert all(t.started >= t.deadline for t in ticks)
-    if nap_s is None:
-        assert len(sleeps) <= 5 and max(sleeps) > 9e-3  # one sleep of about 9.8 ms per tick
-    else:
-        assert max(sleeps) <= nap_s
-        assert len(sleeps) >= 10  # about 9.8 ms a tick in naps of 1 ms: ten a tick unless the VM stalls a nap
-    # Waking late from a nap shortens the naps that follow: in all, about the period less the spin per tick.
-    assert sum(sleeps) <= 5 * (10e-3 - 200e-6) + 1e-9
+    def clock(self):
+        self.now += 1e-6
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds + (self.oversleep.pop(0) if self.oversleep else 0.0)
+
+
+def _fake_pacer(monkeypatch, fake, **kwargs):
+    monkeypatch.setattr("firmware_bridge.timing.clock", fake.clock)
+    monkeypatch.setattr("firmware_bridge.timing.time", fake)
+    return DeadlineClock(100.0, spin_s=200e-6, start=fake.now + 0.010, **kwargs)
+
+
+def test_a_long_sleep_is_taken_in_naps_and_the_spin_ends_at_the_deadline(monkeypatch):
+    fake = FakeTime()
+    pacer = _fake_pacer(monkeypatch, fake, nap_s=1e-3)
+    for k in range(3):
+        fake.sleeps.clear()
+        tick = pacer.wait()
+        # 9.8 ms to the spin: nine naps of 1 ms and one of the 0.8 ms left (less the clock's readings).
+        assert len(fake.sleeps) == 10 and max(fake.sleeps) == 1e-3
+        assert sum(fake.sleeps) == pytest.approx(9.8e-3, abs=20e-6)
+        assert tick.missed == 0 and 0 <= tick.period_error_us < 2.0
+
+
+def test_without_naps_the_wait_is_one_sleep(monkeypatch):
+    fake = FakeTime()
+    pacer = _fake_pacer(monkeypatch, fake, nap_s=None)
+    tick = pacer.wait()
+    assert len(fake.sleeps) == 1 and fake.sleeps[0] == pytest.approx(9.8e-3, abs=5e-6)
+    assert 0 <= tick.period_error_us < 2.0
+
+
+def test_a_nap_that_wakes_late_shortens_the_rest_and_one_past_the_deadline_starts_the_tick_late(monkeypatch):
+    fake = FakeTime(oversleep=[2.5e-3] + [0.0] * 6 + [0.5e-3])
+    pacer = _fake_pacer(monkeypatch, fake, nap_s=1e-3)
+    tick = pacer.wait()
+    # Of the 9.8 ms to the spin: a nap of 1 ms that lasts 3.5, six naps of 1 ms, then the 0.3 ms left, which
+    # wakes 0.5 ms late, past the deadline: no spin.
+    assert len(fake.sleeps) == 8 and sum(fake.sleeps) == pytest.approx(7.3e-3, abs=20e-6)
+    assert tick.missed == 0 and tick.period_error_us == pytest.approx(300.0, abs=20.0)
+
+
+def test_a_sleep_that_oversleeps_past_later_deadlines_counts_them_as_missed(monkeypatch):
+    # The first nap ends 26 ms on, past the deadlines at 10 and 20 ms: the first is missed, the tick is the second.
+    fake = FakeTime(oversleep=[25e-3])
+    pacer = _fake_pacer(monkeypatch, fake, nap_s=1e-3)
+    first_deadline = pacer.next_deadline()
+    tick = pacer.wait()
+    assert tick.missed == 1 and tick.deadline == pytest.approx(first_deadline + 0.010)
+    assert 0 <= tick.period_error_us < 10_000.0
+    following = pacer.wait()
+    assert following.missed == 0 and following.deadline == pytest.approx(first_deadline + 0.020)
+    assert pacer.missed == 1
 
 
 def test_bad_parameters_are_refused():
@@ -113,8 +157,9 @@ def test_bad_parameters_are_refused():
         DeadlineClock(0)
     with pytest.raises(ValueError, match="spin_s"):
         DeadlineClock(100, spin_s=-1)
-    with pytest.raises(ValueError, match="nap_s"):
-        DeadlineClock(100, nap_s=0)
+    for nap_s in (0, -1e-3, math.inf, math.nan):
+        with pytest.raises(ValueError, match="nap_s"):
+            DeadlineClock(100, nap_s=nap_s)
 
 
 def test_coarse_histogram_counts_every_value_in_its_bin():

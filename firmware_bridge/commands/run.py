@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import math
 import signal
 import sys
 import threading
@@ -83,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     timing.add_argument("--spin-us", type=float, default=200.0, help="busy-wait before each deadline, us")
     timing.add_argument(
-        "--nap-us", type=_number_or_none, default=1000.0, metavar="US",
+        "--nap-us", type=_nap_us, default=1000.0, metavar="US",
         help="sleep at most this long at a time before the spin, us: a core idle for several ms wakes late "
         "more often. 'none': one sleep",
     )  # fmt: skip
@@ -120,7 +121,14 @@ def _periods_or_none(text: str) -> float | None:
     return _number_or_none(text, "periods")
 
 
-def _number_or_none(text: str, unit: str = "microseconds") -> float | None:
+def _nap_us(text: str) -> float | None:
+    value = _number_or_none(text, "microseconds")
+    if value is not None and not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"a finite number of microseconds > 0 or 'none', got {text!r}")
+    return value
+
+
+def _number_or_none(text: str, unit: str) -> float | None:
     if text.strip().lower() == "none":
         return None
     try:

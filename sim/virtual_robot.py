@@ -75,13 +75,14 @@ class VirtualRobot:
 
     def arm(self) -> None:
         """Enable PD control holding the present pose; clears a latched watchdog."""
-        self.poll()
+        now = self.clock()
+        self.poll(now)
         self._targets = self._state.joint_pos.copy()
         self.backend.set_gains(self.spec.kp, self.spec.kd)
         self.backend.set_safe_state(None)
         self.mode = BoardMode.ARMED
         self.watchdog_latched = False
-        self._last_command = self.clock()
+        self._last_command = now
 
     def disarm(self, torque_off: bool) -> None:
         self.poll()
@@ -97,12 +98,15 @@ class VirtualRobot:
 
     def command(self, targets: np.ndarray, kp: np.ndarray | None = None, kd: np.ndarray | None = None) -> bool:
         """Apply joint targets (and gains) if armed; feeds the watchdog. Returns whether it was applied."""
-        self.poll()
+        # One clock reading for the watchdog's check and its feed: with a second one, a process stalled between
+        # the two (a SIGSTOP, a long page fault) would feed the watchdog after the stall without checking it.
+        now = self.clock()
+        self.poll(now)
         if self.mode is not BoardMode.ARMED:
             self.counters.rejected_commands += 1
             return False
         self.counters.commands += 1
-        self._last_command = self.clock()
+        self._last_command = now
         self._targets = np.clip(np.asarray(targets, dtype=np.float64), self.spec.lower, self.spec.upper)
         if kp is not None and kd is not None:
             self.backend.set_gains(kp, kd)
@@ -115,9 +119,11 @@ class VirtualRobot:
         self.poll()
         return corrupt_state(self._state, self._params, self._rng)
 
-    def poll(self) -> None:
-        """Check the watchdog and, in real-time mode, bring the simulation up to the wall clock."""
-        now = self.clock()
+    def poll(self, now: float | None = None) -> None:
+        """Check the watchdog and, in real-time mode, bring the simulation up to the wall clock (or ``now``, a
+        reading the caller has just taken)."""
+        if now is None:
+            now = self.clock()
         if not self.lockstep:
             lag = (now - self._start) - self.backend.time
             if lag >= self.backend.physics_dt:

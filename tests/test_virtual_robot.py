@@ -50,6 +50,31 @@ def test_watchdog_trips_after_its_timeout_and_latches_until_armed():
     assert robot.next_deadline() == pytest.approx(clock.now + SPEC.control_period)  # sooner than the watchdog
 
 
+class StallAfterReading(ManualClock):
+    """A clock whose next reading comes before a stall of ``stall_s``: the process stops right after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stall_s = 0.0
+
+    def __call__(self) -> float:
+        reading, self.now = self.now, self.now + self.stall_s
+        self.stall_s = 0.0
+        return reading
+
+
+def test_a_stall_inside_a_command_does_not_feed_the_watchdog_past_it():
+    clock = StallAfterReading()
+    robot = _robot(clock)
+    robot.arm()
+    clock.now += 0.05
+    clock.stall_s = 0.4  # the board hangs in the middle of taking this command
+    assert robot.command(SPEC.start) is True
+    clock.now += 0.01  # the next command comes right after the hang: 0.41 s since the watchdog was fed
+    assert robot.command(SPEC.start) is False
+    assert robot.counters.watchdog_trips == 1 and robot.mode is BoardMode.DAMPING
+
+
 def test_lockstep_advances_exactly_one_control_period_per_applied_command():
     robot = _robot(ManualClock(), watchdog_s=0)
     robot.arm()

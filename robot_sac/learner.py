@@ -336,6 +336,7 @@ class Learner:
             "link": dict(self.link.counts),
             "link_errors": list(self.link.errors),
             "unscorable_reason": self.link.scorer.last_error,
+            "off_period_reason": self.link.scorer.last_off_period,
             "robots": {robot: rec.report() for robot, rec in list(self.link.robots.items())},
         }
 

@@ -59,6 +59,8 @@ class RobotRecord:
     """Numbers the robot no longer held when they were due (its spool overflowed)."""
     non_finite: int = 0
     unscorable: int = 0
+    off_period: int = 0
+    """Rows scored but not stored: they spanned another time than the control period."""
     safety_stops: int = 0
     policy_versions_sent: list[int] = field(default_factory=list)
     policy_versions_accepted: list[int] = field(default_factory=list)
@@ -75,8 +77,8 @@ class RobotRecord:
     last_push: tuple[int, float] = (-1, 0.0)
 
     _KEPT = ("robot", "spool", "received", "durable", "transitions", "duplicates", "gaps", "lost", "non_finite",
-             "unscorable", "safety_stops", "policy_versions_sent", "policy_versions_accepted", "running_version",
-             "episode_returns")
+             "unscorable", "off_period", "safety_stops", "policy_versions_sent", "policy_versions_accepted",
+             "running_version", "episode_returns")
 
     def checkpoint_state(self, through: int) -> dict:
         state = {key: getattr(self, key) for key in self._KEPT}
@@ -85,7 +87,8 @@ class RobotRecord:
 
     @classmethod
     def from_checkpoint(cls, state: dict) -> RobotRecord:
-        return cls(**{key: state[key] for key in cls._KEPT})
+        # Counters added since a checkpoint was written start from their defaults.
+        return cls(**{key: state[key] for key in cls._KEPT if key in state})
 
     def report(self) -> dict:
         span = (self.last_seen - self.first_seen) if self.first_seen and self.last_seen else 0.0
@@ -93,7 +96,8 @@ class RobotRecord:
             "transitions_received": self.transitions, "duplicates_dropped": self.duplicates,
             "transitions_per_s": round(self.transitions / span, 1) if span > 0 else None,
             "gaps_refused": self.gaps, "lost": self.lost, "non_finite": self.non_finite,
-            "unscorable": self.unscorable, "safety_stops": self.safety_stops, "received_through": self.received,
+            "unscorable": self.unscorable, "off_period": self.off_period, "safety_stops": self.safety_stops,
+            "received_through": self.received,
             "durable_through": self.durable, "policy_versions_sent": list(self.policy_versions_sent),
             "policy_versions_accepted": list(self.policy_versions_accepted),
             "policy_refusals": [[v, p] for v, p in self.policy_refusals], "running_version": self.running_version,
@@ -102,7 +106,7 @@ class RobotRecord:
         }  # fmt: skip
 
     def add_rewards(self, scored: Scored) -> None:
-        for reward, end in zip(scored.reward.tolist(), scored.episode_end.tolist()):
+        for reward, end in zip(scored.scored_reward.tolist(), scored.episode_end.tolist()):
             self.episode_return += reward
             if end:
                 self.episode_returns.append(self.episode_return)
@@ -344,6 +348,7 @@ class LearnerLink:
         rec.transitions += batch.count - skip
         rec.non_finite += scored.non_finite
         rec.unscorable += scored.unscorable
+        rec.off_period += scored.off_period
         rec.safety_stops += scored.safety_stops
         rec.add_rewards(scored)
         rec.received = batch.last_seq

@@ -4,6 +4,10 @@ The robot sends what it measured; reward and termination are computed here, by t
 the simulated transitions the policy was trained on, so the critic sees one reward function. A time-limit
 cut and a safety stop both end an episode without terminating it: the state did not end, we stopped
 watching (or intervened), so the transition still bootstraps.
+
+The policy was trained on steps of one control period. A row that spans another time (a tick that ran on a
+stale state merges two periods into one row) is a transition of another decision process: its progress terms
+are scaled and its dynamics ran longer. It still counts in the robot's episode return, but is not stored.
 """
 
 from __future__ import annotations
@@ -18,21 +22,30 @@ from sim.rewards import TASK_KINDS, Reward, Transition
 from sim.task import TaskSpec
 
 
+PERIOD_TOLERANCE = 0.5
+"""A row is stored when its ``dt`` is within this fraction of the robot's control period of it."""
+
+
 @dataclass
 class Scored:
-    """The rows of a batch that can be stored, as the replay buffer takes them."""
+    """The rows of a batch that can be stored, as the replay buffer takes them, and the reward of every row
+    that could be scored (stored or not), for the robot's episode returns."""
 
     obs: np.ndarray
     action: np.ndarray
     reward: np.ndarray
     next_obs: np.ndarray
     terminated: np.ndarray
+    scored_reward: np.ndarray
+    """Per scored row, in order: its reward."""
     episode_end: np.ndarray
-    """Per stored row: the episode ended after it (time limit, safety stop or termination)."""
+    """Per scored row: the episode ended after it (time limit, safety stop or termination)."""
     non_finite: int = 0
     """Rows dropped for NaN or infinity anywhere in them."""
     unscorable: int = 0
     """Rows the reward code could not score (a sensor or goal it needs is missing)."""
+    off_period: int = 0
+    """Rows scored but not stored: their ``dt`` is off the control period by more than ``PERIOD_TOLERANCE``."""
     safety_stops: int = 0
     terminations: int = 0
 
@@ -47,6 +60,7 @@ class TransitionScorer:
         self.reward = Reward(task.kind, task.reward)
         self.kind = TASK_KINDS[task.kind]
         self.last_error: str | None = None
+        self.last_off_period: str | None = None
 
     def score(self, batch: TransitionBatch, start: int = 0) -> Scored:
         """Rows ``start:`` of ``batch`` (the ones before ``start`` are duplicates)."""
@@ -56,6 +70,8 @@ class TransitionScorer:
         for name, values in arr.items():
             if values.dtype.kind == "f":
                 finite &= np.isfinite(values.reshape(n, -1)).all(1)
+        period = self.robot.control_period
+        on_period = np.abs(arr["dt"].astype(np.float64) - period) <= PERIOD_TOLERANCE * period
         goals = {**self.task.goals, **batch.goals}
         rows, rewards, terminated = [], [], []
         non_finite = unscorable = 0
@@ -82,9 +98,19 @@ class TransitionScorer:
             terminated.append(float(done))
         idx = np.asarray(rows, dtype=np.int64)
         ends = (arr["time_limit"][idx] | arr["safety_stop"][idx]).astype(bool) | np.asarray(terminated, dtype=bool)
+        keep = on_period[idx]
+        if not keep.all():
+            dt = float(arr["dt"][idx[~keep][-1]])
+            self.last_off_period = (
+                f"a row spanned {dt * 1e3:.1f} ms; the robot's control period is {period * 1e3:.1f} ms "
+                f"(rows within {PERIOD_TOLERANCE:.0%} of it are stored)"
+            )
+        stored = idx[keep]
+        rewards_arr = np.asarray(rewards, dtype=np.float32)
         return Scored(
-            obs=arr["obs"][idx], action=arr["action"][idx], reward=np.asarray(rewards, dtype=np.float32),
-            next_obs=arr["next_obs"][idx], terminated=np.asarray(terminated, dtype=np.float32),
-            episode_end=ends, non_finite=non_finite, unscorable=unscorable,
-            safety_stops=int(arr["safety_stop"][start:].sum()), terminations=int(sum(terminated)),
+            obs=arr["obs"][stored], action=arr["action"][stored], reward=rewards_arr[keep],
+            next_obs=arr["next_obs"][stored], terminated=np.asarray(terminated, dtype=np.float32)[keep],
+            scored_reward=rewards_arr, episode_end=ends, non_finite=non_finite, unscorable=unscorable,
+            off_period=int((~keep).sum()), safety_stops=int(arr["safety_stop"][start:].sum()),
+            terminations=int(sum(terminated)),
         )  # fmt: skip

@@ -25,6 +25,7 @@ def batch(layout: TransitionLayout, n: int, first_seq: int = 0, extras=("valve_a
     for name, dtype, width in layout.arrays(len(extras)):
         shape = (n, width) if width else (n,)
         arrays[name] = (rng.standard_normal(shape) if dtype == "float32" else np.zeros(shape)).astype(dtype)
+    arrays["dt"][:] = 0.1  # the claw's control period
     defaults = dict(robot="claw-1", spool="00aa11bb22cc33dd", first_seq=first_seq, lowest_held=first_seq,
                     interface_hash=HASH, goals={"valve_angle": 1.0}, extras=list(extras), arrays=arrays)
     defaults.update(fields)

@@ -94,6 +94,29 @@ def test_rows_are_scored_by_the_task_code_and_non_finite_rows_dropped(link, deal
     assert np.all(np.isfinite(scored.reward)) and not np.all(scored.reward == 0)
 
 
+def test_rows_off_the_control_period_count_in_the_return_but_are_not_stored():
+    scorer = TransitionScorer(TaskSpec.load("claw_turn"), SPEC)
+    b = batch(LAYOUT, 6, 0, ("valve_angle", "valve_velocity"), interface_hash=HASH)
+    period = SPEC.control_period
+    # On time, early and late within half a period; two periods (a tick that ran on a stale state); a tenth.
+    b.arrays["dt"][:] = [period, 0.6 * period, 1.4 * period, 2 * period, 0.1 * period, period]
+    b.arrays["time_limit"][-1] = 1
+    everything = TransitionScorer(TaskSpec.load("claw_turn"), SPEC)
+    every_row = batch(LAYOUT, 6, 0, ("valve_angle", "valve_velocity"), interface_hash=HASH)
+    every_row.arrays["time_limit"][-1] = 1
+    all_scored = everything.score(every_row)
+    scored = scorer.score(b)
+    assert (len(scored), scored.off_period, len(scored.scored_reward)) == (4, 2, 6)
+    np.testing.assert_array_equal(scored.obs, b.arrays["obs"][[0, 1, 2, 5]])
+    np.testing.assert_array_equal(scored.reward, all_scored.reward[[0, 1, 2, 5]])
+    # The episode's return is the same with or without the dropped rows: the robot did turn the valve then.
+    np.testing.assert_array_equal(scored.scored_reward, all_scored.reward)
+    assert scored.episode_end.tolist() == [False] * 5 + [True]
+    assert scorer.last_off_period.startswith(f"a row spanned {1e3 * 0.1 * period:.1f} ms")
+    assert everything.last_off_period is None
+    assert f"control period is {1e3 * period:.1f} ms" in scorer.last_off_period
+
+
 class FakeLearner:
     def __init__(self):
         self.sock = zmq.Context.instance().socket(zmq.ROUTER)

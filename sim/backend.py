@@ -51,6 +51,12 @@ class Backend(ABC):
             raise ValueError(f"joint_pos: expected shape ({self.robot_spec.num_joints},), got {q.shape}")
         return q
 
+    def _joint_index(self, joint: int) -> int:
+        """``joint``, checked against the spec's joint count (the perturbation hooks take spec indices)."""
+        if not 0 <= joint < self.robot_spec.num_joints:
+            raise ValueError(f"joint index {joint} out of range for {self.robot_spec.num_joints} joints")
+        return joint
+
     @abstractmethod
     def step(
         self, targets: np.ndarray, duration: float, previous_targets: np.ndarray | None = None, switch_after: float = 0.0

@@ -250,11 +250,6 @@ class MujocoBackend(Backend):
         # xfrc_applied rows are (force, torque) at the body's centre of mass.
         self._forces.append((body_id, np.concatenate([force, torque]), float(start), float(start + duration)))
 
-    def _joint_index(self, joint: int) -> int:
-        if not 0 <= joint < self.robot_spec.num_joints:
-            raise ValueError(f"joint index {joint} out of range for {self.robot_spec.num_joints} joints")
-        return joint
-
     def set_motor_strength(self, joint: int, factor: float) -> None:
         self._strength_factor[self._joint_index(joint)] = factor
         self._apply_motor_model()

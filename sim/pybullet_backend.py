@@ -499,11 +499,6 @@ class PybulletBackend(Backend):
         uid, link = self._link[body_id]
         self._pushes.append(_Push(uid, link, force, torque, float(start), float(start + duration)))
 
-    def _joint_index(self, joint: int) -> int:
-        if not 0 <= joint < self.robot_spec.num_joints:
-            raise ValueError(f"joint index {joint} out of range for {self.robot_spec.num_joints} joints")
-        return joint
-
     def set_motor_strength(self, joint: int, factor: float) -> None:
         self._strength_factor[self._joint_index(joint)] = factor
 

@@ -58,3 +58,15 @@ def test_failed_motor_has_no_torque_and_weak_motor_is_weaker():
     assert sorted(np.round(limits / env.robot_spec.max_torque, 6)) == [0.3] + [1.0] * 8
     env.reset(seed=0)
     np.testing.assert_allclose(env.backend.model.actuator_forcerange[:, 1], env.robot_spec.max_torque)
+
+
+@pytest.mark.parametrize("backend", ["mujoco", "pybullet"])
+def test_a_joint_hook_refuses_a_joint_the_robot_does_not_have(backend):
+    env = gym.make("robot_sac/ClawTurnNominal-v0", backend=backend).unwrapped
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="joint index 9 out of range for 9 joints"):
+        env.backend.set_motor_strength(9, 0.5)
+    with pytest.raises(ValueError, match="joint index -1 out of range"):
+        env.backend.set_motor_strength(-1, 0.5)
+    env.backend.set_motor_strength(8, 0.5)
+    env.close()

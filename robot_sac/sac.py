@@ -228,42 +228,45 @@ class SAC:
             critic_result = self._critic_grads(*critic_inputs)
             actor_info = self._actor_grads(obs, alpha, noise)
             info = self._critic_step(*critic_result)
-            self.actor_opt.step()
         else:
-            critic_result, actor_info = self._grads_on_two_threads(*critic_inputs, noise)
-            info, _ = self._alongside(self._run_in_autocast(self._critic_step, *critic_result), self.actor_opt.step)
+            info, actor_info = self._grads_on_two_threads(*critic_inputs, noise)
+        self.actor_opt.step()
         info.update(actor_info)
         return info
 
     def _grads_on_two_threads(self, batch, obs, next_obs, alpha, next_noise, members, noise):
+        """The critics' gradients and step on the worker, the actor's and temperature's gradients here."""
         # The next actions are sampled on this thread while the worker evaluates the critics: that balances
-        # the two threads' work (8 of the update's 16 hidden-layer matrix products each).
-        next_sample = Future()
+        # the two threads' work (8 of the update's 16 hidden-layer matrix products each). The worker steps
+        # the critics once this thread's backward pass has gone through them, so the actor's gradient comes
+        # from the critics before the step and the step overlaps the rest of the actor's backward pass.
+        next_sample, critics_released = Future(), Future()
         critic_job = self._run_in_autocast(
-            self._critic_grads_then_target, batch, obs, next_obs, alpha, members, next_sample
+            self._critic_update, batch, obs, next_obs, alpha, members, next_sample, critics_released
         )
-        actor_job = partial(self._actor_side, next_sample, next_obs, next_noise, obs, alpha, noise)
-        return self._alongside(critic_job, actor_job, release=next_sample)
+        actor_job = partial(self._actor_side, next_sample, critics_released, next_obs, next_noise, obs, alpha, noise)
+        return self._alongside(critic_job, actor_job, release=(next_sample, critics_released))
 
-    def _actor_side(self, next_sample: Future, next_obs, next_noise, obs, alpha, noise) -> dict[str, float]:
+    def _actor_side(self, next_sample: Future, critics_released: Future, next_obs, next_noise, obs, alpha, noise):
         with torch.no_grad():
             next_sample.set_result(self.actor.sample(next_obs, next_noise))
-        return self._actor_grads(obs, alpha, noise)
+        return self._actor_grads(obs, alpha, noise, critics_released)
 
-    def _alongside(self, worker_job, caller_job, release: Future | None = None) -> tuple:
+    def _alongside(self, worker_job, caller_job, release: tuple[Future, ...] = ()) -> tuple:
         """Both results of ``worker_job`` on the critic worker and ``caller_job`` on this thread, run at once.
 
         The worker is waited for even when ``caller_job`` raises or Ctrl-C arrives (also during the wait), so
-        nothing (a checkpoint, the next update) sees networks that the other thread is still writing;
-        ``release``, a future the worker waits on, is failed first if this thread never set it.
+        nothing (a checkpoint, the next update) sees networks that the other thread is still writing; each
+        future in ``release``, which the worker waits on, is failed first if this thread never set it.
         """
         future = None
         try:
             future = self._critic_worker.submit(worker_job)
             mine = caller_job()
         finally:
-            if release is not None and not release.done():
-                release.set_exception(RuntimeError("the update stopped before the next actions were sampled"))
+            for handoff in release:
+                if not handoff.done():
+                    handoff.set_exception(RuntimeError("the update stopped before this thread's pass handed it on"))
             interrupted = None
             while future is not None and not future.done():
                 try:
@@ -274,9 +277,10 @@ class SAC:
                 raise interrupted
         return future.result(), mine
 
-    def _actor_grads(self, obs, alpha, noise) -> dict[str, float]:
-        """The actor's and temperature's gradients into their ``.grad``; their loss values for logging."""
-        loss, info = self._actor_loss(obs, alpha, noise)
+    def _actor_grads(self, obs, alpha, noise, critics_released: Future | None = None) -> dict[str, float]:
+        """The actor's and temperature's gradients into their ``.grad``; their loss values for logging.
+        ``critics_released`` is set once the backward pass has gone through the critics."""
+        loss, info = self._actor_loss(obs, alpha, noise, critics_released)
         # torch.autograd.grad leaves the critics' .grad alone: the critic pass may be filling it.
         grads = torch.autograd.grad(loss, self._actor_and_alpha, allow_unused=not self.cfg.autotune_alpha)
         for param, grad in zip(self._actor_and_alpha, grads):
@@ -295,21 +299,17 @@ class SAC:
         target_q = self.critic_target_values(batch.reward, next_obs, batch.terminated, alpha, next_noise, members)
         return self._critic_backward(self.critic(obs, batch.action), target_q)
 
-    def _critic_grads_then_target(self, batch, obs, next_obs, alpha, members, next_sample: Future):
-        """``_critic_grads`` for the worker: the critics' values first, the target once ``next_sample`` is
-        ready. (Without dropout, which would draw in another order; the worker runs only then.)"""
+    def _critic_update(self, batch, obs, next_obs, alpha, members, next_sample: Future, critics_released: Future):
+        """The worker's part: ``_critic_grads`` with the target computed once ``next_sample`` is ready, then the
+        critics' step once ``critics_released`` says the actor's pass no longer needs them. (Without dropout,
+        which would draw in another order; the worker runs only then.)"""
         q = self.critic(obs, batch.action)
-        while True:
-            # Polling: a Ctrl-C inside the caller's set_result can lose the wake-up, never the result.
-            try:
-                sample = next_sample.result(timeout=0.1)
-                break
-            except TimeoutError:
-                continue
         target_q = self.critic_target_values(
-            batch.reward, next_obs, batch.terminated, alpha, members=members, next_sample=sample
+            batch.reward, next_obs, batch.terminated, alpha, members=members, next_sample=_await(next_sample)
         )
-        return self._critic_backward(q, target_q)
+        result = self._critic_backward(q, target_q)
+        _await(critics_released)
+        return self._critic_step(*result)
 
     def _critic_backward(self, q: torch.Tensor, target_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # The sum over critics of each one's mean squared error, as one reduction.
@@ -324,10 +324,13 @@ class SAC:
             torch._foreach_lerp_(self._target_params, self._critic_params, self.cfg.tau)
         return {"losses/critic": critic_loss.item(), "losses/q_mean": q.mean().item()}
 
-    def _actor_loss(self, obs, alpha, noise) -> tuple[torch.Tensor, dict[str, float]]:
-        """The actor's loss plus (when tuned) the temperature's, and their values for logging."""
+    def _actor_loss(self, obs, alpha, noise, critics_released: Future | None = None) -> tuple[torch.Tensor, dict]:
+        """The actor's loss plus (when tuned) the temperature's, and their values for logging; the backward
+        pass sets ``critics_released`` when it reaches the action, past every critic operation."""
         cfg = self.cfg
         action, log_prob = self.actor.sample(obs, noise)
+        if critics_released is not None:
+            action.register_hook(partial(_release, critics_released))
         q_all = self.critic(obs, action)
         # Clipped double Q for the paper's twin critics; REDQ's actor uses the whole ensemble's mean.
         q_pi = q_all.mean(0) if cfg.n_target_critics < cfg.n_critics else q_all.min(0).values
@@ -363,6 +366,20 @@ class SAC:
         self.actor_opt.load_state_dict(_actor_and_alpha_opt_state(state))
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.updates = int(state["updates"])
+
+
+def _await(future: Future):
+    """``future``'s result, polled: a Ctrl-C inside the setter's ``set_result`` can lose the wake-up, never
+    the result."""
+    while True:
+        try:
+            return future.result(timeout=0.1)
+        except TimeoutError:
+            continue
+
+
+def _release(future: Future, grad: torch.Tensor) -> None:
+    future.set_result(None)
 
 
 def _actor_and_alpha_opt_state(state: dict) -> dict:

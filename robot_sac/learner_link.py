@@ -85,10 +85,13 @@ class RobotRecord:
         state["received"] = state["durable"] = through
         return state
 
+    _ADDED = {"off_period": 0}
+    """Counters added after checkpoints were first written, with the value an older checkpoint means."""
+
     @classmethod
     def from_checkpoint(cls, state: dict) -> RobotRecord:
-        # Counters added since a checkpoint was written start from their defaults.
-        return cls(**{key: state[key] for key in cls._KEPT if key in state})
+        state = {**cls._ADDED, **state}
+        return cls(**{key: state[key] for key in cls._KEPT})
 
     def report(self) -> dict:
         span = (self.last_seen - self.first_seen) if self.first_seen and self.last_seen else 0.0

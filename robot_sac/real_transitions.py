@@ -7,7 +7,8 @@ watching (or intervened), so the transition still bootstraps.
 
 The policy was trained on steps of one control period. A row that spans another time (a tick that ran on a
 stale state merges two periods into one row) is a transition of another decision process: its progress terms
-are scaled and its dynamics ran longer. It still counts in the robot's episode return, but is not stored.
+are scaled and its dynamics ran longer. It still counts in the robot's episode return, but is not stored
+(unless it terminates the episode).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class Scored:
     unscorable: int = 0
     """Rows the reward code could not score (a sensor or goal it needs is missing)."""
     off_period: int = 0
-    """Rows scored but not stored: their ``dt`` is off the control period by more than ``PERIOD_TOLERANCE``."""
+    """Rows scored but not stored: their ``dt`` is off the control period by more than ``PERIOD_TOLERANCE``
+    (terminations are stored whatever their ``dt``)."""
     safety_stops: int = 0
     terminations: int = 0
 
@@ -98,7 +100,8 @@ class TransitionScorer:
             terminated.append(float(done))
         idx = np.asarray(rows, dtype=np.int64)
         ends = (arr["time_limit"][idx] | arr["safety_stop"][idx]).astype(bool) | np.asarray(terminated, dtype=bool)
-        keep = on_period[idx]
+        # A termination (a fall) is kept whatever its dt: it does not bootstrap, and falls are rare and costly.
+        keep = on_period[idx] | np.asarray(terminated, dtype=bool)
         if not keep.all():
             dt = float(arr["dt"][idx[~keep][-1]])
             self.last_off_period = (

@@ -7,6 +7,7 @@ The caller samples, logs and checkpoints.
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal
@@ -235,7 +236,10 @@ class SAC:
         return info
 
     def _grads_on_two_threads(self, batch, obs, next_obs, alpha, next_noise, members, noise):
-        """The critics' gradients and step on the worker, the actor's and temperature's gradients here."""
+        """The critics' gradients and step on the worker, the actor's and temperature's gradients here.
+
+        An error or Ctrl-C after the actor's pass has released the critics leaves them stepped and the actor
+        not, as SB3's order (critic step, then the actor's pass) would."""
         # The next actions are sampled on this thread while the worker evaluates the critics: that balances
         # the two threads' work (8 of the update's 16 hidden-layer matrix products each). The worker steps
         # the critics once this thread's backward pass has gone through them, so the actor's gradient comes
@@ -264,10 +268,13 @@ class SAC:
             future = self._critic_worker.submit(worker_job)
             mine = caller_job()
         finally:
-            for handoff in release:
-                if not handoff.done():
-                    handoff.set_exception(RuntimeError("the update stopped before this thread's pass handed it on"))
             interrupted = None
+            for handoff in release:
+                while not handoff.done():
+                    try:
+                        handoff.set_exception(RuntimeError("the update stopped before this thread handed it on"))
+                    except KeyboardInterrupt as exc:  # the worker polls: it sees the future once it is set
+                        interrupted = exc
             while future is not None and not future.done():
                 try:
                     wait([future])
@@ -330,6 +337,8 @@ class SAC:
         cfg = self.cfg
         action, log_prob = self.actor.sample(obs, noise)
         if critics_released is not None:
+            # The action is the critics' only input that depends on the actor, so the backward pass reaches it
+            # after every critic operation.
             action.register_hook(partial(_release, critics_released))
         q_all = self.critic(obs, action)
         # Clipped double Q for the paper's twin critics; REDQ's actor uses the whole ensemble's mean.
@@ -374,7 +383,7 @@ def _await(future: Future):
     while True:
         try:
             return future.result(timeout=0.1)
-        except TimeoutError:
+        except FutureTimeout:  # the builtin TimeoutError only from Python 3.11
             continue
 
 

@@ -114,6 +114,12 @@ def test_rows_off_the_control_period_count_in_the_return_but_are_not_stored():
     assert scored.episode_end.tolist() == [False] * 5 + [True]
     assert scorer.last_off_period.startswith(f"a row spanned {1e3 * 0.1 * period:.1f} ms")
     assert everything.last_off_period is None
+    # A termination is stored whatever its dt: the row spanning two periods ends in a fall here.
+    falls = TransitionScorer(TaskSpec.load("claw_turn"), SPEC)
+    falls.kind = dataclasses.replace(falls.kind, terminated=lambda state, criteria: state.joint_pos[0] == 99)
+    b.arrays["next_state.joint_pos"][3, 0] = 99
+    scored = falls.score(b)
+    assert (len(scored), scored.off_period, scored.terminated.tolist()) == (5, 1, [0, 0, 0, 1, 0])
     assert f"control period is {1e3 * period:.1f} ms" in scorer.last_off_period
 
 

@@ -233,3 +233,7 @@ def test_a_missing_port_or_an_unwritable_log_is_a_clear_error(tmp_path):
     proc = bridge(*base, "--port", str(tmp_path / "no-such-tty"), "--learner", "gpu-box:5555")
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "learner address 'gpu-box:5555': expected tcp://HOST:PORT" in err
+    proc = bridge(*base, "--port", str(tmp_path / "no-such-tty"), "--learner", "tcp://127.0.0.1:1", "--rate", "50")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and f"--rate 50: with --learner the loop runs at the robot spec's control rate " \
+        f"({spec.control_rate_hz:g} Hz)" in err

@@ -211,6 +211,12 @@ def run(args: argparse.Namespace) -> int:
         switch_interval_s=_switch_interval_s(args),
     )
     stop = threading.Event()
+    if getattr(args, "learner", None) and rate != spec.control_rate_hz:
+        # The learner stores transitions of one control period, the step the policy was trained on.
+        print(f"firmware-bridge run: error: --rate {rate:g}: with --learner the loop runs at the robot spec's "
+              f"control rate ({spec.control_rate_hz:g} Hz), the step the learner's transitions must span",
+              file=err)  # fmt: skip
+        return 2
     try:
         uplink = learner_options.uplink_from_args(args, builder, policy, goals)
     except (ValueError, OSError, SpoolError) as exc:

@@ -387,3 +387,18 @@ def test_device_selection_is_automatic_and_explicit_cuda_fails_clearly(monkeypat
         select_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert select_device("auto") == torch.device("cuda")
+
+
+def test_the_workers_wait_outlasts_its_polling_interval():
+    import threading
+    from concurrent.futures import Future
+
+    from robot_sac.sac import _await
+
+    future = Future()
+    timer = threading.Timer(0.35, future.set_result, args=("the next actions",))  # three 0.1 s polls time out
+    timer.start()
+    try:
+        assert _await(future) == "the next actions"
+    finally:
+        timer.cancel()

@@ -52,6 +52,20 @@ def forward_velocity(t: Transition) -> float:
     return float(t.state.extra("base_velocity_x"))
 
 
+SPEED_TRACKING_WIDTH = 0.5
+"""``speed_tracking`` falls to 1/e this far from the goal speed [m/s]."""
+
+
+def speed_tracking(t: Transition) -> float:
+    """exp(-((vx - goal) / SPEED_TRACKING_WIDTH)^2) for the goal ``forward_speed`` [m/s]: 1 at the goal speed, 0.37
+    half a metre per second off it. Unlike ``forward_velocity`` it stops paying for speed beyond the goal, where a
+    gait buys little progress with more risk of a fall (legged_gym's velocity-tracking reward, for a fixed command)."""
+    if "forward_speed" not in t.goals:
+        raise ValueError("goals.forward_speed: the speed_tracking term needs a goal speed [m/s]")
+    error = (float(t.state.extra("base_velocity_x")) - t.goals["forward_speed"]) / SPEED_TRACKING_WIDTH
+    return float(np.exp(-error * error))
+
+
 def lateral_velocity(t: Transition) -> float:
     """|base velocity along world y| [m/s]."""
     return abs(float(t.state.extra("base_velocity_y")))
@@ -156,6 +170,7 @@ TASK_KINDS: dict[str, TaskKind] = {
     "quadruped_walk": TaskKind(
         terms={
             "forward_velocity": forward_velocity,
+            "speed_tracking": speed_tracking,
             "lateral_velocity": lateral_velocity,
             "alive": alive,
             "upright": upright,

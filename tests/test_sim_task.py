@@ -72,6 +72,24 @@ def test_claw_reward_terms_on_hand_made_states():
         assert (terms["near_goal"], terms["within_tolerance"]) == (near, within), error_deg
 
 
+def test_speed_tracking_peaks_at_the_goal_speed_and_needs_the_goal():
+    robot = RobotSpec.load("configs/robots/quadruped.yaml")
+    criteria = TaskSpec.load("quadruped_walk").criteria
+
+    def tracking(vx, goals):
+        state = RobotState(0.0, np.zeros(8), np.zeros(8), np.zeros(8), imu=np.zeros(6), extras={"base_velocity_x": vx})
+        t = Transition(state, state, np.zeros(8), np.zeros(8), goals, robot, criteria)
+        return Reward("quadruped_walk", {"speed_tracking": 2.0})(t)[0]
+
+    assert tracking(1.0, {"forward_speed": 1.0}) == pytest.approx(2.0)
+    # 1/e at half a metre per second either side, and no more for going faster than the goal.
+    assert tracking(0.5, {"forward_speed": 1.0}) == pytest.approx(2.0 * np.exp(-1.0))
+    assert tracking(1.5, {"forward_speed": 1.0}) == pytest.approx(tracking(0.5, {"forward_speed": 1.0}))
+    assert tracking(0.0, {"forward_speed": 1.0}) == pytest.approx(2.0 * np.exp(-4.0))
+    with pytest.raises(ValueError, match=r"goals.forward_speed: the speed_tracking term needs a goal speed"):
+        tracking(1.0, {})
+
+
 def test_reward_refuses_unknown_weight():
     with pytest.raises(ValueError, match=r"reward.speed: unknown reward term for quadruped_walk"):
         Reward("quadruped_walk", {"speed": 1.0})

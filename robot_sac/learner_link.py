@@ -68,6 +68,8 @@ class RobotRecord:
     running_version: int = -1
     episode_returns: list[float] = field(default_factory=list)
     """Real-world returns (the task's reward) of the episodes that ended, newest last."""
+    episodes_unscored: int = 0
+    """Episodes that ended with a row that could not be scored: their return is unknown, so not recorded."""
     episode_return: float = 0.0
     routing_id: bytes | None = None
     key: str | None = None
@@ -78,14 +80,14 @@ class RobotRecord:
 
     _KEPT = ("robot", "spool", "received", "durable", "transitions", "duplicates", "gaps", "lost", "non_finite",
              "unscorable", "off_period", "safety_stops", "policy_versions_sent", "policy_versions_accepted",
-             "running_version", "episode_returns")
+             "running_version", "episode_returns", "episodes_unscored")
 
     def checkpoint_state(self, through: int) -> dict:
         state = {key: getattr(self, key) for key in self._KEPT}
         state["received"] = state["durable"] = through
         return state
 
-    _ADDED = {"off_period": 0}
+    _ADDED = {"off_period": 0, "episodes_unscored": 0}
     """Counters added after checkpoints were first written, with the value an older checkpoint means."""
 
     @classmethod
@@ -104,15 +106,18 @@ class RobotRecord:
             "durable_through": self.durable, "policy_versions_sent": list(self.policy_versions_sent),
             "policy_versions_accepted": list(self.policy_versions_accepted),
             "policy_refusals": [[v, p] for v, p in self.policy_refusals], "running_version": self.running_version,
-            "episodes": len(self.episode_returns),
+            "episodes": len(self.episode_returns), "episodes_unscored": self.episodes_unscored,
             "episode_return_last10": float(np.mean(self.episode_returns[-10:])) if self.episode_returns else None,
         }  # fmt: skip
 
     def add_rewards(self, scored: Scored) -> None:
-        for reward, end in zip(scored.scored_reward.tolist(), scored.episode_end.tolist()):
-            self.episode_return += reward
+        for reward, end in zip(scored.row_reward.tolist(), scored.episode_end.tolist()):
+            self.episode_return += reward  # a NaN (a row not scored) makes the episode's return unknown
             if end:
-                self.episode_returns.append(self.episode_return)
+                if np.isnan(self.episode_return):
+                    self.episodes_unscored += 1
+                else:
+                    self.episode_returns.append(self.episode_return)
                 self.episode_return = 0.0
 
 

@@ -37,10 +37,12 @@ class Scored:
     reward: np.ndarray
     next_obs: np.ndarray
     terminated: np.ndarray
-    scored_reward: np.ndarray
-    """Per scored row, in order: its reward."""
+    row_reward: np.ndarray
+    """Per row of the batch from ``start``, in order: its reward, NaN where it could not be scored (non-finite
+    or unscorable): the robot's episode returns are summed from these."""
     episode_end: np.ndarray
-    """Per scored row: the episode ended after it (time limit, safety stop or termination)."""
+    """Per row from ``start``: the episode ended after it (time limit, safety stop or termination). A row that
+    could not be scored still ends its episode by its flags, so the next episode's return starts afresh."""
     non_finite: int = 0
     """Rows dropped for NaN or infinity anywhere in them."""
     unscorable: int = 0
@@ -76,6 +78,8 @@ class TransitionScorer:
         on_period = np.abs(arr["dt"].astype(np.float64) - period) <= PERIOD_TOLERANCE * period
         goals = {**self.task.goals, **batch.goals}
         rows, rewards, terminated = [], [], []
+        row_reward = np.full(n - start, np.nan, dtype=np.float32)
+        episode_end = (arr["time_limit"][start:] | arr["safety_stop"][start:]).astype(bool)
         non_finite = unscorable = 0
         for i in range(start, n):
             if not finite[i]:
@@ -98,8 +102,9 @@ class TransitionScorer:
             rows.append(i)
             rewards.append(reward)
             terminated.append(float(done))
+            row_reward[i - start] = reward
+            episode_end[i - start] |= done
         idx = np.asarray(rows, dtype=np.int64)
-        ends = (arr["time_limit"][idx] | arr["safety_stop"][idx]).astype(bool) | np.asarray(terminated, dtype=bool)
         # A termination (a fall) is kept whatever its dt: it does not bootstrap, and falls are rare and costly.
         keep = on_period[idx] | np.asarray(terminated, dtype=bool)
         if not keep.all():
@@ -113,7 +118,7 @@ class TransitionScorer:
         return Scored(
             obs=arr["obs"][stored], action=arr["action"][stored], reward=rewards_arr[keep],
             next_obs=arr["next_obs"][stored], terminated=np.asarray(terminated, dtype=np.float32)[keep],
-            scored_reward=rewards_arr, episode_end=ends, non_finite=non_finite, unscorable=unscorable,
+            row_reward=row_reward, episode_end=episode_end, non_finite=non_finite, unscorable=unscorable,
             off_period=int((~keep).sum()), safety_stops=int(arr["safety_stop"][start:].sum()),
             terminations=int(sum(terminated)),
         )  # fmt: skip

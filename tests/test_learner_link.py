@@ -25,7 +25,7 @@ from firmware_bridge.task import TaskInterface
 from firmware_bridge.transitions import Event
 from learner_helpers import batch, tick
 from policy_files import write_policy
-from robot_sac.learner_link import LearnerLink
+from robot_sac.learner_link import LearnerLink, RobotRecord
 from robot_sac.real_transitions import TransitionScorer
 from sim.task import TaskSpec
 
@@ -94,6 +94,23 @@ def test_rows_are_scored_by_the_task_code_and_non_finite_rows_dropped(link, deal
     assert np.all(np.isfinite(scored.reward)) and not np.all(scored.reward == 0)
 
 
+def test_a_row_that_cannot_be_scored_still_ends_its_episode_and_its_return_is_not_recorded():
+    scorer = TransitionScorer(TaskSpec.load("claw_turn"), SPEC)
+    b = batch(LAYOUT, 6, 0, ("valve_angle", "valve_velocity"), interface_hash=HASH)
+    b.arrays["time_limit"][[2, 5]] = 1  # two episodes of three rows
+    b.arrays["obs"][2, 0] = np.nan  # the first episode's last row
+    scored = scorer.score(b)
+    assert (len(scored), scored.non_finite) == (5, 1)
+    assert scored.episode_end.tolist() == [False, False, True, False, False, True]
+    assert np.isnan(scored.row_reward[2]) and np.isfinite(scored.row_reward[[0, 1, 3, 4, 5]]).all()
+    rec = RobotRecord(robot="claw-1", spool="00")
+    rec.add_rewards(scored)
+    # The first episode's return is unknown; the second's is its own three rows, not merged with the first's.
+    assert rec.episodes_unscored == 1
+    assert rec.episode_returns == pytest.approx([float(scored.row_reward[3:].sum())])
+    assert rec.report()["episodes_unscored"] == 1
+
+
 def test_rows_off_the_control_period_count_in_the_return_but_are_not_stored():
     scorer = TransitionScorer(TaskSpec.load("claw_turn"), SPEC)
     b = batch(LAYOUT, 6, 0, ("valve_angle", "valve_velocity"), interface_hash=HASH)
@@ -106,11 +123,11 @@ def test_rows_off_the_control_period_count_in_the_return_but_are_not_stored():
     every_row.arrays["time_limit"][-1] = 1
     all_scored = everything.score(every_row)
     scored = scorer.score(b)
-    assert (len(scored), scored.off_period, len(scored.scored_reward)) == (4, 2, 6)
+    assert (len(scored), scored.off_period, len(scored.row_reward)) == (4, 2, 6)
     np.testing.assert_array_equal(scored.obs, b.arrays["obs"][[0, 1, 2, 5]])
     np.testing.assert_array_equal(scored.reward, all_scored.reward[[0, 1, 2, 5]])
     # The episode's return is the same with or without the dropped rows: the robot did turn the valve then.
-    np.testing.assert_array_equal(scored.scored_reward, all_scored.reward)
+    np.testing.assert_array_equal(scored.row_reward, all_scored.reward)
     assert scored.episode_end.tolist() == [False] * 5 + [True]
     assert scorer.last_off_period.startswith(f"a row spanned {1e3 * 0.1 * period:.1f} ms")
     assert everything.last_off_period is None

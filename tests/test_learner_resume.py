@@ -37,7 +37,7 @@ def scored(n, start, obs_dim):
     obs = np.full((n, obs_dim), 0.0, dtype=np.float32)
     obs[:, 0] = np.arange(start, start + n)
     return Scored(obs=obs, action=np.zeros((n, 9), np.float32), reward=np.ones(n, np.float32), next_obs=obs,
-                  terminated=np.zeros(n, np.float32), scored_reward=np.ones(n, np.float32),
+                  terminated=np.zeros(n, np.float32), row_reward=np.ones(n, np.float32),
                   episode_end=np.zeros(n, bool))  # fmt: skip
 
 

@@ -59,7 +59,8 @@ class LoopConfig:
     """Where a tick's observation comes from. ``reply``: the state the motors sent back with the previous
     command, one bus round trip per tick, sent at one tick's end and collected at the next one's start so
     that it overlaps the wait (what 1 kHz needs; the state is up to a period old, a loop delay
-    of the kind training covers with its 0-1 tick latency randomization). ``fresh``: a separate state read
+    of the kind training covers with its 0-1 tick latency randomization); a tick with no reply on its way (the
+    first, or one after a send that timed out) reads a fresh state instead. ``fresh``: a separate state read
     at the tick's start, two round trips per tick, for slow loops on fast buses that want the freshest
     state."""
     reply_wait: float | None = 0.5
@@ -271,20 +272,21 @@ class ControlLoop:
                 self._emit(Event(tick.started, "policy_version", f"policy version {version}", {"version": version}))
 
             t0 = clock()
-            if fresh:
+            # With no reply on its way (the first tick, or after a send that timed out) the state in hand is a
+            # period old or more: read a fresh one rather than act on it.
+            if fresh or not pending:
                 read = self._tolerate_timeout(bus.read_state, monitor, report)
                 t1 = clock()
                 if read is not None:
                     reply, reply_arrived = read, t1
                     monitor.check_state(read, t1)
             else:
-                if pending:
-                    pending = False
-                    wait_s = None if reply_wait_s is None else tick.deadline + reply_wait_s - t0
-                    answer = self._tolerate_timeout(bus.collect_reply, monitor, report, wait_s)
-                    if answer is not None:
-                        reply, reply_arrived = answer, clock()
-                        monitor.check_state(answer, reply_arrived)
+                pending = False
+                wait_s = None if reply_wait_s is None else tick.deadline + reply_wait_s - t0
+                answer = self._tolerate_timeout(bus.collect_reply, monitor, report, wait_s)
+                if answer is not None:
+                    reply, reply_arrived = answer, clock()
+                    monitor.check_state(answer, reply_arrived)
                 t1 = clock()
             state, arrived = reply, reply_arrived
             obs = builder.build(state, hist)

@@ -153,6 +153,16 @@ def matmul_rate(dtype: torch.dtype, n: int = 256, repeats: int = 2000) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - t0)
 
 
+def bootstrap_difference(ours: list[float], sb3: list[float], resamples: int = 10_000) -> tuple[float, float]:
+    """95% interval of mean(ours) - mean(sb3), resampling each side's seeds with replacement (seeds differ in
+    kind between the two, so the samples are not paired)."""
+    rng = np.random.default_rng(0)
+    a, b = np.asarray(ours), np.asarray(sb3)
+    diffs = (rng.choice(a, (resamples, a.size)).mean(1) - rng.choice(b, (resamples, b.size)).mean(1))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def plot_returns(path: Path, env_id: str, eval_at: list[int], results: dict[str, list[dict]]) -> None:
     """Evaluation return against steps: each seed thin, the mean over seeds bold, ours and SB3 side by side."""
     import matplotlib
@@ -234,6 +244,11 @@ def main() -> None:
         difference = f"{np.mean(o) - np.mean(s):+.1f} ({np.median(o) - np.median(s):+.1f})"
         table.add_row(f"eval return @ {point} mean (median)", *cells, difference)
     console.print(table)
+    o, s = ([r["returns"][args.steps] for r in results[name]] for name in ("ours", "sb3"))
+    low, high = bootstrap_difference(o, s)
+    verdict = "spans 0: these seeds do not tell the two apart" if low <= 0 <= high else "excludes 0"
+    console.print(f"return @ {args.steps}, ours - SB3: mean {np.mean(o) - np.mean(s):+.1f}, 95% bootstrap interval "
+                  f"[{low:+.1f}, {high:+.1f}] over {len(o)} seeds each ({verdict})")
     if args.plot:
         plot_returns(args.plot, args.env, eval_at, results)
         console.print(f"returns plot: {args.plot}")

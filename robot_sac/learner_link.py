@@ -69,7 +69,8 @@ class RobotRecord:
     episode_returns: list[float] = field(default_factory=list)
     """Real-world returns (the task's reward) of the episodes that ended, newest last."""
     episodes_unscored: int = 0
-    """Episodes that ended with a row that could not be scored: their return is unknown, so not recorded."""
+    """Episodes with any row that could not be scored (non-finite or unscorable): their return is unknown, so it
+    is not in ``episode_returns``."""
     episode_return: float = 0.0
     routing_id: bytes | None = None
     key: str | None = None

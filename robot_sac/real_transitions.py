@@ -29,8 +29,8 @@ PERIOD_TOLERANCE = 0.5
 
 @dataclass
 class Scored:
-    """The rows of a batch that can be stored, as the replay buffer takes them, and the reward of every row
-    that could be scored (stored or not), for the robot's episode returns."""
+    """The rows of a batch that can be stored, as the replay buffer takes them, and every row's reward (stored or
+    not; NaN where it could not be scored) and episode end, for the robot's episode returns."""
 
     obs: np.ndarray
     action: np.ndarray

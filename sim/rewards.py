@@ -195,6 +195,17 @@ TASK_KINDS: dict[str, TaskKind] = {
 }
 
 
+TERM_GOALS: dict[str, tuple[str, ...]] = {
+    "speed_tracking": ("forward_speed",),
+    "angle_error": ("valve_angle",),
+    "progress": ("valve_angle",),
+    "within_tolerance": ("valve_angle",),
+    "near_goal": ("valve_angle",),
+}
+"""The goals each term reads: a task that weights the term must give them a value (checked when it loads, so a
+learner does not find out by scoring every real row as unscorable)."""
+
+
 class Reward:
     """The weighted sum of a task's terms: ``reward(transition) -> (total, {term: weighted value})``."""
 

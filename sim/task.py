@@ -104,12 +104,16 @@ class TaskSpec:
         if unsampled:
             raise ConfigError(f"goal_sampling.{unsampled[0]}: no fixed value for this goal under goals")
         from sim.perturbations import PERTURBATIONS
-        from sim.rewards import TASK_KINDS
+        from sim.rewards import TASK_KINDS, TERM_GOALS
 
         terms = TASK_KINDS[self.kind].terms
         unknown = sorted(set(self.reward) - set(terms))
         if unknown:
             raise ConfigError(f"reward.{unknown[0]}: unknown reward term for {self.kind} (known: {', '.join(terms)})")
+        for term in sorted(self.reward):
+            missing = [goal for goal in TERM_GOALS.get(term, ()) if goal not in self.goals]
+            if missing:
+                raise ConfigError(f"reward.{term}: needs goals.{missing[0]} (a value under goals)")
         unknown = sorted(set(self.perturbations) - set(PERTURBATIONS))
         if unknown:
             raise ConfigError(f"perturbations.{unknown[0]}: unknown perturbation (known: {', '.join(PERTURBATIONS)})")

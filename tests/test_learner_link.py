@@ -109,6 +109,11 @@ def test_a_row_that_cannot_be_scored_still_ends_its_episode_and_its_return_is_no
     assert rec.episodes_unscored == 1
     assert rec.episode_returns == pytest.approx([float(scored.row_reward[3:].sum())])
     assert rec.report()["episodes_unscored"] == 1
+    # Scoring from row 2 on (rows 0-1 were duplicates): the arrays cover rows 2-5 only.
+    tail = scorer.score(b, start=2)
+    assert tail.episode_end.tolist() == [True, False, False, True] and np.isnan(tail.row_reward[0])
+    np.testing.assert_array_equal(tail.row_reward[1:], scored.row_reward[3:])
+    assert (len(tail), tail.non_finite) == (3, 1)
 
 
 def test_rows_off_the_control_period_count_in_the_return_but_are_not_stored():

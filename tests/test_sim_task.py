@@ -29,6 +29,8 @@ def _write(tmp_path, edit):
         (lambda m: m.update(kind="juggle"), r"kind: 'juggle' is not one of"),
         (lambda m: m.update(episode_steps="long"), r"episode_steps: expected an integer"),
         (lambda m: m["goal_sampling"].update(speed=[0, 1]), r"goal_sampling.speed: no fixed value"),
+        (lambda m: (m.pop("goals"), m.pop("goal_sampling")), r"reward.angle_error: needs goals.valve_angle"),
+        (lambda m: m["reward"].update(speed_tracking=1.0), r"reward.speed_tracking: unknown reward term for claw"),
     ],
 )
 def test_bad_task_files_are_refused_naming_file_and_key(tmp_path, edit, message):
@@ -72,7 +74,7 @@ def test_claw_reward_terms_on_hand_made_states():
         assert (terms["near_goal"], terms["within_tolerance"]) == (near, within), error_deg
 
 
-def test_speed_tracking_peaks_at_the_goal_speed_and_needs_the_goal():
+def test_speed_tracking_peaks_at_the_goal_speed_and_needs_the_goal(tmp_path):
     robot = RobotSpec.load("configs/robots/quadruped.yaml")
     criteria = TaskSpec.load("quadruped_walk").criteria
 
@@ -88,6 +90,15 @@ def test_speed_tracking_peaks_at_the_goal_speed_and_needs_the_goal():
     assert tracking(0.0, {"forward_speed": 1.0}) == pytest.approx(2.0 * np.exp(-4.0))
     with pytest.raises(ValueError, match=r"goals.forward_speed: the speed_tracking term needs a goal speed"):
         tracking(1.0, {})
+    # A task file that weights the term without the goal is refused when it loads.
+    mapping = yaml.safe_load(resolve_task("quadruped_walk").read_text())
+    mapping["reward"]["speed_tracking"] = 2.0
+    (tmp_path / "walk.yaml").write_text(yaml.safe_dump(mapping))
+    with pytest.raises(ConfigError, match=r"walk.yaml: reward.speed_tracking: needs goals.forward_speed"):
+        TaskSpec.load(tmp_path / "walk.yaml")
+    mapping["goals"] = {"forward_speed": 1.0}
+    (tmp_path / "walk.yaml").write_text(yaml.safe_dump(mapping))
+    assert TaskSpec.load(tmp_path / "walk.yaml").goals == {"forward_speed": 1.0}
 
 
 def test_reward_refuses_unknown_weight():

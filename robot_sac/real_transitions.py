@@ -77,7 +77,7 @@ class TransitionScorer:
         period = self.robot.control_period
         on_period = np.abs(arr["dt"].astype(np.float64) - period) <= PERIOD_TOLERANCE * period
         goals = {**self.task.goals, **batch.goals}
-        rows, rewards, terminated = [], [], []
+        rows, terminated = [], []
         row_reward = np.full(n - start, np.nan, dtype=np.float32)
         episode_end = (arr["time_limit"][start:] | arr["safety_stop"][start:]).astype(bool)
         non_finite = unscorable = 0
@@ -100,7 +100,6 @@ class TransitionScorer:
                 self.last_error = str(exc)
                 continue
             rows.append(i)
-            rewards.append(reward)
             terminated.append(float(done))
             row_reward[i - start] = reward
             episode_end[i - start] |= done
@@ -114,9 +113,8 @@ class TransitionScorer:
                 f"(rows within {PERIOD_TOLERANCE:.0%} of it are stored)"
             )
         stored = idx[keep]
-        rewards_arr = np.asarray(rewards, dtype=np.float32)
         return Scored(
-            obs=arr["obs"][stored], action=arr["action"][stored], reward=rewards_arr[keep],
+            obs=arr["obs"][stored], action=arr["action"][stored], reward=row_reward[stored - start],
             next_obs=arr["next_obs"][stored], terminated=np.asarray(terminated, dtype=np.float32)[keep],
             row_reward=row_reward, episode_end=episode_end, non_finite=non_finite, unscorable=unscorable,
             off_period=int((~keep).sum()), safety_stops=int(arr["safety_stop"][start:].sum()),

@@ -60,7 +60,10 @@ def test_bridge_run_streams_to_a_curve_learner_through_the_commands(tmp_path, cl
         robot.wait(20)
         learned = learner.stop()
     uplink = summary["sinks"]["learner"]
-    assert summary["transitions_sent"] == uplink["transitions"] == summary["ticks"] - 1 > 20
+    # Every pair of ticks is a transition, or (a read that timed out on a loaded machine left a tick on the state
+    # before) a pair the uplink counts as stale and does not send.
+    assert uplink["transitions"] + uplink["stale_states"] == summary["ticks"] - 1, (uplink, summary)
+    assert summary["transitions_sent"] == uplink["transitions"] > 20 and uplink["stale_states"] <= 3
     assert summary["transitions_acked"] > 0 and uplink["dropped"] == 0
     robot_report = learned["robots"]["claw-cli"]
     assert robot_report["transitions_received"] == summary["transitions_sent"]

@@ -96,3 +96,28 @@ def test_resume_names_the_run_config_that_is_wrong(tmp_path):
     (tmp_path / "config.yaml").write_text("env: Pendulum-v1\nsac:\n  gama: 0.9\n")
     with pytest.raises(ConfigError, match=rf"{tmp_path / 'config.yaml'}: sac\.gama: unknown key"):
         Trainer.resume(tmp_path, show_progress=False)
+
+
+def test_best_checkpoint_is_the_highest_success_rate_then_return_and_survives_a_resume(tmp_path, monkeypatch):
+    # Scripted evaluation results, so the choice is checked without training a policy to each level.
+    results = iter([(0.4, 100.0), (0.6, 50.0), (0.6, 80.0), (0.5, 500.0)])
+
+    class Scripted:
+        def summary(self):
+            success, ret = next(results)
+            return {"return_mean": ret, "return_std": 0.0, "length_mean": 10.0, "success_rate": success}
+
+    monkeypatch.setattr("robot_sac.trainer.run_episodes", lambda *a, **k: Scripted())
+    trainer = Trainer(_cfg(total_steps=200, learning_starts=200, eval_interval=50), tmp_path / "r",
+                      show_progress=False)
+    trainer.train(until=150)
+    trainer.save_checkpoint()
+    resumed = Trainer.resume(tmp_path / "r", show_progress=False)
+    resumed.train()
+
+    assert [e["step"] for e in resumed.evals] == [50, 100, 150, 200]
+    best = torch.load(tmp_path / "r" / "checkpoints" / "best.pt", weights_only=False)
+    assert best["eval"]["step"] == 150 and best["eval"]["return_mean"] == 80.0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["best_checkpoint"]["step"] == 150
+    assert summary["eval_return_best"] == 500.0

@@ -110,8 +110,7 @@ def test_best_checkpoint_is_the_highest_success_rate_then_return_and_survives_a_
     monkeypatch.setattr("robot_sac.trainer.run_episodes", lambda *a, **k: Scripted())
     trainer = Trainer(_cfg(total_steps=200, learning_starts=200, eval_interval=50), tmp_path / "r",
                       show_progress=False)
-    trainer.train(until=150)
-    trainer.save_checkpoint()
+    trainer.train(until=150)  # stops with a checkpoint at 150
     resumed = Trainer.resume(tmp_path / "r", show_progress=False)
     resumed.train()
 

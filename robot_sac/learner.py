@@ -161,7 +161,8 @@ class Learner:
             self.real.load(self.ckpt_dir / f"real_replay.{self.replay_generation}.npz")
         self.ingested = {robot: (r["spool"], r["received"]) for robot, r in state["robots"].items()}
         self.rng.bit_generator.state = state["rng"]["numpy"]
-        torch.set_rng_state(state["rng"]["torch"])
+        # map_location moved the RNG state to the training device too; torch takes it only on the CPU.
+        torch.set_rng_state(state["rng"]["torch"].cpu())
         return {robot: RobotRecord.from_checkpoint(r) for robot, r in state["robots"].items()}
 
     # -- the loop -----------------------------------------------------------------------------------

@@ -322,9 +322,10 @@ class Trainer:
         self.ep_return, self.ep_len = c["ep_return"], c["ep_len"]
         rng = state["rng"]
         self.rng.bit_generator.state = rng["numpy"]
-        torch.set_rng_state(rng["torch"])
+        # map_location moved the RNG states to the training device too; torch takes them only on the CPU.
+        torch.set_rng_state(rng["torch"].cpu())
         if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
 
 
 def eval_rank(result: dict[str, float]) -> tuple[float, float]:

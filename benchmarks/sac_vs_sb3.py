@@ -6,13 +6,18 @@ floor: the floating-point work of one update (counted by torch's FlopCounterMode
 matrix-multiply rate measured here, and how far each update time sits above it.
 
     python benchmarks/sac_vs_sb3.py [--env Pendulum-v1] [--steps 6000] [--seeds 3] [--matmul-dtype auto]
-                                    [--plot returns.png]
+                                    [--eval-every 1000] [--eval-episodes 5] [--plot returns.png]
+
+``--env`` takes any Gymnasium id with a Box action space (``HalfCheetah-v5``) or a robot task
+(``robot_sac/ClawTurn-v0``, ``robot_sac/QuadrupedWalk-v0``).
 
 Ours runs its hidden layers' matrix products in bfloat16 where the CPU has native bfloat16 (``auto``);
 ``--matmul-dtype float32`` compares at SB3's precision. Ours computes the critic's and the actor's gradients
 from the same pre-update networks on two threads (``sac.simultaneous_update``), each with half of SB3's
 torch threads; ``--sequential`` runs SB3's order (actor after the critic step) on one thread with all of them.
-SB3 runs with torch's default threads (``OMP_NUM_THREADS`` or the physical cores), or ``--threads``.
+Both train on ``robot_sac.envs.make_env(env)``: the robot tasks registered, actions in [-1, 1] (SB3 would
+rescale them to the same range itself). SB3 runs with torch's default threads (``OMP_NUM_THREADS`` or the
+physical cores), or ``--threads``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from rich.table import Table
 
 from robot_sac.config import TrainConfig
 from robot_sac.envs import make_env
-from robot_sac.sac import SACConfig, resolve_matmul_dtype
+from robot_sac.sac import SACConfig, resolve_matmul_dtype, select_device
 from robot_sac.trainer import Trainer
 
 
@@ -55,6 +60,7 @@ def run_ours(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd, 
         # SB3's threads in all: split between the two passes when ours runs them at once.
         torch_threads=args.sb3_threads if args.sequential else max(1, args.sb3_threads // 2),
         sac=SACConfig(utd=utd, matmul_dtype=args.matmul_dtype, simultaneous_update=not args.sequential),
+        device=args.device,
     )
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(cfg, Path(run_dir), show_progress=False)
@@ -101,13 +107,13 @@ def run_sb3(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd, a
             return True
 
     model = SB3SAC(
-        "MlpPolicy", gym.make(env_id), learning_rate=3e-4, buffer_size=steps, learning_starts=learning_starts,
+        "MlpPolicy", make_env(env_id), learning_rate=3e-4, buffer_size=steps, learning_starts=learning_starts,
         batch_size=256, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=utd, ent_coef="auto",
-        policy_kwargs={"net_arch": [256, 256]}, seed=seed, device="cpu", verbose=0,
+        policy_kwargs={"net_arch": [256, 256]}, seed=seed, device=args.device, verbose=0,
     )
     timer = UpdateTimer()
     model.learn(learning_starts, callback=timer, reset_num_timesteps=True)
-    eval_env = gym.make(env_id)
+    eval_env = make_env(env_id)
     train_s, returns, done = 0.0, {}, learning_starts
     for point in eval_at:
         t0 = time.perf_counter()
@@ -141,16 +147,23 @@ def update_flops(env_id: str, matmul_dtype: str) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_rate(dtype: torch.dtype, n: int = 256, repeats: int = 2000) -> float:
-    """Sustained FLOP/s of n x n matrix products in ``dtype``, the shape that dominates an update."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    out = torch.empty(n, n, dtype=dtype)
+def matmul_rate(dtype: torch.dtype, device: torch.device, n: int = 256, repeats: int = 2000) -> float:
+    """Sustained FLOP/s of n x n matrix products in ``dtype`` on ``device``, the shape that dominates an update."""
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    out = torch.empty(n, n, dtype=dtype, device=device)
     for _ in range(50):
         torch.mm(a, b, out=out)
+    _synchronize(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
         torch.mm(a, b, out=out)
+    _synchronize(device)
     return 2 * n**3 * repeats / (time.perf_counter() - t0)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 MIN_SEEDS_FOR_INTERVAL = 10
@@ -206,7 +219,11 @@ def main() -> None:
     parser.add_argument("--matmul-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="precision of our hidden layers' matrix products (SB3 always runs float32)")
     parser.add_argument("--plot", type=Path, help="also draw the evaluation returns of every seed to this PNG")
+    parser.add_argument("--device", default="auto",
+                        help="where both train: auto (CUDA when present), cpu, cuda; the floor is measured there too")
     args = parser.parse_args()
+    device = select_device(args.device)
+    args.device = str(device)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.sb3_threads = torch.get_num_threads()
@@ -214,10 +231,10 @@ def main() -> None:
     if not eval_at or eval_at[-1] != args.steps:
         eval_at.append(args.steps)
     console = Console()
-    dtype = resolve_matmul_dtype(args.matmul_dtype, torch.device("cpu"))
+    dtype = resolve_matmul_dtype(args.matmul_dtype, device)
     ours_threads = "one thread" if args.sequential else "critic and actor passes on two threads"
     console.print(f"[bold]{args.env}[/]: {args.steps} steps, {args.seeds} seeds, UTD {args.utd}, batch 256, "
-                  f"256x256; SB3 with {args.sb3_threads} torch threads; ours: {ours_threads}, "
+                  f"256x256, on {device}; SB3 with {args.sb3_threads} torch threads; ours: {ours_threads}, "
                   f"matmuls in {dtype}")
 
     results = {"ours": [], "sb3": []}
@@ -264,11 +281,11 @@ def main() -> None:
 
     flops = update_flops(args.env, args.matmul_dtype)
     torch.set_num_threads(args.sb3_threads)
-    rate = matmul_rate(dtype)
+    rate = matmul_rate(dtype, device)
     floor_ms = 1000 * flops / rate
-    console.print(f"floor: one update = {flops / 1e6:.1f} MFLOP; {dtype} 256x256 matmul rate here "
+    console.print(f"floor: one update = {flops / 1e6:.1f} MFLOP; {dtype} 256x256 matmul rate here ({device}) "
                   f"{rate / 1e9:.1f} GFLOP/s -> {floor_ms:.2f} ms per update at best "
-                  f"(float32: {1000 * flops / matmul_rate(torch.float32):.2f} ms)")
+                  f"(float32: {1000 * flops / matmul_rate(torch.float32, device):.2f} ms)")
     console.print(f"       ours {med('ours', 'update_ms'):.2f} ms = {med('ours', 'update_ms') / floor_ms:.1f}x the floor; "
                   f"SB3 {med('sb3', 'update_ms'):.2f} ms = {med('sb3', 'update_ms') / floor_ms:.1f}x")
 

@@ -182,10 +182,14 @@ class ObservationNormalizer(nn.Module):
         self.register_buffer("mean", torch.zeros(obs_dim, dtype=torch.float64))
         self.register_buffer("var", torch.ones(obs_dim, dtype=torch.float64))
         self.register_buffer("count", torch.tensor(0.0, dtype=torch.float64))
+        # What forward applies, in float32, rewritten in place whenever the statistics change: a CUDA graph
+        # of the update reads them at fixed addresses. Derived, so not saved.
+        self.register_buffer("loc", torch.zeros(obs_dim), persistent=False)
+        self.register_buffer("inv_scale", torch.ones(obs_dim), persistent=False)
         self.enabled = enabled
         self.clip = clip
         self.eps = eps
-        self._scale_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._refresh()
 
     @torch.no_grad()
     def update(self, batch: torch.Tensor) -> None:
@@ -201,22 +205,18 @@ class ObservationNormalizer(nn.Module):
         self.mean += delta * n / total
         self.var.copy_((self.var * self.count + b_var * n + delta**2 * self.count * n / total) / total)
         self.count.copy_(total)
-        self._scale_cache = None
+        self._refresh()
 
-    def _loc_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._scale_cache is None:
-            self._scale_cache = (
-                self.mean.to(torch.float32),
-                (self.var + self.eps).sqrt().reciprocal().to(torch.float32),
-            )
-        return self._scale_cache
+    @torch.no_grad()
+    def _refresh(self) -> None:
+        self.loc.copy_(self.mean)
+        self.inv_scale.copy_((self.var + self.eps).sqrt().reciprocal())
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return obs
-        loc, inv_scale = self._loc_scale()
-        return ((obs - loc) * inv_scale).clamp(-self.clip, self.clip)
+        return ((obs - self.loc) * self.inv_scale).clamp(-self.clip, self.clip)
 
     def _load_from_state_dict(self, *args, **kwargs):
-        self._scale_cache = None
         super()._load_from_state_dict(*args, **kwargs)
+        self._refresh()

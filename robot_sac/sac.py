@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robot_sac.cuda_graphs import GraphedUpdate
 from robot_sac.networks import Actor, CriticEnsemble, ObservationNormalizer
 from robot_sac.replay import Batch
 
@@ -59,6 +60,9 @@ class SACConfig:
     """Keep running observation statistics and feed normalized observations to every network."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this before they enter the critic target."""
+    cuda_graphs: bool = True
+    """On CUDA, replay each update from a CUDA graph captured after a few eager ones. At these network sizes an
+    update is a few hundred small kernels, and launching them costs several times what they compute."""
     matmul_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Precision of the hidden layers' matrix products during updates (autocast); weights, output layers and
     losses stay float32. ``auto`` picks bfloat16 where the hardware computes it natively (CPUs with
@@ -122,12 +126,14 @@ class SAC:
         self.log_alpha = torch.tensor(float(np.log(cfg.alpha)), device=self.device, requires_grad=True)
         self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
         fused = self.device.type in ("cpu", "cuda")
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=fused)
+        graphs = cfg.cuda_graphs and self.device.type == "cuda"
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=fused, capturable=graphs)
         # The actor and the temperature step together: their losses share no parameters, so one optimizer
         # step (one fused kernel) over both equals two separate steps, at half the Python overhead.
         self.actor_opt = torch.optim.Adam(
             [{"params": self.actor.parameters(), "lr": cfg.actor_lr}, {"params": [self.log_alpha], "lr": cfg.alpha_lr}],
             fused=fused,
+            capturable=graphs,
         )
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
@@ -138,6 +144,7 @@ class SAC:
         self._critic_worker = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="sac-critic") if self.two_threads else None
         )
+        self._graphed = GraphedUpdate(self) if graphs else None
         self.updates = 0
 
     @property
@@ -184,21 +191,40 @@ class SAC:
         return self.cfg.reward_scale * reward + self.cfg.gamma * (1.0 - terminated) * next_q
 
     def _autocast(self) -> torch.autocast:
-        # Autocast is per thread: the critic worker enters its own.
+        # Autocast is per thread: the critic worker enters its own. Its cache of cast weights would outlive a
+        # CUDA graph's capture, so a capture goes without it.
         low_precision = self.matmul_dtype == torch.bfloat16
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=low_precision)
+        capturing = self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=low_precision, cache_enabled=not capturing
+        )
 
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on the critics, and (every ``actor_update_every``) on the actor and alpha."""
+        actor_due = (self.updates + 1) % self.cfg.actor_update_every == 0
+        if self._graphed is not None:
+            info = self._graphed(batch, actor_due)
+        else:
+            draws = self._draws(batch.obs.shape[0], actor_due) if self.two_threads else (None, None, None)
+            info = self._update(batch, actor_due, *draws)
+        self.updates += 1
+        # One device-to-host transfer for all of them (on CUDA, the update's only synchronization).
+        out = dict(zip(info, torch.stack(list(info.values())).tolist()))
+        out["charts/alpha"] = self.alpha
+        return out
+
+    def _draws(self, batch_size: int, actor_due: bool) -> tuple:
+        """The update's random draws made up front, in the order one thread makes them: the next actions' noise,
+        REDQ's subset, and when the actor steps its actions' noise. The two-thread update and CUDA graphs take
+        them so; the generator's stream (and with it every result) then does not depend on how threads
+        interleave, or on a graph."""
+        next_noise = torch.randn(batch_size, self.act_dim, device=self.device)
+        members = self._target_members()
+        noise = torch.randn(batch_size, self.act_dim, device=self.device) if actor_due else None
+        return next_noise, members, noise
+
+    def _update(self, batch: Batch, actor_due: bool, next_noise, members, noise) -> dict[str, torch.Tensor]:
         cfg = self.cfg
-        actor_due = (self.updates + 1) % cfg.actor_update_every == 0
-        next_noise = members = noise = None
-        if actor_due and cfg.simultaneous_update and self._critic_worker is not None:
-            # Two threads: every random draw is made here, in the order one thread makes them, so the
-            # generator's stream (and with it every result) does not depend on how the threads interleave.
-            next_noise = torch.randn(batch.obs.shape[0], self.act_dim, device=self.device)
-            members = self._target_members()
-            noise = torch.randn(batch.obs.shape[0], self.act_dim, device=self.device)
         with self._autocast():
             obs = self.normalizer(batch.obs)
             next_obs = self.normalizer(batch.next_obs)
@@ -219,8 +245,6 @@ class SAC:
                 self.actor_opt.step()
                 self.critic.requires_grad_(True)
                 info.update(actor_info)
-        self.updates += 1
-        info["charts/alpha"] = self.alpha
         return info
 
     def _simultaneous_step(self, critic_inputs: tuple, obs: torch.Tensor, alpha: torch.Tensor, noise):
@@ -284,7 +308,7 @@ class SAC:
                 raise interrupted
         return future.result(), mine
 
-    def _actor_grads(self, obs, alpha, noise, critics_released: Future | None = None) -> dict[str, float]:
+    def _actor_grads(self, obs, alpha, noise, critics_released: Future | None = None) -> dict[str, torch.Tensor]:
         """The actor's and temperature's gradients into their ``.grad``; their loss values for logging.
         ``critics_released`` is set once the backward pass has gone through the critics."""
         loss, info = self._actor_loss(obs, alpha, noise, critics_released)
@@ -325,11 +349,11 @@ class SAC:
         critic_loss.backward()
         return critic_loss, q
 
-    def _critic_step(self, critic_loss: torch.Tensor, q: torch.Tensor) -> dict[str, float]:
+    def _critic_step(self, critic_loss: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
         self.critic_opt.step()
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, self.cfg.tau)
-        return {"losses/critic": critic_loss.item(), "losses/q_mean": q.mean().item()}
+        return {"losses/critic": critic_loss.detach(), "losses/q_mean": q.detach().mean()}
 
     def _actor_loss(self, obs, alpha, noise, critics_released: Future | None = None) -> tuple[torch.Tensor, dict]:
         """The actor's loss plus (when tuned) the temperature's, and their values for logging; the backward
@@ -345,12 +369,12 @@ class SAC:
         q_pi = q_all.mean(0) if cfg.n_target_critics < cfg.n_critics else q_all.min(0).values
         actor_loss = (alpha * log_prob - q_pi).mean()
         entropy = -log_prob.detach().mean()
-        info = {"losses/actor": actor_loss.item(), "charts/entropy": entropy.item()}
+        info = {"losses/actor": actor_loss.detach(), "charts/entropy": entropy}
         if not cfg.autotune_alpha:
             return actor_loss, info
         # d loss / d log_alpha = -(entropy_target - entropy): entropy below its target raises alpha.
         alpha_loss = self.log_alpha * (entropy - self.target_entropy)
-        info["losses/alpha"] = alpha_loss.item()
+        info["losses/alpha"] = alpha_loss.detach()
         return actor_loss + alpha_loss, info
 
     def state_dict(self) -> dict:
@@ -374,7 +398,14 @@ class SAC:
             self.log_alpha.copy_(state["log_alpha"])
         self.actor_opt.load_state_dict(_actor_and_alpha_opt_state(state))
         self.critic_opt.load_state_dict(state["critic_opt"])
+        # The saved settings come with the state; capturable is this machine's choice (a run trained with CUDA
+        # graphs resumes on a CPU, and the other way round). The steps are on the device either way (fused).
+        for group in (*self.actor_opt.param_groups, *self.critic_opt.param_groups):
+            group["capturable"] = self._graphed is not None
         self.updates = int(state["updates"])
+        if self._graphed is not None:
+            # The optimizers' state tensors were replaced: graphs captured before would step the old ones.
+            self._graphed = GraphedUpdate(self)
 
 
 def _await(future: Future):

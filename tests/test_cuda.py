@@ -4,6 +4,9 @@ Skipped where CUDA is absent (CI here); the rest of the suite also runs on CUDA 
 ``device: auto``.
 """
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -99,6 +102,78 @@ def test_auto_precision_on_cuda_is_bfloat16_where_the_gpu_has_it_and_stays_close
     # Hidden layers in bfloat16 (8 bits of mantissa), output layers and losses in float32.
     for key in ("losses/critic", "losses/actor", "losses/q_mean", "charts/entropy"):
         assert auto_info[key] == pytest.approx(ref_info[key], rel=0.03, abs=0.02), key
+
+
+@pytest.mark.parametrize(
+    "sac_kw",
+    [
+        {},
+        {"simultaneous_update": False, "actor_update_every": 2},
+        {"n_critics": 5, "n_target_critics": 2, "matmul_dtype": "float32"},  # REDQ: a random subset per update
+        {"critic_dropout": 0.01, "critic_layer_norm": True},  # DroQ: dropout draws inside the graph
+    ],
+    ids=["default", "sequential-delayed-actor", "redq", "droq"],
+)
+def test_graphed_updates_follow_the_eager_ones(sac_kw):
+    cfg = SACConfig(batch_size=BATCH, normalize_observations=True, **sac_kw)
+    torch.manual_seed(0)
+    eager = SAC(OBS_DIM, ACT_DIM, dataclasses.replace(cfg, cuda_graphs=False), "cuda")
+    graphed = SAC(OBS_DIM, ACT_DIM, cfg, "cuda")
+    graphed.load_state_dict(eager.state_dict())
+    assert graphed._graphed is not None and eager._graphed is None
+
+    batches = [_to(_batch(10 + i), "cuda") for i in range(12)]
+    runs = {}
+    for name, agent in (("eager", eager), ("graphed", graphed)):
+        torch.manual_seed(1)
+        infos = []
+        for i, batch in enumerate(batches):
+            # The statistics change between updates, as in training: the graphs must see the new ones.
+            agent.normalizer.update(batch.next_obs[: 8 + i])
+            infos.append(agent.update(batch))
+        runs[name] = infos
+    assert len(graphed._graphed.graphs) == len({(i + 1) % cfg.actor_update_every == 0 for i in range(12)})
+
+    # Dropout draws inside the graph from other offsets of the generator than the eager kernels did.
+    exact = cfg.critic_dropout == 0
+    for step, (e, g) in enumerate(zip(runs["eager"], runs["graphed"])):
+        assert e.keys() == g.keys()
+        for key in e:
+            if exact:
+                assert g[key] == pytest.approx(e[key], rel=1e-5, abs=1e-6), (step, key)
+            else:
+                assert np.isfinite(g[key]), (step, key)
+    if exact:
+        for name in ("actor", "critic", "critic_target"):
+            a, b = getattr(eager, name).state_dict(), getattr(graphed, name).state_dict()
+            for key in a:
+                torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6, msg=f"{name}.{key}")
+
+
+def test_a_checkpoint_loaded_into_a_graphed_agent_is_the_one_it_steps():
+    cfg = SACConfig(batch_size=BATCH, matmul_dtype="float32")
+    torch.manual_seed(0)
+    agent = SAC(OBS_DIM, ACT_DIM, cfg, "cuda")
+    for i in range(6):
+        agent.update(_to(_batch(30 + i), "cuda"))  # three eager updates, then graphs
+    assert agent._graphed.graphs
+    torch.manual_seed(1)
+    other = SAC(OBS_DIM, ACT_DIM, dataclasses.replace(cfg, cuda_graphs=False), "cuda")
+    for i in range(2):
+        other.update(_to(_batch(40 + i), "cuda"))
+    # Other weights (copied into the same tensors) and other optimizer state (new tensors, which graphs
+    # captured before would not see).
+    agent.load_state_dict(copy.deepcopy(other.state_dict()))  # as from a file: tensors of its own
+
+    batch = _to(_batch(50), "cuda")
+    torch.manual_seed(5)
+    a = agent.update(batch)
+    torch.manual_seed(5)
+    b = other.update(batch)
+    for key in a:
+        assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    for key, value in other.actor.state_dict().items():
+        torch.testing.assert_close(agent.actor.state_dict()[key], value, rtol=1e-5, atol=1e-7)
 
 
 def _cfg(**kw) -> TrainConfig:

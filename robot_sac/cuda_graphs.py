@@ -8,7 +8,14 @@ networks' averaging) once and replays it with one launch.
 A graph reads and writes fixed addresses, so everything it touches stays in place: the batch and the random draws
 are copied into tensors held here, the optimizers are capturable (their step counts on the GPU), the
 normalizer rewrites its statistics in place, and replacing the optimizers' state (a checkpoint load) calls for
-new graphs.
+new graphs. Dropout (DroQ) draws inside the graph from the generator's current offset at each replay, as eager
+kernels do.
+
+What a capture fixes, and what would therefore need new graphs if it ever changed during training: the Python
+numbers in the update (learning rates, tau, gamma, the reward scale, the target entropy, the normalizer's clip),
+the modules' train/eval mode and ``requires_grad``, and the tensors' addresses (a ``.to()`` move, an
+``assign=True`` load). With ``actor_update_every > 1`` each kind of update has its own gradient buffers, so the
+parameters' ``.grad`` shows the last captured kind, not the last replayed one; nothing reads it.
 """
 
 from __future__ import annotations
@@ -48,8 +55,7 @@ class GraphedUpdate:
             torch.cuda.current_stream(self.agent.device).wait_stream(side)
             return info
         graph = torch.cuda.CUDAGraph()
-        # thread_local: other threads (a learner's receivers) may use the GPU meanwhile; only this one records.
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph):
             info = self.agent._update(self.static, actor_due, *self.draws[actor_due])
         self.graphs[actor_due] = (graph, info)
         graph.replay()  # the capture only recorded this update

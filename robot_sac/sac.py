@@ -208,10 +208,9 @@ class SAC:
             draws = self._draws(batch.obs.shape[0], actor_due) if self.two_threads else (None, None, None)
             info = self._update(batch, actor_due, *draws)
         self.updates += 1
+        values = {**info, "charts/alpha": self.log_alpha.detach().exp()}
         # One device-to-host transfer for all of them (on CUDA, the update's only synchronization).
-        out = dict(zip(info, torch.stack(list(info.values())).tolist()))
-        out["charts/alpha"] = self.alpha
-        return out
+        return dict(zip(values, torch.stack(list(values.values())).tolist()))
 
     def _draws(self, batch_size: int, actor_due: bool) -> tuple:
         """The update's random draws made up front, in the order one thread makes them: the next actions' noise,

@@ -134,7 +134,7 @@ def test_graphed_updates_follow_the_eager_ones(sac_kw):
         runs[name] = infos
     assert len(graphed._graphed.graphs) == len({(i + 1) % cfg.actor_update_every == 0 for i in range(12)})
 
-    # Dropout draws inside the graph from other offsets of the generator than the eager kernels did.
+    # With dropout the two runs draw their masks in another order (the graphs draw the noise up front).
     exact = cfg.critic_dropout == 0
     for step, (e, g) in enumerate(zip(runs["eager"], runs["graphed"])):
         assert e.keys() == g.keys()
@@ -148,6 +148,30 @@ def test_graphed_updates_follow_the_eager_ones(sac_kw):
             a, b = getattr(eager, name).state_dict(), getattr(graphed, name).state_dict()
             for key in a:
                 torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6, msg=f"{name}.{key}")
+
+
+def _philox_offset() -> int:
+    return int(torch.cuda.get_rng_state().view(torch.int64)[1])
+
+
+def test_a_replayed_droq_update_draws_fresh_dropout_masks_as_an_eager_one_does():
+    cfg = SACConfig(batch_size=BATCH, critic_dropout=0.01, critic_layer_norm=True)
+    torch.manual_seed(0)
+    eager = SAC(OBS_DIM, ACT_DIM, dataclasses.replace(cfg, cuda_graphs=False), "cuda")
+    graphed = SAC(OBS_DIM, ACT_DIM, cfg, "cuda")
+    plain = SAC(OBS_DIM, ACT_DIM, dataclasses.replace(cfg, critic_dropout=0.0), "cuda")
+    batch = _to(_batch(20), "cuda")
+    advances = {}
+    for name, agent in (("eager", eager), ("graphed", graphed), ("plain", plain)):
+        for _ in range(5):  # past the eager updates: the graphed agent replays from here on
+            agent.update(batch)
+        before = _philox_offset()
+        agent.update(batch)
+        advances[name] = _philox_offset() - before
+    assert graphed._graphed.graphs
+    # A replay moves the generator on by the dropout draws too, as an eager update does: the masks are new
+    # each time, not the ones of the capture.
+    assert advances["graphed"] == advances["eager"] > advances["plain"] > 0, advances
 
 
 def test_a_checkpoint_loaded_into_a_graphed_agent_is_the_one_it_steps():
@@ -165,13 +189,16 @@ def test_a_checkpoint_loaded_into_a_graphed_agent_is_the_one_it_steps():
     # captured before would not see).
     agent.load_state_dict(copy.deepcopy(other.state_dict()))  # as from a file: tensors of its own
 
-    batch = _to(_batch(50), "cuda")
-    torch.manual_seed(5)
-    a = agent.update(batch)
-    torch.manual_seed(5)
-    b = other.update(batch)
-    for key in a:
-        assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    # Three eager updates and the capture of a new graph, which must step the loaded state.
+    for i in range(5):
+        batch = _to(_batch(50 + i), "cuda")
+        torch.manual_seed(5 + i)
+        a = agent.update(batch)
+        torch.manual_seed(5 + i)
+        b = other.update(batch)
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (i, key)
+    assert agent._graphed.graphs
     for key, value in other.actor.state_dict().items():
         torch.testing.assert_close(agent.actor.state_dict()[key], value, rtol=1e-5, atol=1e-7)
 
@@ -210,6 +237,8 @@ def test_a_run_trained_on_cuda_resumes_and_exports_on_a_machine_without_it(tmp_p
 
 
 def test_a_resumed_cuda_run_equals_an_uninterrupted_one(tmp_path):
+    # The resumed run's first three updates are eager where the straight run's replay a graph: this holds as long
+    # as both run the same kernels, as they did on an H100.
     straight = Trainer(_cfg(), tmp_path / "a", show_progress=False)
     straight.train()
     first = Trainer(_cfg(), tmp_path / "b", show_progress=False)

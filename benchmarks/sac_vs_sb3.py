@@ -195,7 +195,7 @@ def plot_returns(path: Path, env_id: str, eval_at: list[int], results: dict[str,
         ax.plot(eval_at, per_seed.mean(0), "-o", color=color, ms=3, lw=2, label=f"{label} (mean of {len(per_seed)})")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("deterministic evaluation return")
-    ax.set_title(f"SAC on {env_id}: ours and Stable-Baselines3, same hyperparameters")
+    ax.set_title(f"SAC on {env_id}\nours and Stable-Baselines3, same hyperparameters", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

@@ -241,6 +241,8 @@ def main() -> int:
                         help="pin the virtual robot to this CPU (default: the last one this process may use, "
                         "none with --device-normal); -1: not pinned")
     parser.add_argument("--json", help="also write the rows as JSON here")
+    parser.add_argument("--log-dir", type=Path,
+                        help="keep the loop+log rows' MCAP logs here (default: a temporary folder, removed at exit)")
     parser.add_argument("--export", metavar="PATH", help=argparse.SUPPRESS)  # the exporter's own process
     args = parser.parse_args()
 
@@ -249,7 +251,13 @@ def main() -> int:
     if args.export:
         export_untrained_actor(Path(args.export), spec, task)
         return 0
-    tmp = Path(tempfile.mkdtemp(prefix="loop_timing_"))
+    with tempfile.TemporaryDirectory(prefix="loop_timing_") as tmp:
+        return measure(args, spec, task, Path(tmp))
+
+
+def measure(args: argparse.Namespace, spec: RobotSpec, task: TaskInterface, tmp: Path) -> int:
+    log_dir = args.log_dir or tmp
+    log_dir.mkdir(parents=True, exist_ok=True)
     policy_path = Path(args.policy) if args.policy else tmp / "actor.onnx"
     if not args.policy:
         subprocess.run([sys.executable, __file__, "--export", str(policy_path)], check=True)
@@ -281,7 +289,7 @@ def main() -> int:
                 row["realtime"] = settings.report()
             else:
                 row = control_loop(rate, args.seconds, spin, spec, task, policy,
-                                   log=tmp / f"{rate:g}.mcap" if kind == "loop+log" else None,
+                                   log=log_dir / f"{rate:g}_run{repeat}.mcap" if kind == "loop+log" else None,
                                    realtime=kind == "loop+rt", fifo=args.fifo,
                                    device_fifo=None if args.device_normal else args.fifo,
                                    device_cpu=device_cpu)  # fmt: skip
@@ -305,6 +313,8 @@ def main() -> int:
             print(f"real-time at {row['rate_hz']:g} Hz: {row['realtime']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "machine_gaps": gaps}, indent=2) + "\n")
+    if args.log_dir and any(row["kind"] == "loop+log" for row in rows):
+        print(f"MCAP logs of the loop+log rows: {args.log_dir}")
     return 0
 
 

@@ -81,6 +81,7 @@ def run_ours(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd, 
 
 def run_sb3(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd, args):
     from stable_baselines3 import SAC as SB3SAC
+    from stable_baselines3.common.logger import Logger
 
     torch.set_num_threads(args.sb3_threads)  # ours may have changed them
     from stable_baselines3.common.callbacks import BaseCallback
@@ -111,6 +112,8 @@ def run_sb3(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd, a
         batch_size=256, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=utd, ent_coef="auto",
         policy_kwargs={"net_arch": [256, 256]}, seed=seed, device=args.device, verbose=0,
     )
+    # Without a logger of its own, every learn() call has SB3 create an empty SB3-<time> folder in the temp dir.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     timer = UpdateTimer()
     model.learn(learning_starts, callback=timer, reset_num_timesteps=True)
     eval_env = make_env(env_id)
@@ -286,8 +289,9 @@ def main() -> None:
     console.print(f"floor: one update = {flops / 1e6:.1f} MFLOP; {dtype} 256x256 matmul rate here ({device}) "
                   f"{rate / 1e9:.1f} GFLOP/s -> {floor_ms:.2f} ms per update at best "
                   f"(float32: {1000 * flops / matmul_rate(torch.float32, device):.2f} ms)")
-    console.print(f"       ours {med('ours', 'update_ms'):.2f} ms = {med('ours', 'update_ms') / floor_ms:.1f}x the floor; "
-                  f"SB3 {med('sb3', 'update_ms'):.2f} ms = {med('sb3', 'update_ms') / floor_ms:.1f}x")
+    ours_ms, sb3_ms = med("ours", "update_ms"), med("sb3", "update_ms")
+    console.print(f"       ours {ours_ms:.2f} ms = {ours_ms / floor_ms:.1f}x the floor; "
+                  f"SB3 {sb3_ms:.2f} ms = {sb3_ms / floor_ms:.1f}x")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,14 @@ from robot_sac.trainer import CHECKPOINT_VERSION
 
 OPSET = 20
 """The newest opset onnxruntime 1.17 (the base install's floor) runs."""
-TOLERANCE = 1e-5
-"""Largest accepted |onnxruntime - torch| over the check observations."""
+TOLERANCE = 1e-4
+"""Largest accepted |onnxruntime - torch| over the check observations, in action units ([-1, 1]).
+
+The two runtimes sum the layers' products in different orders, and in float32 that alone moves an action by up
+to 1.3e-5 on the random check observations (three times the visited spread) of a claw policy trained 100k steps
+(2e-6 on the visited ones); at 1e-5 that policy's export was refused. 1e-4 of the claw's widest joint range is
+0.16 mrad, a tenth of a Dynamixel encoder step; a wrong weight or a missing normalization moves actions by 1e-2
+or more."""
 
 
 class ExportError(RuntimeError):

@@ -119,26 +119,26 @@ def test_exporting_twice_gives_the_same_bytes(pendulum_run):
     assert export_run(pendulum_run, policy_version=42).data != first.data
 
 
-def test_verify_refuses_a_file_that_differs_from_torch(pendulum_run):
-    result = export_run(pendulum_run)
-    loaded = load_policy(pendulum_run)
+def _verify_against_shifted_mean(run, shift: float) -> dict[str, float]:
+    """``verify`` of the run's exported file against its torch actor with the first action's mean moved by
+    ``shift``."""
+    result = export_run(run)
+    loaded = load_policy(run)
     other = TorchPolicy(loaded.actor, loaded.normalizer)
     with torch.no_grad():
-        other.actor.head.bias[0] += 1e-3
-    obs = {"real": _env_observations("Pendulum-v1", n=20)}
+        other.actor.head.bias[0] += shift
+    return verify(result.data, other, {"real": _env_observations("Pendulum-v1", n=20)})
+
+
+def test_verify_refuses_a_file_that_differs_from_torch(pendulum_run):
     with pytest.raises(ExportError, match=r"onnxruntime differs from torch by \{'real'"):
-        verify(result.data, other, obs)
+        _verify_against_shifted_mean(pendulum_run, 1e-3)
 
 
 def test_verify_accepts_differences_at_float32_rounding_scale(pendulum_run):
     # onnxruntime and torch sum in different orders: a trained claw policy's actions differed by 1.3e-5 on the
     # random check observations. A difference of that order is rounding, not a wrong file.
-    result = export_run(pendulum_run)
-    loaded = load_policy(pendulum_run)
-    other = TorchPolicy(loaded.actor, loaded.normalizer)
-    with torch.no_grad():
-        other.actor.head.bias[0] += 3e-5
-    diffs = verify(result.data, other, {"real": _env_observations("Pendulum-v1", n=20)})
+    diffs = _verify_against_shifted_mean(pendulum_run, 3e-5)
     assert 1e-5 < diffs["real"] < 1e-4
 
 

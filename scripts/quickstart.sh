@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 bin=.venv/bin
 out=${QUICKSTART_DIR:-quickstart}
-steps=${QUICKSTART_STEPS:-30000}
+steps=${QUICKSTART_STEPS:-60000}
 rm -rf "$out"
 mkdir -p "$out"
 

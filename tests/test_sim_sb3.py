@@ -26,6 +26,8 @@ def test_sb3_sac_trains_and_acts(env_id):
         "MlpPolicy", env, learning_starts=100, batch_size=32, buffer_size=1000,
         policy_kwargs={"net_arch": [32, 32]}, seed=0, device="cpu",
     )
+    # Without a logger of its own, learn() leaves an empty SB3-<time> folder in the temp dir on every test run.
+    model.set_logger(sb3.common.logger.Logger(folder=None, output_formats=[]))
     model.learn(total_timesteps=300)
     # The updates ran (past learning_starts) and the trained actor gives valid actions for this env.
     assert model.num_timesteps == 300 and model._n_updates >= 150

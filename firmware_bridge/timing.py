@@ -75,6 +75,12 @@ class Histogram:
         if us > self.max_us:
             self.max_us = us
 
+    def merge(self, other: "Histogram") -> None:
+        """Add ``other``'s values to these: the histogram of both runs' values together."""
+        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
+        self.count += other.count
+        self.max_us = max(self.max_us, other.max_us)
+
     def percentile(self, q: float) -> float:
         """The q-th percentile (0..100) in us: the geometric middle of its bin, capped at the exact max."""
         if self.count == 0:

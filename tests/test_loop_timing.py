@@ -21,6 +21,25 @@ def test_histogram_percentiles_match_numpy_within_a_bin():
     assert sum(n for _, _, n in h.bins()) == values.size
 
 
+def test_merged_histograms_equal_one_histogram_of_all_values():
+    rng = np.random.default_rng(1)
+    first, second = rng.lognormal(2.0, 1.0, 5_000), rng.lognormal(4.0, 0.5, 3_000)
+    merged, a, both = Histogram(), Histogram(), Histogram()
+    for v in first:
+        a.record(float(v))
+        both.record(float(v))
+    b = Histogram()
+    for v in second:
+        b.record(float(v))
+        both.record(float(v))
+    merged.merge(a)
+    merged.merge(b)
+    assert merged.counts == both.counts
+    assert (merged.count, merged.max_us) == (8_000, max(first.max(), second.max()))
+    assert merged.summary() == both.summary()
+    assert a.count == 5_000  # the merged-in histogram is left as it was
+
+
 def test_histogram_sub_microsecond_values_and_empty_summary():
     h = Histogram()
     assert h.summary() == {"p50": 0.0, "p99": 0.0, "max": 0.0}

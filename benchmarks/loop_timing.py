@@ -33,6 +33,7 @@ tens of microseconds, so it says more than p99 when both loops sit near the mach
 at the end: the share of time a spinning thread loses to this VM's interrupts).
 
     python benchmarks/loop_timing.py [--seconds 10] [--rates 250 500 1000] [--repeats N] [--json FILE]
+    python benchmarks/loop_timing.py --paired 10 --seconds 20   # bare, loop, loop+rt in alternating rounds
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def bare_loop(rate_hz: float, seconds: float, spin_s: float, nap_s: float | None
     while True:
         tick = pacer.wait()
         if tick.deadline >= end:
-            return {"ticks": h.count, "missed": missed, "period_error_us": h.summary(), "late_percent": late_percent(h)}
+            return {"ticks": h.count, "missed": missed, "period_error_us": h.summary(), "late_percent": late_percent(h),
+                    "period_error_hist": h}  # fmt: skip
         missed += tick.missed
         h.record(tick.period_error_us)
 
@@ -217,6 +219,7 @@ def control_loop(
         "realtime": settings.report() if realtime else None,
         "device_watchdog_trips": counters["device_watchdog_trips"],
         "device_scheduling": device.scheduling,
+        "period_error_hist": report.timings.histograms["period_error"],
     }
 
 
@@ -240,6 +243,10 @@ def main() -> int:
     parser.add_argument("--device-cpu", type=int, metavar="CPU",
                         help="pin the virtual robot to this CPU (default: the last one this process may use, "
                         "none with --device-normal); -1: not pinned")
+    parser.add_argument(
+        "--paired", type=int, metavar="N",
+        help="instead of the rows: bare, loop and loop+rt in N alternating rounds of --seconds / N each, pooled",
+    )  # fmt: skip
     parser.add_argument("--json", help="also write the rows as JSON here")
     parser.add_argument("--log-dir", type=Path,
                         help="keep the loop+log rows' MCAP logs here (default: a temporary folder, removed at exit)")
@@ -270,34 +277,39 @@ def measure(args: argparse.Namespace, spec: RobotSpec, task: TaskInterface, tmp:
         device_cpu = None if args.device_cpu < 0 else args.device_cpu
     load_before = os.getloadavg()[0]
     gaps_before = machine_gaps(2.0)
-    kinds = ["bare", "bare+nap", "loop"] + ([] if args.no_extras else ["loop+log", "bare+rt", "loop+rt"])
+
+    def run_kind(kind: str, rate: float, seconds: float, log: Path) -> dict:
+        if kind == "bare":
+            return bare_loop(rate, seconds, spin)
+        if kind == "bare+nap":
+            return bare_loop(rate, seconds, spin, nap_s=LoopConfig.nap_s)
+        if kind == "bare+rt":
+            settings = realtime_settings(args.fifo)
+            settings.apply()
+            try:
+                row = bare_loop(rate, seconds, spin)
+            finally:
+                settings.restore()
+            return {**row, "realtime": settings.report()}
+        return control_loop(rate, seconds, spin, spec, task, policy, log=log if kind == "loop+log" else None,
+                            realtime=kind == "loop+rt", fifo=args.fifo,
+                            device_fifo=None if args.device_normal else args.fifo, device_cpu=device_cpu)  # fmt: skip
+
     rows = []
-    for rate in args.rates:
-        for repeat, kind in ((r, k) for r in range(1, args.repeats + 1) for k in kinds):
-            started = time.perf_counter()
-            if kind == "bare":
-                row = bare_loop(rate, args.seconds, spin)
-            elif kind == "bare+nap":
-                row = bare_loop(rate, args.seconds, spin, nap_s=LoopConfig.nap_s)
-            elif kind == "bare+rt":
-                settings = realtime_settings(args.fifo)
-                settings.apply()
-                try:
-                    row = bare_loop(rate, args.seconds, spin)
-                finally:
-                    settings.restore()
-                row["realtime"] = settings.report()
-            else:
-                row = control_loop(rate, args.seconds, spin, spec, task, policy,
-                                   log=log_dir / f"{rate:g}_run{repeat}.mcap" if kind == "loop+log" else None,
-                                   realtime=kind == "loop+rt", fifo=args.fifo,
-                                   device_fifo=None if args.device_normal else args.fifo,
-                                   device_cpu=device_cpu)  # fmt: skip
-            row.update(rate_hz=rate, kind=kind, run=repeat, wall_s=round(time.perf_counter() - started, 2))
-            rows.append(row)
-            print(f"  {rate:g} Hz {kind}: done", file=sys.stderr, flush=True)
-    print_table(rows, args.seconds)
-    print_targets(rows)
+    if args.paired:
+        rows = measure_paired(args, run_kind)
+    else:
+        kinds = ["bare", "bare+nap", "loop"] + ([] if args.no_extras else ["loop+log", "bare+rt", "loop+rt"])
+        for rate in args.rates:
+            for repeat, kind in ((r, k) for r in range(1, args.repeats + 1) for k in kinds):
+                started = time.perf_counter()
+                row = run_kind(kind, rate, args.seconds, log_dir / f"{rate:g}_run{repeat}.mcap")
+                del row["period_error_hist"]
+                row.update(rate_hz=rate, kind=kind, run=repeat, wall_s=round(time.perf_counter() - started, 2))
+                rows.append(row)
+                print(f"  {rate:g} Hz {kind}: done", file=sys.stderr, flush=True)
+        print_table(rows, args.seconds)
+        print_targets(rows)
     # Everything here shares two cores with whatever else runs: the load says how much else that was.
     print(f"load average (1 min) before {load_before:.1f}, after {os.getloadavg()[0]:.1f}, on {os.cpu_count()} CPUs")
     # About this share of deadlines falls in a gap and starts late in any loop: p99 is 0 below 1%, not above.
@@ -316,6 +328,68 @@ def measure(args: argparse.Namespace, spec: RobotSpec, task: TaskInterface, tmp:
     if args.log_dir and any(row["kind"] == "loop+log" for row in rows):
         print(f"MCAP logs of the loop+log rows: {args.log_dir}")
     return 0
+
+
+PAIRED_KINDS = ("bare", "loop", "loop+rt")
+
+
+def measure_paired(args: argparse.Namespace, run_kind) -> list[dict]:
+    """``--paired N``: per rate, N rounds of ``PAIRED_KINDS`` for ``seconds / N`` each, the order rotated every
+    round; each kind's period errors pooled over its rounds.
+
+    This VM's late ticks come in bursts of one to a few seconds (a bare 1 kHz loop: 2-6 late ticks in most
+    seconds, 100 in some), so two 10 s rows measured one after the other compare bursts as much as loops.
+    Short rounds, alternated, put every kind under the same bursts."""
+    segment = args.seconds / args.paired
+    rows = []
+    for rate in args.rates:
+        pooled = {kind: Histogram() for kind in PAIRED_KINDS}
+        per_round = {kind: [] for kind in PAIRED_KINDS}
+        totals = {kind: {"missed": 0, "late_replies": 0} for kind in PAIRED_KINDS}
+        realtime = scheduling = None
+        for round_ in range(args.paired):
+            shift = round_ % len(PAIRED_KINDS)
+            for kind in PAIRED_KINDS[shift:] + PAIRED_KINDS[:shift]:
+                row = run_kind(kind, rate, segment, Path(os.devnull))
+                hist = row["period_error_hist"]
+                pooled[kind].merge(hist)
+                per_round[kind].append(hist.percentile(99))
+                totals[kind]["missed"] += row["missed"]
+                totals[kind]["late_replies"] += row.get("late_replies", 0)
+                realtime = row.get("realtime") or realtime
+                scheduling = row.get("device_scheduling", scheduling)
+            print(f"  {rate:g} Hz round {round_ + 1} of {args.paired}: done", file=sys.stderr, flush=True)
+        for kind in PAIRED_KINDS:
+            h = pooled[kind]
+            rows.append({
+                "rate_hz": rate, "kind": kind, "rounds": args.paired, "round_s": segment, "ticks": h.count,
+                "late_percent": late_percent(h), "period_error_us": h.summary(), "round_p99_us": per_round[kind],
+                **totals[kind], **({"realtime": realtime} if kind == "loop+rt" else {}),
+                **({"device_scheduling": scheduling} if kind != "bare" else {}),
+            })  # fmt: skip
+    print_paired(rows)
+    return rows
+
+
+def print_paired(rows: list[dict]) -> None:
+    first = rows[0]
+    print(f"\n{first['rounds']} rounds of {first['round_s']:g} s per kind, order rotated each round; period error "
+          f"pooled over the rounds, microseconds\n")  # fmt: skip
+    print("| rate Hz | kind | ticks | missed | late replies | late % | p50 | p99 | max | p99 of each round |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        e = r["period_error_us"]
+        rounds = ", ".join(f"{p:.0f}" for p in r["round_p99_us"])
+        replies = r["late_replies"] if r["kind"] != "bare" else "-"
+        print(f"| {r['rate_hz']:g} | {r['kind']} | {r['ticks']} | {r['missed']} | {replies} | "
+              f"{r['late_percent']:.2f} | {e['p50']:.1f} | {e['p99']:.1f} | {e['max']:.1f} | {rounds} |")  # fmt: skip
+    p99 = {(r["rate_hz"], r["kind"]): r["period_error_us"]["p99"] for r in rows}
+    for rate in dict.fromkeys(r["rate_hz"] for r in rows):
+        bare = p99[rate, "bare"]
+        for kind in ("loop", "loop+rt"):
+            ours = p99[rate, kind]
+            verdict = "within" if ours <= 1.2 * bare else "NOT within"
+            print(f"{rate:g} Hz: {kind} p99 {ours:.1f} us, {verdict} 1.2x the bare loop's {bare:.1f} us (pooled)")
 
 
 def print_table(rows: list[dict], seconds: float) -> None:

@@ -278,7 +278,7 @@ def measure(args: argparse.Namespace, spec: RobotSpec, task: TaskInterface, tmp:
     load_before = os.getloadavg()[0]
     gaps_before = machine_gaps(2.0)
 
-    def run_kind(kind: str, rate: float, seconds: float, log: Path) -> dict:
+    def run_kind(kind: str, rate: float, seconds: float, log: Path | None = None) -> dict:
         if kind == "bare":
             return bare_loop(rate, seconds, spin)
         if kind == "bare+nap":
@@ -337,8 +337,8 @@ def measure_paired(args: argparse.Namespace, run_kind) -> list[dict]:
     """``--paired N``: per rate, N rounds of ``PAIRED_KINDS`` for ``seconds / N`` each, the order rotated every
     round; each kind's period errors pooled over its rounds.
 
-    This VM's late ticks come in bursts of one to a few seconds (a bare 1 kHz loop: 2-6 late ticks in most
-    seconds, 100 in some), so two 10 s rows measured one after the other compare bursts as much as loops.
+    This VM's late ticks come in bursts of one to a few seconds (a bare 1 kHz loop: 2-18 late ticks in most
+    seconds, up to 101 in some), so two 10 s rows measured one after the other compare bursts as much as loops.
     Short rounds, alternated, put every kind under the same bursts."""
     segment = args.seconds / args.paired
     rows = []
@@ -350,7 +350,7 @@ def measure_paired(args: argparse.Namespace, run_kind) -> list[dict]:
         for round_ in range(args.paired):
             shift = round_ % len(PAIRED_KINDS)
             for kind in PAIRED_KINDS[shift:] + PAIRED_KINDS[:shift]:
-                row = run_kind(kind, rate, segment, Path(os.devnull))
+                row = run_kind(kind, rate, segment)
                 hist = row["period_error_hist"]
                 pooled[kind].merge(hist)
                 per_round[kind].append(hist.percentile(99))

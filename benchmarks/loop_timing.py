@@ -252,6 +252,8 @@ def main() -> int:
                         help="keep the loop+log rows' MCAP logs here (default: a temporary folder, removed at exit)")
     parser.add_argument("--export", metavar="PATH", help=argparse.SUPPRESS)  # the exporter's own process
     args = parser.parse_args()
+    if args.paired is not None and args.paired < 1:
+        parser.error(f"--paired: at least 1 round, got {args.paired}")
 
     spec = RobotSpec.load(resolve_robot(ROBOT))
     task = TaskInterface.load(TASK)

@@ -296,7 +296,7 @@ class ControlLoop:
                 command = mapper.map(action)
             except NonFiniteActionError as exc:
                 raise SafetyStop(StopReason.NON_FINITE_ACTION, f"{exc} (policy version {version})") from None
-            hist.record(action)
+            hist.record(action, state)
             t2 = clock()
             if fresh:
                 answer = self._tolerate_timeout(bus.exchange, monitor, report, command)

@@ -21,16 +21,24 @@ from firmware_bridge.typed_yaml import ConfigError
 
 @dataclass
 class History:
-    """What the observation needs beyond the current state: the previous policy output and the goal."""
+    """What the observation needs beyond the current state: the last two policy outputs, the joint positions the
+    last one was computed from, and the goal."""
 
     last_action: np.ndarray
     """(n,) the policy output of the previous tick, in [-1, 1]; zeros at the start of an episode."""
+    previous_joint_pos: np.ndarray
+    """(n,) the joint positions of the state the previous tick's observation was built from (as read, noise and
+    all); the start pose at the start of an episode."""
+    action_before_last: np.ndarray
+    """(n,) the policy output two ticks back; zeros at the start of an episode."""
     goals: dict[str, float] = field(default_factory=dict)
     """Goal values by name, e.g. ``valve_angle`` [rad]."""
 
-    def record(self, action: np.ndarray) -> None:
-        """Remember the policy output of this tick for the next observation."""
+    def record(self, action: np.ndarray, state: RobotState) -> None:
+        """Remember this tick's policy output and the state its observation was built from, for the next one."""
+        self.action_before_last = self.last_action
         self.last_action = np.array(action, dtype=np.float64)
+        self.previous_joint_pos = np.array(state.joint_pos, dtype=np.float64)
 
 
 class TaskObservation(Protocol):
@@ -71,6 +79,12 @@ FEATURES: dict[str, Feature] = {
     "joint_vel": Feature(_per_joint, lambda s, h, spec: s.joint_vel, "joint_encoders"),
     "joint_current": Feature(_per_joint, lambda s, h, spec: s.joint_current, "joint_currents"),
     "last_action": Feature(_per_joint, lambda s, h, spec: h.last_action),
+    # One tick of history: under randomized dynamics (motor strength, gains, damping, latency) how the joints
+    # answered the last command says which dynamics the robot has, which the current state alone does not.
+    "joint_pos_from_start_prev": Feature(
+        _per_joint, lambda s, h, spec: h.previous_joint_pos - spec.start, "joint_encoders"
+    ),
+    "last_action_prev": Feature(_per_joint, lambda s, h, spec: h.action_before_last),
     "base_roll_pitch": Feature(_fixed(2), lambda s, h, spec: s.imu[0:2], "imu"),
     "base_angular_velocity": Feature(_fixed(3), lambda s, h, spec: s.imu[3:6], "imu"),
     "valve_angle_cos_sin": Feature(
@@ -134,13 +148,20 @@ class ObservationBuilder:
         return self.robot_spec.interface_hash(self.feature_names)
 
     def new_history(self, goals: dict[str, float] | None = None) -> History:
-        """A history for a new episode: zero last action, the task's goals updated with ``goals``."""
+        """A history for a new episode: zero actions, the start pose as the previous joint positions, the task's
+        goals updated with ``goals``."""
         merged = dict(self.task.goals) if self.task is not None else {}
         merged.update(goals or {})
         missing = [g for g in self.required_goals if g not in merged]
         if missing:
             raise ConfigError(f"observation needs goal {missing[0]!r}, which neither the task nor the caller gives")
-        return History(last_action=np.zeros(self.robot_spec.num_joints), goals=merged)
+        n = self.robot_spec.num_joints
+        return History(
+            last_action=np.zeros(n),
+            previous_joint_pos=np.array(self.robot_spec.start, dtype=np.float64),
+            action_before_last=np.zeros(n),
+            goals=merged,
+        )
 
     def build(self, state: RobotState, history: History) -> np.ndarray:
         if state.num_joints != self.robot_spec.num_joints:

@@ -142,7 +142,7 @@ class RobotEnv(gym.Env):
         )
         reward, terms = self.reward_function(transition)
         terminated = self._kind.terminated(state, self.task.criteria)
-        self.history.record(action)
+        self.history.record(action, self.observed_state)
         self.true_state = state
         # A lost reading leaves the bridge with the previous one: the policy acts on stale values.
         dropout = self.params.obs_dropout

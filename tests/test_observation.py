@@ -47,7 +47,7 @@ def test_claw_turn_layout_and_values(claw):
     ]
     assert builder.dim == 24
     history = builder.new_history({"valve_angle": -3.0})
-    history.record(np.full(9, 0.5))
+    history.record(np.full(9, 0.5), _claw_state(0.0))
     obs = builder.build(_claw_state(3.0), history)
     assert obs.dtype == np.float32 and obs.shape == (24,)
     s = builder.slices()
@@ -94,6 +94,33 @@ def test_quadruped_layout_reads_imu_and_offsets_from_start(quadruped):
     np.testing.assert_allclose(obs[:5], [0.1, -0.2, 1.0, 2.0, 3.0], rtol=1e-6)
     np.testing.assert_allclose(obs[5:13], np.full(8, 0.1), rtol=1e-5)
     np.testing.assert_allclose(obs[13:21], np.arange(8.0))
+
+
+def test_history_features_are_the_previous_tick_and_zero_at_the_start(quadruped):
+    task = dataclasses.replace(
+        TaskInterface.load("quadruped_walk"), observation=["joint_pos_from_start_prev", "last_action_prev"]
+    )
+    builder = ObservationBuilder(quadruped, task)
+    s = builder.slices()
+
+    def state(offset: float) -> RobotState:
+        return RobotState(timestamp=0.0, joint_pos=quadruped.start + offset, joint_vel=np.zeros(8),
+                          joint_current=np.zeros(8), imu=np.zeros(6))
+
+    history = builder.new_history()
+    first = builder.build(state(0.3), history)
+    np.testing.assert_array_equal(first[s["joint_pos_from_start_prev"]], np.zeros(8))
+    np.testing.assert_array_equal(first[s["last_action_prev"]], np.zeros(8))
+    history.record(np.full(8, 0.25), state(0.3))
+    second = builder.build(state(0.5), history)
+    np.testing.assert_allclose(second[s["joint_pos_from_start_prev"]], np.full(8, 0.3), rtol=1e-5)
+    np.testing.assert_array_equal(second[s["last_action"]], np.full(8, 0.25, dtype=np.float32))
+    np.testing.assert_array_equal(second[s["last_action_prev"]], np.zeros(8))
+    history.record(np.full(8, -0.75), state(0.5))
+    third = builder.build(state(0.6), history)
+    np.testing.assert_allclose(third[s["joint_pos_from_start_prev"]], np.full(8, 0.5), rtol=1e-5)
+    np.testing.assert_array_equal(third[s["last_action"]], np.full(8, -0.75, dtype=np.float32))
+    np.testing.assert_array_equal(third[s["last_action_prev"]], np.full(8, 0.25, dtype=np.float32))
 
 
 def test_unknown_feature_is_an_error_at_construction(claw):

@@ -1,5 +1,7 @@
 """RobotEnv through Gymnasium: API checks, one observation code path, time limits, perturbation options."""
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -8,6 +10,8 @@ from gymnasium.utils.env_checker import check_env
 import sim  # noqa: F401  (registers the ids)
 from firmware_bridge.observation import ObservationBuilder
 from firmware_bridge.state import RobotState
+from sim.env import RobotEnv
+from sim.task import TaskSpec
 
 ENV_IDS = ["robot_sac/ClawTurn-v0", "robot_sac/QuadrupedWalk-v0"]
 
@@ -33,6 +37,25 @@ def test_observation_is_the_builder_applied_to_the_reported_state(env_id):
         np.testing.assert_array_equal(obs, builder.build(base.observed_state, history))
         assert isinstance(base.observed_state, RobotState)
         obs, *_ = env.step(rng.uniform(-1, 1, base.action_space.shape).astype(np.float32))
+    env.close()
+
+
+def test_history_features_in_the_env_are_the_previous_observation_and_action():
+    task = dataclasses.replace(
+        TaskSpec.load("quadruped_walk"), observation=["joint_pos_from_start_prev", "last_action_prev"]
+    )
+    env = RobotEnv(task)
+    s = env.observation_builder.slices()
+    obs, _ = env.reset(seed=5)
+    rng = np.random.default_rng(1)
+    previous_action = np.zeros(8)
+    for _ in range(4):
+        action = rng.uniform(-1, 1, 8).astype(np.float32)
+        next_obs, *_ = env.step(action)
+        # The noisy reading the policy saw, not the true state: what the bridge has on the robot.
+        np.testing.assert_array_equal(next_obs[s["joint_pos_from_start_prev"]], obs[s["joint_pos_from_start"]])
+        np.testing.assert_array_equal(next_obs[s["last_action_prev"]], previous_action.astype(np.float32))
+        obs, previous_action = next_obs, action
     env.close()
 
 

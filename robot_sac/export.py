@@ -286,7 +286,9 @@ def load_policy(run_dir: str | Path, checkpoint: str = "best") -> LoadedPolicy:
     if state.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: checkpoint version {state.get('version')}, this exporter reads {CHECKPOINT_VERSION}")
     if "agent" in state:
-        weights, step = state["agent"], state["counters"]["step"]
+        # The averaged actor is the one the run evaluated and deploys (sac.actor_average_tau).
+        agent = state["agent"]
+        weights, step = {**agent, "actor": agent.get("actor_average", agent["actor"])}, state["counters"]["step"]
     elif "actor" in state:
         weights, step = state, state["step"]
     else:

@@ -259,7 +259,7 @@ class Learner:
         version = max(self.next_version, self.base_version + self.updates, max(seen, default=-1) + 1)
         self.next_version = version + 1
         t0 = time.perf_counter()
-        actor = copy.deepcopy(self.agent.actor).cpu().eval()
+        actor = copy.deepcopy(self.agent.policy_actor).cpu().eval()
         normalizer = copy.deepcopy(self.agent.normalizer).cpu().eval()
         contract = build_contract(self.interface, self.train_cfg.env, normalizer, version, self.run_id)
         data = to_onnx(ExportedPolicy(actor, normalizer), contract)

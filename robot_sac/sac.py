@@ -6,6 +6,7 @@ The caller samples, logs and checkpoints.
 
 from __future__ import annotations
 
+import copy
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -27,6 +28,12 @@ class SACConfig:
     """Discount factor."""
     tau: float = 0.005
     """Polyak averaging rate of the target critics."""
+    actor_average_tau: float = 0.0
+    """Polyak averaging rate of a copy of the actor, stepped after each actor update; deterministic actions
+    (evaluation, ``best.pt``, export, the learner's pushes) come from that copy. A policy's success can swing from
+    one evaluation to the next while the critics chase it; an average over the last ~1/tau updates moves less
+    (Nikishin et al., "Improving Stability in Deep Reinforcement Learning with Weight Averaging", 2018).
+    0: off, the actor as trained."""
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
@@ -118,6 +125,11 @@ class SAC:
         self.matmul_dtype = resolve_matmul_dtype(cfg.matmul_dtype, self.device)
         self.normalizer = ObservationNormalizer(obs_dim, enabled=cfg.normalize_observations).to(self.device)
         self.actor = Actor(obs_dim, act_dim, cfg.actor_hidden).to(self.device)
+        if not 0.0 <= cfg.actor_average_tau <= 1.0:
+            raise ValueError(f"actor_average_tau={cfg.actor_average_tau} is not in [0, 1]")
+        self.actor_average: Actor | None = None
+        if cfg.actor_average_tau > 0:
+            self.actor_average = copy.deepcopy(self.actor).requires_grad_(False)
         critic_args = (obs_dim, act_dim, cfg.critic_hidden, cfg.n_critics, cfg.critic_dropout, cfg.critic_layer_norm)
         self.critic = CriticEnsemble(*critic_args).to(self.device)
         self.critic_target = CriticEnsemble(*critic_args).to(self.device)
@@ -138,6 +150,8 @@ class SAC:
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
         self._actor_and_alpha = [*self.actor.parameters(), self.log_alpha]
+        self._actor_params = list(self.actor.parameters())
+        self._average_params = list(self.actor_average.parameters()) if self.actor_average is not None else []
         # Dropout draws from torch's global generator, so with it the two passes keep one thread and a
         # fixed order; results do not depend on which thread ran what.
         self.two_threads = cfg.simultaneous_update and self.device.type == "cpu" and cfg.critic_dropout == 0
@@ -151,13 +165,19 @@ class SAC:
     def alpha(self) -> float:
         return float(self.log_alpha.detach().exp())
 
+    @property
+    def policy_actor(self) -> Actor:
+        """The actor that deterministic actions, evaluation and export use: the average when there is one."""
+        return self.actor if self.actor_average is None else self.actor_average
+
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """Actions ``[B, A]`` (or ``[A]`` for one observation) in [-1, 1] for raw observations."""
+        """Actions ``[B, A]`` (or ``[A]`` for one observation) in [-1, 1] for raw observations: sampled from the
+        actor being trained, or deterministic from ``policy_actor``."""
         single = obs.ndim == 1
         x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).reshape(-1, self.obs_dim)
         x = self.normalizer(x)
-        action = self.actor.deterministic(x) if deterministic else self.actor.sample(x)[0]
+        action = self.policy_actor.deterministic(x) if deterministic else self.actor.sample(x)[0]
         out = action.cpu().numpy()
         return out[0] if single else out
 
@@ -241,7 +261,7 @@ class SAC:
                 loss, actor_info = self._actor_loss(obs, alpha, noise)
                 self.actor_opt.zero_grad(set_to_none=True)
                 loss.backward()
-                self.actor_opt.step()
+                self._actor_step()
                 self.critic.requires_grad_(True)
                 info.update(actor_info)
         return info
@@ -254,7 +274,7 @@ class SAC:
             info = self._critic_step(*critic_result)
         else:
             info, actor_info = self._grads_on_two_threads(*critic_inputs, noise)
-        self.actor_opt.step()
+        self._actor_step()
         info.update(actor_info)
         return info
 
@@ -306,6 +326,12 @@ class SAC:
             if interrupted is not None:
                 raise interrupted
         return future.result(), mine
+
+    def _actor_step(self) -> None:
+        self.actor_opt.step()
+        if self.actor_average is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(self._average_params, self._actor_params, self.cfg.actor_average_tau)
 
     def _actor_grads(self, obs, alpha, noise, critics_released: Future | None = None) -> dict[str, torch.Tensor]:
         """The actor's and temperature's gradients into their ``.grad``; their loss values for logging.
@@ -379,6 +405,7 @@ class SAC:
     def state_dict(self) -> dict:
         return {
             "actor": self.actor.state_dict(),
+            **({"actor_average": self.actor_average.state_dict()} if self.actor_average is not None else {}),
             "critic": self.critic.state_dict(),
             "critic_target": self.critic_target.state_dict(),
             "normalizer": self.normalizer.state_dict(),
@@ -390,6 +417,9 @@ class SAC:
 
     def load_state_dict(self, state: dict) -> None:
         self.actor.load_state_dict(state["actor"])
+        if self.actor_average is not None:
+            # A run that averages from here on (or from before averaging existed) starts from the actor.
+            self.actor_average.load_state_dict(state.get("actor_average", state["actor"]))
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])
         self.normalizer.load_state_dict(state["normalizer"])

@@ -268,7 +268,7 @@ class Trainer:
             "config": to_mapping(self.cfg),
             "step": self.step,
             "eval": eval_result,
-            "actor": self.agent.actor.state_dict(),
+            "actor": self.agent.policy_actor.state_dict(),
             "normalizer": self.agent.normalizer.state_dict(),
         }
         _atomic_torch_save(state, path)

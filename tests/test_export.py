@@ -142,6 +142,22 @@ def test_verify_accepts_differences_at_float32_rounding_scale(pendulum_run):
     assert 1e-5 < diffs["real"] < 1e-4
 
 
+def test_best_and_last_export_the_averaged_actor_when_the_run_averages(tmp_path):
+    cfg = TrainConfig(
+        env="Pendulum-v1", total_steps=200, seed=5, learning_starts=100, buffer_size=2_000, eval_interval=200,
+        eval_episodes=1, checkpoint_interval=10_000, log_interval=50, torch_threads=1,
+        sac=SACConfig(batch_size=32, actor_hidden=(32, 32), critic_hidden=(32, 32), actor_average_tau=0.05),
+    )
+    trainer = Trainer(cfg, tmp_path / "run", show_progress=False)
+    trainer.train()  # one evaluation, at the last step: best.pt and last.pt hold the same average
+    average, trained = trainer.agent.actor_average.state_dict(), trainer.agent.actor.state_dict()
+    assert any(not torch.equal(average[k], trained[k]) for k in average)
+    for checkpoint in ("best", "last"):
+        exported = load_policy(tmp_path / "run", checkpoint).actor.state_dict()
+        for name, value in average.items():
+            assert torch.equal(exported[name], value), f"{checkpoint}: {name}"
+
+
 def test_export_errors_name_the_missing_checkpoint(pendulum_run, tmp_path, capsys):
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "x.onnx")]) == 2
     assert f"{tmp_path}/checkpoints/best.pt: no such checkpoint" in capsys.readouterr().err

@@ -158,6 +158,61 @@ def test_target_critics_are_polyak_averaged():
         assert not new_target.requires_grad
 
 
+@pytest.mark.parametrize("simultaneous_update", [True, False])
+def test_the_averaged_actor_is_a_polyak_average_stepped_with_the_actor(simultaneous_update):
+    agent = _agent(actor_average_tau=0.1, actor_update_every=2, simultaneous_update=simultaneous_update)
+    average = [p.detach().clone() for p in agent.actor.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(average, agent.actor_average.parameters()))
+    for seed in range(4):
+        agent.update(_batch(seed=seed))
+        if seed % 2 == 1:  # the actor stepped (every second update); the critics-only updates leave both alone
+            average = [0.9 * a + 0.1 * p for a, p in zip(average, agent.actor.parameters())]
+        for expected, got in zip(average, agent.actor_average.parameters()):
+            torch.testing.assert_close(got, expected)
+            assert not got.requires_grad
+    assert any(not torch.equal(a, p) for a, p in zip(average, agent.actor.parameters()))
+
+
+def test_deterministic_actions_come_from_the_average_and_samples_from_the_trained_actor():
+    agent = _agent(actor_average_tau=0.5, actor_lr=1e-2)
+    for seed in range(3):
+        agent.update(_batch(seed=seed))
+    obs = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    x = torch.as_tensor(obs)
+    with torch.no_grad():
+        average, trained = agent.actor_average.deterministic(x).numpy(), agent.actor.deterministic(x).numpy()
+        torch.manual_seed(4)
+        sampled = agent.actor.sample(x)[0].numpy()
+    np.testing.assert_allclose(agent.act(obs, deterministic=True), average, rtol=0, atol=1e-7)
+    assert np.abs(average - trained).max() > 1e-3
+    torch.manual_seed(4)
+    np.testing.assert_allclose(agent.act(obs), sampled, rtol=0, atol=1e-7)
+    plain = _agent()
+    assert plain.policy_actor is plain.actor and "actor_average" not in plain.state_dict()
+
+
+def test_the_average_is_saved_and_a_state_without_one_starts_it_from_the_actor():
+    agent = _agent(actor_average_tau=0.3)
+    for seed in range(2):
+        agent.update(_batch(seed=seed))
+    state = agent.state_dict()
+    restored = _agent(actor_average_tau=0.3)
+    restored.load_state_dict(state)
+    for name, value in agent.actor_average.state_dict().items():
+        assert torch.equal(restored.actor_average.state_dict()[name], value), name
+    del state["actor_average"]  # a run saved before averaging was turned on
+    started = _agent(actor_average_tau=0.3)
+    started.load_state_dict(state)
+    for name, value in state["actor"].items():
+        assert torch.equal(started.actor_average.state_dict()[name], value), name
+
+
+@pytest.mark.parametrize("tau", [-0.1, 1.5])
+def test_an_averaging_rate_outside_0_1_is_refused_by_name(tau):
+    with pytest.raises(ValueError, match=f"actor_average_tau={tau} is not in"):
+        _agent(actor_average_tau=tau)
+
+
 def test_update_moves_the_critic_toward_the_target():
     agent = _agent(alpha=0.1, autotune_alpha=False, critic_lr=1e-2)
     batch = _batch(n=32)

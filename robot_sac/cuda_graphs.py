@@ -3,7 +3,7 @@
 With 256-unit layers and a batch of a few hundred, one update is about 220 kernels that compute for well under a
 millisecond on a datacenter GPU, while launching them one by one from Python takes several: the GPU waits on the
 CPU. A CUDA graph records the whole update (forward and backward passes, both optimizer steps, the target
-networks' averaging) once and replays it with one launch.
+networks' averaging and the actor's, when on) once and replays it with one launch.
 
 A graph reads and writes fixed addresses, so everything it touches stays in place: the batch and the random draws
 are copied into tensors held here, the optimizers are capturable (their step counts on the GPU), the

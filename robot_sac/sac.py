@@ -32,7 +32,8 @@ class SACConfig:
     """Polyak averaging rate of a copy of the actor, stepped after each actor update; deterministic actions
     (evaluation, ``best.pt``, export, the learner's pushes) come from that copy. A policy's success can swing from
     one evaluation to the next while the critics chase it; an average over the last ~1/tau updates moves less
-    (Nikishin et al., "Improving Stability in Deep Reinforcement Learning with Weight Averaging", 2018).
+    (Nikishin et al., "Improving Stability in Deep Reinforcement Learning with Weight Averaging", 2018). It starts
+    at the initial actor, whose weight in it has decayed to (1 - tau)^n after n actor steps (e^-5 at n = 5/tau).
     0: off, the actor as trained."""
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4

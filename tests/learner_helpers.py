@@ -43,8 +43,9 @@ def tick(i: int, num_joints: int, obs_dim: int, version: int = 1, extras=None) -
     return Transition(i, 0.1 * i, state, obs, action, action.astype(np.float64), version, {}, 0)
 
 
-def make_claw_run(run_dir, steps: int = 60):
-    """A small simulation run of the claw task (random actions, tiny networks): what a learner continues."""
+def make_claw_run(run_dir, steps: int = 60, **sac):
+    """A small simulation run of the claw task (random actions, tiny networks): what a learner continues;
+    ``sac`` adds SAC settings."""
     from firmware_bridge.typed_yaml import from_mapping
     from robot_sac.config import TrainConfig
     from robot_sac.trainer import Trainer
@@ -53,7 +54,7 @@ def make_claw_run(run_dir, steps: int = 60):
         "env": "robot_sac/ClawTurnFixed-v0", "total_steps": steps, "learning_starts": steps, "buffer_size": 1000,
         "eval_interval": 10**6, "eval_episodes": 1, "checkpoint_interval": 10**6, "log_interval": 10**6,
         "device": "cpu", "torch_threads": 1,
-        "sac": {"batch_size": 32, "actor_hidden": [32, 32], "critic_hidden": [32, 32]},
+        "sac": {"batch_size": 32, "actor_hidden": [32, 32], "critic_hidden": [32, 32], **sac},
     })  # fmt: skip
     Trainer(cfg, run_dir, show_progress=False).train()
     return run_dir

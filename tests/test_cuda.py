@@ -108,11 +108,11 @@ def test_auto_precision_on_cuda_is_bfloat16_where_the_gpu_has_it_and_stays_close
     "sac_kw",
     [
         {},
-        {"simultaneous_update": False, "actor_update_every": 2},
+        {"simultaneous_update": False, "actor_update_every": 2, "actor_average_tau": 0.05},
         {"n_critics": 5, "n_target_critics": 2, "matmul_dtype": "float32"},  # REDQ: a random subset per update
         {"critic_dropout": 0.01, "critic_layer_norm": True},  # DroQ: dropout draws inside the graph
     ],
-    ids=["default", "sequential-delayed-actor", "redq", "droq"],
+    ids=["default", "sequential-delayed-actor-averaged", "redq", "droq"],
 )
 def test_graphed_updates_follow_the_eager_ones(sac_kw):
     cfg = SACConfig(batch_size=BATCH, normalize_observations=True, **sac_kw)
@@ -144,7 +144,7 @@ def test_graphed_updates_follow_the_eager_ones(sac_kw):
             else:
                 assert np.isfinite(g[key]), (step, key)
     if exact:
-        for name in ("actor", "critic", "critic_target"):
+        for name in ("actor", "critic", "critic_target", *(("actor_average",) if cfg.actor_average_tau else ())):
             a, b = getattr(eager, name).state_dict(), getattr(graphed, name).state_dict()
             for key in a:
                 torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6, msg=f"{name}.{key}")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from learner_helpers import make_claw_run
+from robot_sac.export import ExportError, TorchPolicy, verify
 from robot_sac.learner import Learner, LearnerConfig
 from robot_sac.learner_link import Ingested
 from robot_sac.real_transitions import Scored
@@ -60,3 +61,21 @@ def test_a_restarted_learner_has_exactly_what_its_checkpoint_had(tmp_path, claw_
     for name, value in again.agent.actor.state_dict().items():
         assert torch.equal(value, weights[name]), name
     assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").glob("real_replay.*")) == ["real_replay.1.npz"]
+
+
+def test_the_learner_pushes_the_averaged_actor_when_the_run_averages(tmp_path):
+    run = make_claw_run(tmp_path / "run", actor_average_tau=0.1)
+    learner = Learner(run, tmp_path / "out", CFG, bind="tcp://127.0.0.1:*")
+    learner.link.ingest.put(Ingested("claw-1", "00aa11bb22cc33dd", 9, scored(10, 0, learner.layout.obs_dim)))
+    learner.run(threading.Event(), max_updates=1)
+    agent = learner.agent
+    with torch.no_grad():  # an average far from the actor, as after many updates
+        for param in agent.actor_average.parameters():
+            param.add_(0.2 * torch.randn_like(param))
+    published = []
+    learner.link.publish = lambda version, data: published.append(data)
+    learner.push()
+    obs = {"real": learner.real.obs[:10]}
+    verify(published[0], TorchPolicy(agent.actor_average, agent.normalizer), obs, learner.robot_spec, learner.task)
+    with pytest.raises(ExportError, match="differs from torch"):
+        verify(published[0], TorchPolicy(agent.actor, agent.normalizer), obs, learner.robot_spec, learner.task)

@@ -38,18 +38,19 @@ def test_terminations_stop_the_bootstrap_and_truncations_do_not(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "env, stop",
+    "env, stop, average_tau",
     [
-        ("InvertedPendulum-v5", 170),  # mid-episode, in a later episode, after learning started
-        ("Pendulum-v1", 150),  # inside the run's first episode, which began from reset(seed=...)
+        ("InvertedPendulum-v5", 170, 0.05),  # mid-episode, in a later episode, after learning started; averaged
+        ("Pendulum-v1", 150, 0.0),  # inside the run's first episode, which began from reset(seed=...)
     ],
 )
-def test_resumed_run_equals_an_uninterrupted_one(tmp_path, env, stop):
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, env, stop, average_tau):
     # On the CPU, as the contract says; the stops are placed on this trajectory (tests/test_cuda.py: on CUDA).
-    straight = Trainer(_cfg(env, device="cpu"), tmp_path / "a", show_progress=False)
+    sac = SACConfig(batch_size=32, actor_hidden=(32, 32), critic_hidden=(32, 32), actor_average_tau=average_tau)
+    straight = Trainer(_cfg(env, device="cpu", sac=sac), tmp_path / "a", show_progress=False)
     straight.train()
 
-    first = Trainer(_cfg(env, device="cpu"), tmp_path / "b", show_progress=False)
+    first = Trainer(_cfg(env, device="cpu", sac=sac), tmp_path / "b", show_progress=False)
     first.train(until=stop)
     assert first.ep_len > 0 and (first.episodes > 0) == (env == "InvertedPendulum-v5")
     del first
@@ -57,7 +58,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, env, stop):
     assert resumed.step == stop
     resumed.train()
 
-    for name in ("actor", "critic", "critic_target"):
+    for name in ("actor", "critic", "critic_target", *(("actor_average",) if average_tau else ())):
         a = getattr(straight.agent, name).state_dict()
         b = getattr(resumed.agent, name).state_dict()
         for key in a:

@@ -33,9 +33,9 @@ class SACConfig:
     (evaluation, ``best.pt``, export, the learner's pushes) come from that copy. A policy's success can swing from
     one evaluation to the next while the critics chase it; an average over the last ~1/tau updates can move less
     (Nikishin et al., "Improving Stability in Deep Reinforcement Learning with Weight Averaging", 2018); on the
-    quadruped at 5e-4 it did not (docs/learning.md, "A Polyak-averaged actor"). It starts
-    at the initial actor, whose weight in it has decayed to (1 - tau)^n after n actor steps (e^-5 at n = 5/tau).
-    0: off, the actor as trained."""
+    quadruped at 5e-4 it did not (docs/learning.md, "A Polyak-averaged actor"). It starts at the initial actor,
+    whose weight in it has decayed to (1 - tau)^n after n actor steps (e^-5 at n = 5/tau). 0: off, the actor as
+    trained."""
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4

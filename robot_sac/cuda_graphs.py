@@ -20,6 +20,8 @@ parameters' ``.grad`` shows the last captured kind, not the last replayed one; n
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from robot_sac.replay import Batch
@@ -64,11 +66,11 @@ class GraphedUpdate:
     def _stage(self, batch: Batch, actor_due: bool) -> None:
         """Copy the batch and this update's random draws into the tensors the graphs read."""
         if self.static is None:
-            self.static = Batch(*(torch.empty_like(t) for t in _fields(batch)))
+            self.static = Batch(**{name: torch.empty_like(t) for name, t in _fields(batch).items()})
         if batch.obs.shape != self.static.obs.shape:
             raise ValueError(f"batch of {batch.obs.shape[0]} rows; the CUDA graphs were captured for "
                              f"{self.static.obs.shape[0]}")
-        for held, new in zip(_fields(self.static), _fields(batch)):
+        for held, new in zip(_fields(self.static).values(), _fields(batch).values()):
             held.copy_(new, non_blocking=True)
         draws = self.agent._draws(batch.obs.shape[0], actor_due)
         if actor_due not in self.draws:
@@ -79,5 +81,6 @@ class GraphedUpdate:
                     held.copy_(new)
 
 
-def _fields(batch: Batch) -> tuple[torch.Tensor, ...]:
-    return batch.obs, batch.action, batch.reward, batch.next_obs, batch.terminated
+def _fields(batch: Batch) -> dict[str, torch.Tensor]:
+    """The batch's tensors by name; the privileged observations where the batch has them."""
+    return {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch) if getattr(batch, f.name) is not None}

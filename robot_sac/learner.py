@@ -91,6 +91,12 @@ class Learner:
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.run_id = self.out_dir.resolve().name
         self.train_cfg = load_run_config(self.from_dir)
+        if self.train_cfg.sac.privileged_critic:
+            raise ConfigError(
+                f"{self.from_dir}: sac.privileged_critic: this run's critics take the simulator's privileged "
+                "observation (true state, drawn dynamics), which a robot's transitions do not carry; a learner "
+                "continues runs trained without it"
+            )
         self.device = select_device(cfg.device)
 
         env = make_env(self.train_cfg.env, self.train_cfg.env_kwargs)

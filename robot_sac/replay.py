@@ -18,18 +18,21 @@ class Batch:
     reward: torch.Tensor  # [B]
     next_obs: torch.Tensor  # [B, obs_dim]
     terminated: torch.Tensor  # [B]
+    privileged: torch.Tensor | None = None  # [B, privileged_dim], for an asymmetric critic
+    next_privileged: torch.Tensor | None = None  # [B, privileged_dim]
 
 
 class ReplayBuffer:
     """A ring buffer of transitions.
 
     Only terminations are stored, never time-limit truncations: a transition cut by the time limit still
-    bootstraps from its next observation (the state did not end, the episode did).
+    bootstraps from its next observation (the state did not end, the episode did). With ``privileged_dim`` > 0
+    each transition also holds the simulator's privileged observation before and after (``sim.privileged``).
     """
 
-    _FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
-
-    def __init__(self, obs_dim: int, act_dim: int, capacity: int, device: torch.device | str = "cpu"):
+    def __init__(
+        self, obs_dim: int, act_dim: int, capacity: int, device: torch.device | str = "cpu", privileged_dim: int = 0
+    ):
         self.capacity = int(capacity)
         self.device = torch.device(device)
         self.obs = np.zeros((self.capacity, obs_dim), dtype=np.float32)
@@ -37,23 +40,36 @@ class ReplayBuffer:
         self.reward = np.zeros(self.capacity, dtype=np.float32)
         self.next_obs = np.zeros((self.capacity, obs_dim), dtype=np.float32)
         self.terminated = np.zeros(self.capacity, dtype=np.float32)
+        self.fields: tuple[str, ...] = ("obs", "action", "reward", "next_obs", "terminated")
+        """The stored arrays' names (attributes of this buffer, keys of ``Batch`` and of the saved file)."""
+        if privileged_dim > 0:
+            self.privileged = np.zeros((self.capacity, privileged_dim), dtype=np.float32)
+            self.next_privileged = np.zeros((self.capacity, privileged_dim), dtype=np.float32)
+            self.fields += ("privileged", "next_privileged")
         self.pos = 0
         self.size = 0
 
     def __len__(self) -> int:
         return self.size
 
-    def add(self, obs, action, reward: float, next_obs, terminated: bool) -> None:
+    @property
+    def privileged_dim(self) -> int:
+        return self.privileged.shape[1] if "privileged" in self.fields else 0
+
+    def add(
+        self, obs, action, reward: float, next_obs, terminated: bool, privileged=None, next_privileged=None
+    ) -> None:
         i = self.pos
         self.obs[i] = obs
         self.action[i] = action
         self.reward[i] = reward
         self.next_obs[i] = next_obs
         self.terminated[i] = float(terminated)
+        self._add_privileged(i, privileged, next_privileged)
         self.pos = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
-    def add_batch(self, obs, action, reward, next_obs, terminated) -> None:
+    def add_batch(self, obs, action, reward, next_obs, terminated, privileged=None, next_privileged=None) -> None:
         """Insert ``N`` transitions at once (vectorized collection, transitions from a robot)."""
         n = len(reward)
         if n > self.capacity:
@@ -64,8 +80,20 @@ class ReplayBuffer:
         self.reward[idx] = reward
         self.next_obs[idx] = next_obs
         self.terminated[idx] = np.asarray(terminated, dtype=np.float32)
+        self._add_privileged(idx, privileged, next_privileged)
         self.pos = int((self.pos + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
+
+    def _add_privileged(self, idx, privileged, next_privileged) -> None:
+        given = privileged is not None and next_privileged is not None
+        if given != (self.privileged_dim > 0):
+            raise ValueError(
+                "privileged, next_privileged: "
+                + ("this buffer stores them, and they are missing" if not given else "this buffer has no room for them")
+            )
+        if given:
+            self.privileged[idx] = privileged
+            self.next_privileged[idx] = next_privileged
 
     def sample_indices(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
         if self.size == 0:
@@ -75,7 +103,7 @@ class ReplayBuffer:
     def sample(self, rng: np.random.Generator, batch_size: int) -> Batch:
         idx = self.sample_indices(rng, batch_size)
         to = lambda a: torch.from_numpy(a[idx]).to(self.device, non_blocking=True)  # noqa: E731
-        return Batch(to(self.obs), to(self.action), to(self.reward), to(self.next_obs), to(self.terminated))
+        return Batch(**{name: to(getattr(self, name)) for name in self.fields})
 
     def save(self, path: str | Path) -> None:
         """Write the filled part and the write position; the file is replaced atomically."""
@@ -87,7 +115,7 @@ class ReplayBuffer:
                 pos=self.pos,
                 size=self.size,
                 capacity=self.capacity,
-                **{name: getattr(self, name)[: self.size] for name in self._FIELDS},
+                **{name: getattr(self, name)[: self.size] for name in self.fields},
             )
         tmp.replace(path)
 
@@ -96,7 +124,10 @@ class ReplayBuffer:
             if int(data["capacity"]) != self.capacity:
                 raise ValueError(f"{path}: buffer capacity {int(data['capacity'])} != configured {self.capacity}")
             size = int(data["size"])
-            for name in self._FIELDS:
+            for name in self.fields:
+                if name not in data:
+                    hint = " (saved by a run without sac.privileged_critic)" if "privileged" in name else ""
+                    raise ValueError(f"{path}: no field {name}{hint}")
                 stored = data[name]
                 if stored.shape[1:] != getattr(self, name).shape[1:]:
                     raise ValueError(

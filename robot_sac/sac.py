@@ -67,6 +67,11 @@ class SACConfig:
     """Entropy target for the temperature; None means -|A|."""
     normalize_observations: bool = False
     """Keep running observation statistics and feed normalized observations to every network."""
+    privileged_critic: bool = False
+    """Asymmetric actor-critic: the critics also see the simulator's privileged observation (``sim.privileged``:
+    the true state, including what no sensor reads, and the episode's drawn dynamics); the actor, and with it
+    every exported policy, sees the observation only. Robot tasks only; a learner cannot continue such a run on
+    a robot's transitions, which carry no privileged observation."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this before they enter the critic target."""
     cuda_graphs: bool = True
@@ -118,21 +123,34 @@ def resolve_matmul_dtype(requested: str, device: torch.device) -> torch.dtype:
 
 
 class SAC:
-    def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig, device: torch.device | str = "cpu"):
+    def __init__(
+        self, obs_dim: int, act_dim: int, cfg: SACConfig, device: torch.device | str = "cpu", privileged_dim: int = 0
+    ):
+        """``privileged_dim``: the width of the privileged observation the critics see with ``privileged_critic``
+        (and must be given then); batches carry it in ``privileged`` and ``next_privileged``."""
         if cfg.n_target_critics > cfg.n_critics:
             raise ValueError(f"n_target_critics={cfg.n_target_critics} exceeds n_critics={cfg.n_critics}")
+        if cfg.privileged_critic != (privileged_dim > 0):
+            raise ValueError(
+                f"privileged_critic={cfg.privileged_critic} with a privileged observation of {privileged_dim} values"
+            )
         self.cfg = cfg
         self.device = torch.device(device)
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.matmul_dtype = resolve_matmul_dtype(cfg.matmul_dtype, self.device)
         self.normalizer = ObservationNormalizer(obs_dim, enabled=cfg.normalize_observations).to(self.device)
+        self.privileged_dim = privileged_dim
+        self.privileged_normalizer = ObservationNormalizer(privileged_dim, enabled=cfg.normalize_observations).to(
+            self.device
+        )
         self.actor = Actor(obs_dim, act_dim, cfg.actor_hidden).to(self.device)
         if not 0.0 <= cfg.actor_average_tau <= 1.0:
             raise ValueError(f"actor_average_tau={cfg.actor_average_tau} is not in [0, 1]")
         self.actor_average: Actor | None = None
         if cfg.actor_average_tau > 0:
             self.actor_average = copy.deepcopy(self.actor).requires_grad_(False)
-        critic_args = (obs_dim, act_dim, cfg.critic_hidden, cfg.n_critics, cfg.critic_dropout, cfg.critic_layer_norm)
+        critic_in = obs_dim + privileged_dim
+        critic_args = (critic_in, act_dim, cfg.critic_hidden, cfg.n_critics, cfg.critic_dropout, cfg.critic_layer_norm)
         self.critic = CriticEnsemble(*critic_args).to(self.device)
         self.critic_target = CriticEnsemble(*critic_args).to(self.device)
         self.critic_target.load_state_dict(self.critic.state_dict())
@@ -193,24 +211,35 @@ class SAC:
     def critic_target_values(
         self,
         reward: torch.Tensor,
-        next_obs: torch.Tensor,
+        next_obs: torch.Tensor | None,
         terminated: torch.Tensor,
         alpha: torch.Tensor,
         noise: torch.Tensor | None = None,
         members: torch.Tensor | slice | None = None,
         next_sample: tuple[torch.Tensor, torch.Tensor] | None = None,
+        next_critic_obs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The soft TD target ``[B]``: r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s')).
 
         ``noise`` and ``members`` are the random draws (next action's noise, REDQ's subset), drawn here when
-        not given; ``next_sample`` is the next action and its log-probability when already sampled.
+        not given; ``next_sample`` is the next action and its log-probability when already sampled (``next_obs``,
+        the actor's input, may then be None); ``next_critic_obs`` is what the critics see of s' where that is more
+        than ``next_obs`` (``critic_observation``).
         """
         next_action, next_log_prob = self.actor.sample(next_obs, noise) if next_sample is None else next_sample
         if members is None:
             members = self._target_members()
-        next_q = self.critic_target(next_obs, next_action)[members].min(0).values - alpha * next_log_prob
+        critic_obs = next_obs if next_critic_obs is None else next_critic_obs
+        next_q = self.critic_target(critic_obs, next_action)[members].min(0).values - alpha * next_log_prob
         # Terminations stop the bootstrap; time-limit truncations were stored with terminated=0.
         return self.cfg.reward_scale * reward + self.cfg.gamma * (1.0 - terminated) * next_q
+
+    def critic_observation(self, obs: torch.Tensor, privileged: torch.Tensor | None) -> torch.Tensor:
+        """What the critics see: the normalized observation ``obs``, followed by the normalized privileged
+        observation (raw, ``[B, privileged_dim]``) when the critics take one."""
+        if self.privileged_dim == 0:
+            return obs
+        return torch.cat([obs, self.privileged_normalizer(privileged)], dim=-1)
 
     def _autocast(self) -> torch.autocast:
         # Autocast is per thread: the critic worker enters its own. Its cache of cast weights would outlive a
@@ -249,18 +278,21 @@ class SAC:
         with self._autocast():
             obs = self.normalizer(batch.obs)
             next_obs = self.normalizer(batch.next_obs)
+            critic_obs = self.critic_observation(obs, batch.privileged)
+            next_critic_obs = self.critic_observation(next_obs, batch.next_privileged)
             alpha = self.log_alpha.detach().exp()
-            critic_inputs = (batch, obs, next_obs, alpha, next_noise, members)
+            critic_inputs = (batch, critic_obs, next_obs, next_critic_obs, alpha, next_noise, members)
+            actor_inputs = (obs, critic_obs, alpha, noise)
             if not actor_due:
                 info = self._critic_step(*self._critic_grads(*critic_inputs))
             elif cfg.simultaneous_update:
-                info = self._simultaneous_step(critic_inputs, obs, alpha, noise)
+                info = self._simultaneous_step(critic_inputs, actor_inputs)
             else:
                 info = self._critic_step(*self._critic_grads(*critic_inputs))
                 # The actor's gradient flows through the critics' inputs only; freezing their weights skips
                 # computing parameter gradients that the next critic step would discard anyway.
                 self.critic.requires_grad_(False)
-                loss, actor_info = self._actor_loss(obs, alpha, noise)
+                loss, actor_info = self._actor_loss(*actor_inputs)
                 self.actor_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self._actor_step()
@@ -268,19 +300,19 @@ class SAC:
                 info.update(actor_info)
         return info
 
-    def _simultaneous_step(self, critic_inputs: tuple, obs: torch.Tensor, alpha: torch.Tensor, noise):
+    def _simultaneous_step(self, critic_inputs: tuple, actor_inputs: tuple):
         """Critic, actor and temperature gradients from the same networks, then both optimizer steps."""
         if self._critic_worker is None:
             critic_result = self._critic_grads(*critic_inputs)
-            actor_info = self._actor_grads(obs, alpha, noise)
+            actor_info = self._actor_grads(*actor_inputs)
             info = self._critic_step(*critic_result)
         else:
-            info, actor_info = self._grads_on_two_threads(*critic_inputs, noise)
+            info, actor_info = self._grads_on_two_threads(critic_inputs, actor_inputs)
         self._actor_step()
         info.update(actor_info)
         return info
 
-    def _grads_on_two_threads(self, batch, obs, next_obs, alpha, next_noise, members, noise):
+    def _grads_on_two_threads(self, critic_inputs: tuple, actor_inputs: tuple):
         """The critics' gradients and step on the worker, the actor's and temperature's gradients here.
 
         An error or Ctrl-C after the actor's pass has released the critics leaves them stepped and the actor
@@ -289,17 +321,18 @@ class SAC:
         # the two threads' work (8 of the update's 16 hidden-layer matrix products each). The worker steps
         # the critics once this thread's backward pass has gone through them, so the actor's gradient comes
         # from the critics before the step and the step overlaps the rest of the actor's backward pass.
+        batch, critic_obs, next_obs, next_critic_obs, alpha, next_noise, members = critic_inputs
         next_sample, critics_released = Future(), Future()
         critic_job = self._run_in_autocast(
-            self._critic_update, batch, obs, next_obs, alpha, members, next_sample, critics_released
+            self._critic_update, batch, critic_obs, next_critic_obs, alpha, members, next_sample, critics_released
         )
-        actor_job = partial(self._actor_side, next_sample, critics_released, next_obs, next_noise, obs, alpha, noise)
+        actor_job = partial(self._actor_side, next_sample, critics_released, next_obs, next_noise, actor_inputs)
         return self._alongside(critic_job, actor_job, release=(next_sample, critics_released))
 
-    def _actor_side(self, next_sample: Future, critics_released: Future, next_obs, next_noise, obs, alpha, noise):
+    def _actor_side(self, next_sample: Future, critics_released: Future, next_obs, next_noise, actor_inputs: tuple):
         with torch.no_grad():
             next_sample.set_result(self.actor.sample(next_obs, next_noise))
-        return self._actor_grads(obs, alpha, noise, critics_released)
+        return self._actor_grads(*actor_inputs, critics_released)
 
     def _alongside(self, worker_job, caller_job, release: tuple[Future, ...] = ()) -> tuple:
         """Both results of ``worker_job`` on the critic worker and ``caller_job`` on this thread, run at once.
@@ -335,10 +368,12 @@ class SAC:
             with torch.no_grad():
                 torch._foreach_lerp_(self._average_params, self._actor_params, self.cfg.actor_average_tau)
 
-    def _actor_grads(self, obs, alpha, noise, critics_released: Future | None = None) -> dict[str, torch.Tensor]:
+    def _actor_grads(
+        self, obs, critic_obs, alpha, noise, critics_released: Future | None = None
+    ) -> dict[str, torch.Tensor]:
         """The actor's and temperature's gradients into their ``.grad``; their loss values for logging.
         ``critics_released`` is set once the backward pass has gone through the critics."""
-        loss, info = self._actor_loss(obs, alpha, noise, critics_released)
+        loss, info = self._actor_loss(obs, critic_obs, alpha, noise, critics_released)
         # torch.autograd.grad leaves the critics' .grad alone: the critic pass may be filling it.
         grads = torch.autograd.grad(loss, self._actor_and_alpha, allow_unused=not self.cfg.autotune_alpha)
         for param, grad in zip(self._actor_and_alpha, grads):
@@ -352,18 +387,25 @@ class SAC:
 
         return job
 
-    def _critic_grads(self, batch, obs, next_obs, alpha, next_noise, members) -> tuple[torch.Tensor, torch.Tensor]:
+    def _critic_grads(
+        self, batch, critic_obs, next_obs, next_critic_obs, alpha, next_noise, members
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The critic loss and values ``[E, B]``, with the loss's gradient in the critics' ``.grad``."""
-        target_q = self.critic_target_values(batch.reward, next_obs, batch.terminated, alpha, next_noise, members)
-        return self._critic_backward(self.critic(obs, batch.action), target_q)
+        target_q = self.critic_target_values(
+            batch.reward, next_obs, batch.terminated, alpha, next_noise, members, next_critic_obs=next_critic_obs
+        )
+        return self._critic_backward(self.critic(critic_obs, batch.action), target_q)
 
-    def _critic_update(self, batch, obs, next_obs, alpha, members, next_sample: Future, critics_released: Future):
+    def _critic_update(
+        self, batch, critic_obs, next_critic_obs, alpha, members, next_sample: Future, critics_released: Future
+    ):
         """The worker's part: ``_critic_grads`` with the target computed once ``next_sample`` is ready, then the
         critics' step once ``critics_released`` says the actor's pass no longer needs them. (Without dropout,
         which would draw in another order; the worker runs only then.)"""
-        q = self.critic(obs, batch.action)
+        q = self.critic(critic_obs, batch.action)
         target_q = self.critic_target_values(
-            batch.reward, next_obs, batch.terminated, alpha, members=members, next_sample=_await(next_sample)
+            batch.reward, None, batch.terminated, alpha, members=members, next_sample=_await(next_sample),
+            next_critic_obs=next_critic_obs,
         )
         result = self._critic_backward(q, target_q)
         _await(critics_released)
@@ -382,16 +424,19 @@ class SAC:
             torch._foreach_lerp_(self._target_params, self._critic_params, self.cfg.tau)
         return {"losses/critic": critic_loss.detach(), "losses/q_mean": q.detach().mean()}
 
-    def _actor_loss(self, obs, alpha, noise, critics_released: Future | None = None) -> tuple[torch.Tensor, dict]:
+    def _actor_loss(
+        self, obs, critic_obs, alpha, noise, critics_released: Future | None = None
+    ) -> tuple[torch.Tensor, dict]:
         """The actor's loss plus (when tuned) the temperature's, and their values for logging; the backward
-        pass sets ``critics_released`` when it reaches the action, past every critic operation."""
+        pass sets ``critics_released`` when it reaches the action, past every critic operation. The actor sees
+        ``obs``, the critics ``critic_obs``."""
         cfg = self.cfg
         action, log_prob = self.actor.sample(obs, noise)
         if critics_released is not None:
             # The action is the critics' only input that depends on the actor, so the backward pass reaches it
             # after every critic operation.
             action.register_hook(partial(_release, critics_released))
-        q_all = self.critic(obs, action)
+        q_all = self.critic(critic_obs, action)
         # Clipped double Q for the paper's twin critics; REDQ's actor uses the whole ensemble's mean.
         q_pi = q_all.mean(0) if cfg.n_target_critics < cfg.n_critics else q_all.min(0).values
         actor_loss = (alpha * log_prob - q_pi).mean()
@@ -411,6 +456,7 @@ class SAC:
             "critic": self.critic.state_dict(),
             "critic_target": self.critic_target.state_dict(),
             "normalizer": self.normalizer.state_dict(),
+            **({"privileged_normalizer": self.privileged_normalizer.state_dict()} if self.privileged_dim else {}),
             "log_alpha": self.log_alpha.detach().clone(),
             "actor_opt": self.actor_opt.state_dict(),
             "critic_opt": self.critic_opt.state_dict(),
@@ -425,6 +471,8 @@ class SAC:
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])
         self.normalizer.load_state_dict(state["normalizer"])
+        if self.privileged_dim:
+            self.privileged_normalizer.load_state_dict(state["privileged_normalizer"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         self.actor_opt.load_state_dict(_actor_and_alpha_opt_state(state))

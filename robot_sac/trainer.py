@@ -17,7 +17,7 @@ import torch
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from firmware_bridge.typed_yaml import to_mapping
+from firmware_bridge.typed_yaml import ConfigError, to_mapping
 from robot_sac.config import TrainConfig, load_run_config
 from robot_sac.envs import episode_success, make_env
 from robot_sac.evaluation import run_episodes
@@ -49,19 +49,20 @@ class EpisodeTape:
     def state_dict(self) -> dict:
         return {"rng_state": self.rng_state, "actions": np.array(self.actions, dtype=np.float32)}
 
-    def replay(self, env, seed: int, state: dict) -> np.ndarray:
+    def replay(self, env, seed: int, state: dict) -> tuple[np.ndarray, dict]:
+        """The observation and info the env is left at."""
         if state["rng_state"] is None:
-            obs, _ = env.reset(seed=seed)
+            obs, info = env.reset(seed=seed)
         else:
             env.reset(seed=seed)
             env.unwrapped.np_random.bit_generator.state = state["rng_state"]
-            obs, _ = env.reset()
+            obs, info = env.reset()
         self.rng_state = state["rng_state"]
         self.actions = []
         for action in state["actions"]:
-            obs, *_ = env.step(action)
+            obs, _, _, _, info = env.step(action)
             self.actions.append(action)
-        return obs
+        return obs, info
 
 
 class Trainer:
@@ -76,10 +77,15 @@ class Trainer:
         self.eval_env = make_env(cfg.env, cfg.env_kwargs)
         obs_dim = self.env.observation_space.shape[0]
         act_dim = self.env.action_space.shape[0]
+        self.tape = EpisodeTape()
+        self.tape.start(self.env, seeded=True)
+        self.obs, info = self.env.reset(seed=cfg.seed)
+        self.privileged = self._privileged(info)
+        privileged_dim = 0 if self.privileged is None else self.privileged.shape[0]
         torch.manual_seed(cfg.seed)
-        self.agent = SAC(obs_dim, act_dim, cfg.sac, self.device)
+        self.agent = SAC(obs_dim, act_dim, cfg.sac, self.device, privileged_dim)
         configure_torch_threads(cfg.torch_threads, self.agent.two_threads)
-        self.buffer = ReplayBuffer(obs_dim, act_dim, cfg.buffer_size, self.device)
+        self.buffer = ReplayBuffer(obs_dim, act_dim, cfg.buffer_size, self.device, privileged_dim)
         self.rng = np.random.default_rng(cfg.seed)
 
         self.step = 0
@@ -90,9 +96,6 @@ class Trainer:
         self.episode_returns: list[tuple[int, float]] = []
         self.evals: list[dict[str, float]] = []
         self.best_eval: dict[str, float] | None = None
-        self.tape = EpisodeTape()
-        self.tape.start(self.env, seeded=True)
-        self.obs, _ = self.env.reset(seed=cfg.seed)
         self.ep_return = 0.0
         self.ep_len = 0
         self.last_update_info: dict[str, float] = {}
@@ -112,6 +115,17 @@ class Trainer:
         trainer = cls(cfg, run_dir, show_progress)
         trainer._load_checkpoint(ckpt)
         return trainer
+
+    def _privileged(self, info: dict) -> np.ndarray | None:
+        """The privileged observation in a reset's or step's ``info``, where the critics take one."""
+        if not self.cfg.sac.privileged_critic:
+            return None
+        if "privileged" not in info:
+            raise ConfigError(
+                f"sac.privileged_critic: env {self.cfg.env} gives no privileged observation (info['privileged']); "
+                "the robot tasks (robot_sac/...) do"
+            )
+        return info["privileged"]
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -165,9 +179,12 @@ class Trainer:
             action = self.agent.act(self.obs)
         next_obs, reward, terminated, truncated, info = self.env.step(action)
         self.tape.actions.append(np.asarray(action, dtype=np.float32))
-        self.buffer.add(self.obs, action, reward, next_obs, terminated)
+        next_privileged = self._privileged(info)
+        self.buffer.add(self.obs, action, reward, next_obs, terminated, self.privileged, next_privileged)
         if cfg.sac.normalize_observations:
             self.agent.normalizer.update(torch.as_tensor(next_obs, device=self.device).unsqueeze(0))
+            if next_privileged is not None:
+                self.agent.privileged_normalizer.update(torch.as_tensor(next_privileged, device=self.device))
         self.step += 1
         self.ep_return += float(reward)
         self.ep_len += 1
@@ -182,8 +199,9 @@ class Trainer:
                 writer.add_scalar("rewards/episode_success", float(success), self.step)
             self.ep_return, self.ep_len = 0.0, 0
             self.tape.start(self.env)
-            next_obs, _ = self.env.reset()
-        self.obs = next_obs
+            next_obs, reset_info = self.env.reset()
+            next_privileged = self._privileged(reset_info)
+        self.obs, self.privileged = next_obs, next_privileged
 
     def evaluate(self) -> dict[str, float]:
         """Deterministic actions on a fixed set of seeded episodes, so evaluations compare across time."""
@@ -318,7 +336,8 @@ class Trainer:
         self.best_eval = torch.load(best, map_location="cpu", weights_only=False)["eval"] if best.is_file() else None
         self.episode_returns = [tuple(x) for x in state["episode_returns"]]
         self.evals = state["evals"]
-        self.obs = self.tape.replay(self.env, self.cfg.seed, state["tape"])
+        self.obs, info = self.tape.replay(self.env, self.cfg.seed, state["tape"])
+        self.privileged = self._privileged(info)
         self.ep_return, self.ep_len = c["ep_return"], c["ep_len"]
         rng = state["rng"]
         self.rng.bit_generator.state = rng["numpy"]

@@ -2,7 +2,8 @@
 
 Observations come from ``firmware_bridge``'s ``ObservationBuilder`` applied to
 the (noisy) ``RobotState`` the backend reports, and actions go through its
-``ActionMapper``: the exact code the robot runs.
+``ActionMapper``: the exact code the robot runs. ``info["privileged"]`` carries what only the simulator knows
+(``sim.privileged``), for critics that may see it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from firmware_bridge.observation import ObservationBuilder
 from firmware_bridge.spec import RobotSpec
 from sim.backend import Backend
 from sim.perturbations import PERTURBATIONS
+from sim.privileged import privileged_observation
 from sim.randomization import control_period, corrupt_state, nominal, sample
 from sim.rewards import TASK_KINDS, Reward, Transition
 from sim.task import TaskSpec
@@ -118,7 +120,11 @@ class RobotEnv(gym.Env):
         self.true_state = state
         self.observed_state = corrupt_state(state, params, rng)
         observation = self.observation_builder.build(self.observed_state, self.history)
-        info = {"dynamics": params.as_dict(), "goals": dict(self.goals)}
+        info = {
+            "dynamics": params.as_dict(),
+            "goals": dict(self.goals),
+            "privileged": privileged_observation(state, params),
+        }
         return observation, info
 
     def step(self, action):
@@ -149,7 +155,7 @@ class RobotEnv(gym.Env):
         if not (dropout and self.np_random.random() < dropout):
             self.observed_state = corrupt_state(state, self.params, self.np_random)
         observation = self.observation_builder.build(self.observed_state, self.history)
-        info: dict[str, Any] = {"reward_terms": terms}
+        info: dict[str, Any] = {"reward_terms": terms, "privileged": privileged_observation(state, self.params)}
         if self._kind.success is not None:
             info["is_success"] = bool(self._kind.success(state, self.goals, self.task.criteria))
         return observation, reward, bool(terminated), False, info

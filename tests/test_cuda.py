@@ -22,19 +22,24 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 OBS_DIM, ACT_DIM, BATCH = 11, 3, 64
 
 
-def _batch(seed: int) -> Batch:
+def _batch(seed: int, privileged_dim: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
-    return Batch(
+    batch = Batch(
         obs=torch.randn(BATCH, OBS_DIM, generator=g),
         action=torch.rand(BATCH, ACT_DIM, generator=g) * 2 - 1,
         reward=torch.randn(BATCH, generator=g),
         next_obs=torch.randn(BATCH, OBS_DIM, generator=g),
         terminated=(torch.rand(BATCH, generator=g) < 0.2).float(),
     )
+    if privileged_dim:
+        batch.privileged = torch.randn(BATCH, privileged_dim, generator=g) * 2 + 1
+        batch.next_privileged = torch.randn(BATCH, privileged_dim, generator=g) * 2 + 1
+    return batch
 
 
 def _to(batch: Batch, device: str) -> Batch:
-    return Batch(*(t.to(device) for t in (batch.obs, batch.action, batch.reward, batch.next_obs, batch.terminated)))
+    return Batch(**{f.name: None if getattr(batch, f.name) is None else getattr(batch, f.name).to(device)
+                    for f in dataclasses.fields(batch)})  # fmt: skip
 
 
 def _seeded_draws(monkeypatch):
@@ -111,18 +116,20 @@ def test_auto_precision_on_cuda_is_bfloat16_where_the_gpu_has_it_and_stays_close
         {"simultaneous_update": False, "actor_update_every": 2, "actor_average_tau": 0.05},
         {"n_critics": 5, "n_target_critics": 2, "matmul_dtype": "float32"},  # REDQ: a random subset per update
         {"critic_dropout": 0.01, "critic_layer_norm": True},  # DroQ: dropout draws inside the graph
+        {"privileged_critic": True},  # the privileged observations staged too, and their statistics read in place
     ],
-    ids=["default", "sequential-delayed-actor-averaged", "redq", "droq"],
+    ids=["default", "sequential-delayed-actor-averaged", "redq", "droq", "privileged"],
 )
 def test_graphed_updates_follow_the_eager_ones(sac_kw):
     cfg = SACConfig(batch_size=BATCH, normalize_observations=True, **sac_kw)
+    privileged_dim = 5 if cfg.privileged_critic else 0
     torch.manual_seed(0)
-    eager = SAC(OBS_DIM, ACT_DIM, dataclasses.replace(cfg, cuda_graphs=False), "cuda")
-    graphed = SAC(OBS_DIM, ACT_DIM, cfg, "cuda")
+    eager = SAC(OBS_DIM, ACT_DIM, dataclasses.replace(cfg, cuda_graphs=False), "cuda", privileged_dim)
+    graphed = SAC(OBS_DIM, ACT_DIM, cfg, "cuda", privileged_dim)
     graphed.load_state_dict(eager.state_dict())
     assert graphed._graphed is not None and eager._graphed is None
 
-    batches = [_to(_batch(10 + i), "cuda") for i in range(12)]
+    batches = [_to(_batch(10 + i, privileged_dim), "cuda") for i in range(12)]
     runs = {}
     for name, agent in (("eager", eager), ("graphed", graphed)):
         torch.manual_seed(1)
@@ -130,6 +137,8 @@ def test_graphed_updates_follow_the_eager_ones(sac_kw):
         for i, batch in enumerate(batches):
             # The statistics change between updates, as in training: the graphs must see the new ones.
             agent.normalizer.update(batch.next_obs[: 8 + i])
+            if privileged_dim:
+                agent.privileged_normalizer.update(batch.next_privileged[: 8 + i])
             infos.append(agent.update(batch))
         runs[name] = infos
     assert len(graphed._graphed.graphs) == len({(i + 1) % cfg.actor_update_every == 0 for i in range(12)})

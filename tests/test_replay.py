@@ -25,7 +25,7 @@ def test_add_batch_equals_repeated_add_across_the_wrap():
     idx = np.arange(6, 11)
     b.add_batch(np.repeat(idx[:, None], 3, 1), -np.repeat(idx[:, None], 2, 1), idx.astype(float),
                 np.repeat(idx[:, None] + 1, 3, 1), idx % 5 == 0)
-    for name in ReplayBuffer._FIELDS:
+    for name in a.fields:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert (a.pos, a.size) == (b.pos, b.size)
 
@@ -49,7 +49,7 @@ def test_save_and_load_round_trip(tmp_path):
     buf.save(tmp_path / "r.npz")
     other = ReplayBuffer(3, 2, capacity=8)
     other.load(tmp_path / "r.npz")
-    for name in ReplayBuffer._FIELDS:
+    for name in buf.fields:
         np.testing.assert_array_equal(getattr(buf, name), getattr(other, name))
     assert (other.pos, other.size) == (buf.pos, buf.size)
     with pytest.raises(ValueError, match="capacity 8 != configured 9"):
@@ -61,3 +61,40 @@ def test_save_and_load_round_trip(tmp_path):
 def test_empty_buffer_refuses_to_sample():
     with pytest.raises(ValueError, match="empty"):
         ReplayBuffer(3, 2, capacity=4).sample(np.random.default_rng(0), 2)
+
+
+def _fill_privileged(buf, n):
+    for i in range(n):
+        buf.add(np.full(3, i), np.full(2, -i), float(i), np.full(3, i + 1), False,
+                privileged=np.full(4, 10 * i), next_privileged=np.full(4, 10 * i + 10))
+
+
+def test_privileged_rows_travel_with_their_transition_through_sample_and_save(tmp_path):
+    buf = ReplayBuffer(3, 2, capacity=8, privileged_dim=4)
+    _fill_privileged(buf, 11)
+    batch = buf.sample(np.random.default_rng(0), 32)
+    assert batch.privileged.shape == (32, 4)
+    np.testing.assert_array_equal(batch.privileged[:, 3].numpy(), 10 * batch.reward.numpy())
+    np.testing.assert_array_equal(batch.next_privileged[:, 0].numpy(), 10 * batch.reward.numpy() + 10)
+    buf.save(tmp_path / "r.npz")
+    other = ReplayBuffer(3, 2, capacity=8, privileged_dim=4)
+    other.load(tmp_path / "r.npz")
+    for name in ("privileged", "next_privileged", "obs"):
+        np.testing.assert_array_equal(getattr(buf, name), getattr(other, name))
+    plain = ReplayBuffer(3, 2, capacity=8)
+    _fill(plain, 2)
+    assert plain.sample(np.random.default_rng(0), 1).privileged is None
+
+
+def test_privileged_fields_are_required_exactly_where_the_buffer_stores_them(tmp_path):
+    with_room = ReplayBuffer(3, 2, capacity=8, privileged_dim=4)
+    with pytest.raises(ValueError, match="privileged, next_privileged: this buffer stores them, and they are missing"):
+        with_room.add(np.zeros(3), np.zeros(2), 0.0, np.zeros(3), False)
+    plain = ReplayBuffer(3, 2, capacity=8)
+    with pytest.raises(ValueError, match="this buffer has no room for them"):
+        plain.add_batch(np.zeros((2, 3)), np.zeros((2, 2)), np.zeros(2), np.zeros((2, 3)), np.zeros(2),
+                        privileged=np.zeros((2, 4)), next_privileged=np.zeros((2, 4)))
+    _fill(plain, 3)
+    plain.save(tmp_path / "plain.npz")
+    with pytest.raises(ValueError, match="no field privileged \\(saved by a run without sac.privileged_critic\\)"):
+        with_room.load(tmp_path / "plain.npz")

@@ -38,21 +38,26 @@ def test_terminations_stop_the_bootstrap_and_truncations_do_not(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "env, stop, average_tau",
+    "env, stop, sac_options",
     [
-        ("InvertedPendulum-v5", 170, 0.05),  # mid-episode, in a later episode, after learning started; averaged
-        ("Pendulum-v1", 150, 0.0),  # inside the run's first episode, which began from reset(seed=...)
+        # mid-episode, in a later episode, after learning started; averaged
+        ("InvertedPendulum-v5", 170, {"actor_average_tau": 0.05}),
+        # inside the run's first episode, which began from reset(seed=...)
+        ("Pendulum-v1", 150, {}),
+        # critics that see the privileged observation, normalized: the tape's replay restores it too
+        ("robot_sac/ClawTurnFixed-v0", 170, {"privileged_critic": True, "normalize_observations": True}),
     ],
 )
-def test_resumed_run_equals_an_uninterrupted_one(tmp_path, env, stop, average_tau):
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, env, stop, sac_options):
     # On the CPU, as the contract says; the stops are placed on this trajectory (tests/test_cuda.py: on CUDA).
-    sac = SACConfig(batch_size=32, actor_hidden=(32, 32), critic_hidden=(32, 32), actor_average_tau=average_tau)
+    sac = SACConfig(batch_size=32, actor_hidden=(32, 32), critic_hidden=(32, 32), **sac_options)
+    average_tau = sac.actor_average_tau
     straight = Trainer(_cfg(env, device="cpu", sac=sac), tmp_path / "a", show_progress=False)
     straight.train()
 
     first = Trainer(_cfg(env, device="cpu", sac=sac), tmp_path / "b", show_progress=False)
     first.train(until=stop)
-    assert first.ep_len > 0 and (first.episodes > 0) == (env == "InvertedPendulum-v5")
+    assert first.ep_len > 0 and (first.episodes > 0) == (env != "Pendulum-v1")
     del first
     resumed = Trainer.resume(tmp_path / "b", show_progress=False)
     assert resumed.step == stop
@@ -65,7 +70,11 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, env, stop, average_ta
             assert torch.equal(a[key], b[key]), f"{name}.{key} differs after resume"
     assert straight.agent.log_alpha.item() == resumed.agent.log_alpha.item()
     assert straight.episode_returns == resumed.episode_returns
-    np.testing.assert_array_equal(straight.buffer.obs, resumed.buffer.obs)
+    for field in straight.buffer.fields:
+        np.testing.assert_array_equal(getattr(straight.buffer, field), getattr(resumed.buffer, field))
+    for name in ("normalizer", "privileged_normalizer"):
+        a, b = getattr(straight.agent, name).state_dict(), getattr(resumed.agent, name).state_dict()
+        assert all(torch.equal(a[key], b[key]) for key in a)
 
 
 def test_cli_writes_a_complete_run_directory(tmp_path, capsys):

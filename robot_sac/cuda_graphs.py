@@ -65,13 +65,17 @@ class GraphedUpdate:
 
     def _stage(self, batch: Batch, actor_due: bool) -> None:
         """Copy the batch and this update's random draws into the tensors the graphs read."""
+        given = _fields(batch)
         if self.static is None:
-            self.static = Batch(**{name: torch.empty_like(t) for name, t in _fields(batch).items()})
+            self.static = Batch(**{name: torch.empty_like(t) for name, t in given.items()})
+        held = _fields(self.static)
         if batch.obs.shape != self.static.obs.shape:
             raise ValueError(f"batch of {batch.obs.shape[0]} rows; the CUDA graphs were captured for "
                              f"{self.static.obs.shape[0]}")
-        for held, new in zip(_fields(self.static).values(), _fields(batch).values()):
-            held.copy_(new, non_blocking=True)
+        if given.keys() != held.keys():
+            raise ValueError(f"batch fields {sorted(given)}; the CUDA graphs were captured for {sorted(held)}")
+        for name, tensor in given.items():
+            held[name].copy_(tensor, non_blocking=True)
         draws = self.agent._draws(batch.obs.shape[0], actor_due)
         if actor_due not in self.draws:
             self.draws[actor_due] = tuple(d.clone() if isinstance(d, torch.Tensor) else d for d in draws)

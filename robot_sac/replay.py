@@ -59,13 +59,16 @@ class ReplayBuffer:
     def add(
         self, obs, action, reward: float, next_obs, terminated: bool, privileged=None, next_privileged=None
     ) -> None:
+        self._check_privileged(privileged, next_privileged, rows=())
         i = self.pos
         self.obs[i] = obs
         self.action[i] = action
         self.reward[i] = reward
         self.next_obs[i] = next_obs
         self.terminated[i] = float(terminated)
-        self._add_privileged(i, privileged, next_privileged)
+        if self.privileged_dim:
+            self.privileged[i] = privileged
+            self.next_privileged[i] = next_privileged
         self.pos = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
@@ -74,26 +77,31 @@ class ReplayBuffer:
         n = len(reward)
         if n > self.capacity:
             raise ValueError(f"batch of {n} transitions exceeds the buffer capacity {self.capacity}")
+        self._check_privileged(privileged, next_privileged, rows=(n,))
         idx = (self.pos + np.arange(n)) % self.capacity
         self.obs[idx] = obs
         self.action[idx] = action
         self.reward[idx] = reward
         self.next_obs[idx] = next_obs
         self.terminated[idx] = np.asarray(terminated, dtype=np.float32)
-        self._add_privileged(idx, privileged, next_privileged)
+        if self.privileged_dim:
+            self.privileged[idx] = privileged
+            self.next_privileged[idx] = next_privileged
         self.pos = int((self.pos + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
 
-    def _add_privileged(self, idx, privileged, next_privileged) -> None:
-        given = privileged is not None and next_privileged is not None
-        if given != (self.privileged_dim > 0):
-            raise ValueError(
-                "privileged, next_privileged: "
-                + ("this buffer stores them, and they are missing" if not given else "this buffer has no room for them")
-            )
-        if given:
-            self.privileged[idx] = privileged
-            self.next_privileged[idx] = next_privileged
+    def _check_privileged(self, privileged, next_privileged, rows: tuple[int, ...]) -> None:
+        """Refuse privileged observations that this buffer cannot store as given, before anything is written."""
+        for name, value in (("privileged", privileged), ("next_privileged", next_privileged)):
+            if self.privileged_dim == 0 and value is not None:
+                raise ValueError(f"{name}: this buffer has no room for it (privileged_dim 0)")
+            if self.privileged_dim == 0:
+                continue
+            if value is None:
+                raise ValueError(f"{name}: this buffer stores it, and it is missing")
+            expected = (*rows, self.privileged_dim)
+            if np.shape(value) != expected:
+                raise ValueError(f"{name}: shape {np.shape(value)}, expected {expected}")
 
     def sample_indices(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
         if self.size == 0:
@@ -124,15 +132,19 @@ class ReplayBuffer:
             if int(data["capacity"]) != self.capacity:
                 raise ValueError(f"{path}: buffer capacity {int(data['capacity'])} != configured {self.capacity}")
             size = int(data["size"])
+            # Every field is checked before any is written: a refused file leaves the buffer as it was.
+            for name in ("privileged", "next_privileged"):
+                if name in data and name not in self.fields:
+                    raise ValueError(f"{path}: field {name} is stored, and this buffer has no room for it "
+                                     "(saved by a run with sac.privileged_critic)")
             for name in self.fields:
                 if name not in data:
                     hint = " (saved by a run without sac.privileged_critic)" if "privileged" in name else ""
                     raise ValueError(f"{path}: no field {name}{hint}")
-                stored = data[name]
-                if stored.shape[1:] != getattr(self, name).shape[1:]:
-                    raise ValueError(
-                        f"{path}: field {name} has shape {stored.shape[1:]}, expected {getattr(self, name).shape[1:]}"
-                    )
-                getattr(self, name)[:size] = stored
+                stored, own = data[name].shape[1:], getattr(self, name).shape[1:]
+                if stored != own:
+                    raise ValueError(f"{path}: field {name} has shape {stored}, expected {own}")
+            for name in self.fields:
+                getattr(self, name)[:size] = data[name]
             self.size = size
             self.pos = int(data["pos"])

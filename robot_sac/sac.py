@@ -239,6 +239,8 @@ class SAC:
         observation (raw, ``[B, privileged_dim]``) when the critics take one."""
         if self.privileged_dim == 0:
             return obs
+        if privileged is None:
+            raise ValueError("Batch.privileged, Batch.next_privileged: the critics see them (privileged_critic)")
         return torch.cat([obs, self.privileged_normalizer(privileged)], dim=-1)
 
     def _autocast(self) -> torch.autocast:

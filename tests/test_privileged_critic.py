@@ -131,3 +131,34 @@ def test_a_privileged_run_exports_its_actor_and_a_learner_refuses_it(tmp_path):
     assert result.contract.obs_dim == 24
     with pytest.raises(ConfigError, match="sac.privileged_critic: .*which a robot's transitions do not carry"):
         Learner(run, tmp_path / "out", LearnerConfig(device="cpu", torch_threads=1), bind="tcp://127.0.0.1:*")
+
+
+def test_a_batch_without_the_privileged_observation_is_refused_by_name():
+    agent = _agent()
+    batch = _batch()
+    batch.privileged = batch.next_privileged = None
+    with pytest.raises(ValueError, match=r"Batch.privileged, Batch.next_privileged: the critics see them"):
+        agent.update(batch)
+
+
+def test_the_trainer_stores_each_transition_with_its_own_privileged_observations(tmp_path):
+    cfg = TrainConfig(env="robot_sac/ClawTurnFixed-v0", total_steps=100, seed=2, learning_starts=100,
+                      buffer_size=1000, eval_interval=10**6, checkpoint_interval=10**6, log_interval=10**6,
+                      device="cpu", torch_threads=1,
+                      sac=SACConfig(batch_size=32, actor_hidden=(32, 32), critic_hidden=(32, 32),
+                                    privileged_critic=True, normalize_observations=True))  # fmt: skip
+    trainer = Trainer(cfg, tmp_path / "run", show_progress=False)
+    trainer.train()
+    buf = trainer.buffer
+    env = gym.make("robot_sac/ClawTurnFixed-v0")
+    _, info = env.reset(seed=2)
+    np.testing.assert_array_equal(buf.privileged[0], info["privileged"])  # the run's first reset
+    episode_ends = {39, 79}  # 40-tick episodes, cut by the time limit
+    for i in range(99):
+        if i not in episode_ends:
+            np.testing.assert_array_equal(buf.next_privileged[i], buf.privileged[i + 1], err_msg=f"row {i}")
+    assert not np.array_equal(buf.next_privileged[39], buf.privileged[40])  # a new episode's reset
+    # One update of the statistics per step, from the same rows the buffer holds.
+    assert trainer.agent.privileged_normalizer.count.item() == 100
+    np.testing.assert_allclose(trainer.agent.privileged_normalizer.mean.numpy(), buf.next_privileged[:100].mean(0),
+                               rtol=1e-6, atol=1e-6)

@@ -86,15 +86,25 @@ def test_privileged_rows_travel_with_their_transition_through_sample_and_save(tm
     assert plain.sample(np.random.default_rng(0), 1).privileged is None
 
 
-def test_privileged_fields_are_required_exactly_where_the_buffer_stores_them(tmp_path):
+def test_privileged_fields_are_required_exactly_where_the_buffer_stores_them_and_refusals_write_nothing(tmp_path):
     with_room = ReplayBuffer(3, 2, capacity=8, privileged_dim=4)
-    with pytest.raises(ValueError, match="privileged, next_privileged: this buffer stores them, and they are missing"):
-        with_room.add(np.zeros(3), np.zeros(2), 0.0, np.zeros(3), False)
+    _fill_privileged(with_room, 8)
+    before = {name: getattr(with_room, name).copy() for name in with_room.fields}
+    with pytest.raises(ValueError, match="next_privileged: this buffer stores it, and it is missing"):
+        with_room.add(np.ones(3), np.ones(2), 1.0, np.ones(3), False, privileged=np.ones(4))
+    with pytest.raises(ValueError, match=r"privileged: shape \(2, 5\), expected \(2, 4\)"):
+        with_room.add_batch(np.ones((2, 3)), np.ones((2, 2)), np.ones(2), np.ones((2, 3)), np.zeros(2),
+                            privileged=np.ones((2, 5)), next_privileged=np.ones((2, 4)))
     plain = ReplayBuffer(3, 2, capacity=8)
-    with pytest.raises(ValueError, match="this buffer has no room for them"):
-        plain.add_batch(np.zeros((2, 3)), np.zeros((2, 2)), np.zeros(2), np.zeros((2, 3)), np.zeros(2),
-                        privileged=np.zeros((2, 4)), next_privileged=np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="next_privileged: this buffer has no room for it"):
+        plain.add(np.zeros(3), np.zeros(2), 0.0, np.zeros(3), False, next_privileged=np.zeros(4))
     _fill(plain, 3)
     plain.save(tmp_path / "plain.npz")
     with pytest.raises(ValueError, match="no field privileged \\(saved by a run without sac.privileged_critic\\)"):
         with_room.load(tmp_path / "plain.npz")
+    for name, value in before.items():
+        np.testing.assert_array_equal(getattr(with_room, name), value, err_msg=name)
+    assert (with_room.pos, with_room.size) == (0, 8)
+    with_room.save(tmp_path / "privileged.npz")
+    with pytest.raises(ValueError, match="field privileged is stored, and this buffer has no room for it"):
+        plain.load(tmp_path / "privileged.npz")

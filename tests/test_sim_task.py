@@ -92,6 +92,7 @@ def test_speed_tracking_peaks_at_the_goal_speed_and_needs_the_goal(tmp_path):
         tracking(1.0, {})
     # A task file that weights the term without the goal is refused when it loads.
     mapping = yaml.safe_load(resolve_task("quadruped_walk").read_text())
+    mapping.pop("goals")
     mapping["reward"]["speed_tracking"] = 2.0
     (tmp_path / "walk.yaml").write_text(yaml.safe_dump(mapping))
     with pytest.raises(ConfigError, match=r"walk.yaml: reward.speed_tracking: needs goals.forward_speed"):

@@ -83,11 +83,19 @@ class Actor(nn.Module):
 
         ``noise``: the standard-normal draw ``[B, A]``; drawn here when not given.
         """
+        mean, log_std, noise, pre_tanh = self._draw(obs, noise)
+        return torch.tanh(pre_tanh), squashed_gaussian_log_prob(noise, log_std, pre_tanh)
+
+    def explore(self, obs: torch.Tensor) -> torch.Tensor:
+        """A sampled action ``[B, A]`` in (-1, 1), drawn as ``sample`` draws it, without the log-probability
+        that only the losses need: acting in the environment happens once per step."""
+        return torch.tanh(self._draw(obs, None)[3])
+
+    def _draw(self, obs: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         mean, log_std = self(obs)
         if noise is None:
             noise = torch.randn_like(mean)
-        pre_tanh = torch.addcmul(mean, log_std.exp(), noise)
-        return torch.tanh(pre_tanh), squashed_gaussian_log_prob(noise, log_std, pre_tanh)
+        return mean, log_std, noise, torch.addcmul(mean, log_std.exp(), noise)
 
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         """The action a deployed policy takes: tanh of the mean."""

@@ -190,14 +190,14 @@ class SAC:
         """The actor that deterministic actions, evaluation and export use: the average when there is one."""
         return self.actor if self.actor_average is None else self.actor_average
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions ``[B, A]`` (or ``[A]`` for one observation) in [-1, 1] for raw observations: sampled from the
         actor being trained, or deterministic from ``policy_actor``."""
         single = obs.ndim == 1
         x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).reshape(-1, self.obs_dim)
         x = self.normalizer(x)
-        action = self.policy_actor.deterministic(x) if deterministic else self.actor.sample(x)[0]
+        action = self.policy_actor.deterministic(x) if deterministic else self.actor.explore(x)
         out = action.cpu().numpy()
         return out[0] if single else out
 

@@ -59,6 +59,8 @@ def test_actor_sample_log_prob_is_the_density_of_its_own_sample():
     torch.testing.assert_close(action, torch.tanh(pre_tanh))
     torch.testing.assert_close(log_prob, reference_log_prob(mean, log_std, pre_tanh), rtol=1e-5, atol=1e-5)
     assert action.abs().max() < 1.0
+    torch.manual_seed(7)
+    torch.testing.assert_close(actor.explore(obs), action, rtol=0, atol=0)  # the same draw, no log-probability
 
 
 def test_log_std_is_clamped():

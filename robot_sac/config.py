@@ -20,12 +20,15 @@ class TrainConfig:
     total_steps: int = 20_000
     """Environment steps to train for."""
     seed: int = 0
+    """Seeds torch, the run's numpy generator and the first reset; evaluation episodes use ``seed + 1000003 + i``."""
     learning_starts: int = 1_000
     """Uniform-random steps collected before the first gradient update."""
     buffer_size: int = 1_000_000
+    """Replay capacity in transitions; the oldest are overwritten once it is full."""
     eval_interval: int = 1_000
     """Environment steps between deterministic evaluations."""
     eval_episodes: int = 5
+    """Episodes per evaluation; ``best.pt`` is picked on them (success rate, then return)."""
     checkpoint_interval: int = 5_000
     """Environment steps between full checkpoints (networks, optimizers, replay, RNG states)."""
     log_interval: int = 250

@@ -37,11 +37,17 @@ class SACConfig:
     whose weight in it has decayed to (1 - tau)^n after n actor steps (e^-5 at n = 5/tau). 0: off, the actor as
     trained."""
     actor_lr: float = 3e-4
+    """Adam learning rate of the actor."""
     critic_lr: float = 3e-4
+    """Adam learning rate of the critics."""
     alpha_lr: float = 3e-4
+    """Adam learning rate of log(temperature)."""
     batch_size: int = 256
+    """Transitions per gradient update, sampled uniformly from the replay buffer."""
     actor_hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the actor (ReLU between them)."""
     critic_hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of each critic."""
     n_critics: int = 2
     """Critics in the fused ensemble; the target takes the minimum over ``n_target_critics`` of them."""
     n_target_critics: int = 2

@@ -28,6 +28,7 @@ from firmware_bridge.action import ActionMapper, NonFiniteActionError
 from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus, MotorFault, ReplyLate
 from firmware_bridge.observation import ObservationBuilder
 from firmware_bridge.safety import SafetyMonitor, SafetyStop, StopReason, describe_faults
+from firmware_bridge.spec import RobotSpec
 from firmware_bridge.state import RobotState
 from firmware_bridge.timing import DeadlineClock, TickTimings, clock
 from firmware_bridge.transitions import Event, Transition, TransitionSink
@@ -93,6 +94,16 @@ class LoopConfig:
             raise ValueError(f"reply_wait: a finite number of periods >= 0, or None, got {self.reply_wait}")
         if self.safe_stop_attempts < 1:
             raise ValueError(f"safe_stop_attempts: must be at least 1, got {self.safe_stop_attempts}")
+
+    def check_spec(self, spec: RobotSpec) -> None:
+        """Refuse settings this robot cannot take. The approach's targets skip the action mapper's rate limit,
+        so its speed must itself respect every joint's ``max_velocity``."""
+        slowest = int(np.argmin(spec.max_velocity))
+        if self.approach_speed > spec.max_velocity[slowest]:
+            raise ValueError(
+                f"approach_speed: {self.approach_speed:g} rad/s exceeds joint {spec.joint_names[slowest]}'s "
+                f"max_velocity of {spec.max_velocity[slowest]:g} rad/s"
+            )
 
     @property
     def miss_window(self) -> int:
@@ -173,6 +184,7 @@ class ControlLoop:
         spec = bus.spec
         if builder.robot_spec.joint_names != spec.joint_names or mapper.robot_spec.joint_names != spec.joint_names:
             raise ValueError("ControlLoop: bus, observation builder and action mapper must share one robot spec")
+        config.check_spec(spec)
         self.bus = bus
         self.spec = spec
         self.builder = builder
@@ -291,7 +303,12 @@ class ControlLoop:
             state, arrived = reply, reply_arrived
             obs = builder.build(state, hist)
             monitor.check_observation(obs)
-            action = policy(obs)
+            try:
+                action = policy(obs)
+            except Exception as exc:  # a swapped-in policy that fails on a real observation: stop, do not crash
+                raise SafetyStop(
+                    StopReason.POLICY_ERROR, f"policy version {version} raised {type(exc).__name__}: {exc}"
+                ) from None
             try:
                 command = mapper.map(action)
             except NonFiniteActionError as exc:
@@ -394,6 +411,9 @@ class ControlLoop:
                 step()
             except BusError as exc:  # BusTimeout included: try again, the line may have hiccuped
                 errors.append(str(exc))
+                continue
+            except Exception as exc:  # whatever a failed damping step raised, torque off must still be tried
+                errors.append(f"{type(exc).__name__}: {exc}")
                 continue
             return True
         return False

@@ -17,6 +17,7 @@ from firmware_bridge.state import Fault, RobotState
 
 class StopReason(str, enum.Enum):
     NON_FINITE_ACTION = "non-finite policy output"
+    POLICY_ERROR = "policy failed"
     NON_FINITE_OBSERVATION = "non-finite observation"
     STALE_STATE = "stale state"
     BUS_ERROR = "bus error"

@@ -212,9 +212,11 @@ def serve(stream: BinaryIO) -> None:
 
 
 def main() -> None:
-    # Ctrl-C reaches the whole process group; the bridge handles it and then closes the pipe, which is what
-    # ends the writer, after the last tick and the safe-stop events are in the file.
+    # Ctrl-C reaches the whole process group, and so does a service manager's SIGTERM (systemd's default
+    # KillMode=control-group): the bridge handles both and then closes the pipe, which is what ends the writer,
+    # after the last tick and the safe-stop events are in the file. A bridge killed outright closes it too.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # SCHED_IDLE: the writer only gets a CPU that nothing else wants, so it is never what a waking loop has
     # to preempt (at 1 kHz on two cores its p99 period error was 23-58 us this way, 167-217 us at nice 10).
     # It also replaces the SCHED_FIFO a real-time bridge's children inherit. A machine busy on every core

@@ -114,6 +114,33 @@ def test_a_nan_policy_stops_before_its_output_reaches_a_motor(tmp_path):
     assert policy_commands == 0 and report.ticks == 0 and report.safe_state_reached
 
 
+def test_a_policy_that_raises_mid_run_is_a_safety_stop_naming_it_not_a_crash(tmp_path):
+    runtime, calls = _policy(tmp_path), []
+
+    def failing_policy(obs):  # as a swapped-in policy that passed its warm-up on zeros might fail on real input
+        calls.append(obs)
+        if len(calls) == 5:
+            raise RuntimeError("Gather: index out of range")
+        return runtime(obs)
+
+    with virtual_quadruped() as (robot, bus):
+        report = _loop(bus, failing_policy, duration_s=3.0).run()
+        assert robot.mode is BoardMode.DISARMED
+    assert report.stop_reason is StopReason.POLICY_ERROR and report.ticks == 4 and report.safe_state_reached
+    assert "policy failed: policy version 1 raised RuntimeError: Gather: index out of range" == report.safety_stop
+
+
+def test_a_damping_step_that_raises_anything_still_ends_with_the_torque_off(tmp_path):
+    with virtual_quadruped() as (robot, bus):
+        def damp_on_a_vanished_port():
+            raise OSError(5, "Input/output error")
+
+        bus.damp = damp_on_a_vanished_port
+        report = _loop(bus, _policy(tmp_path), duration_s=0.2).run()
+        assert robot.mode is BoardMode.DISARMED
+    assert report.safe_state_reached and report.safe_stop_error is None and report.ticks >= 3
+
+
 def test_a_motor_fault_reported_by_the_board_stops_the_loop(tmp_path):
     class FaultAtTick10(Recorder):
         def handle(self, item):
@@ -147,7 +174,7 @@ def test_a_late_reply_costs_no_deadline_the_tick_runs_on_an_older_state(tmp_path
     sink = BackgroundSink("record", recorder)
     with serving(server):
         with open_bus(SPEC, port=server.path, timeout_s=timeout_s) as bus:
-            report = _loop(bus, _policy(tmp_path), duration_s=1.5, approach_speed=100.0, reply_wait=reply_wait,
+            report = _loop(bus, _policy(tmp_path), duration_s=1.5, approach_speed=20.0, reply_wait=reply_wait,
                            sinks=[sink]).run()  # fmt: skip
     sink.close()
     assert report.safety_stop is None and report.safe_state_reached and len(stalls) == 4
@@ -286,11 +313,20 @@ def test_the_run_commands_nap_option_takes_microseconds_or_none(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--nap-us", bad])
         assert "--nap-us" in capsys.readouterr().err
+    assert parser.parse_args([*base, "--switch-interval-us", "200"]).switch_interval_us == 200.0
+    for bad in ("0", "-5", "inf", "nan", "soon", "none"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--switch-interval-us", bad])
+        assert "--switch-interval-us" in capsys.readouterr().err
 
 
 def test_bad_loop_settings_are_refused_with_the_field_name():
     with pytest.raises(ValueError, match="approach_speed"):
         LoopConfig(rate_hz=50, approach_speed=0)
+    # The approach's targets skip the action mapper: its speed is held to the slowest joint's limit.
+    with pytest.raises(ValueError, match="approach_speed: 21 rad/s exceeds joint front_left_hip's max_velocity of 20"):
+        LoopConfig(rate_hz=50, approach_speed=21.0).check_spec(SPEC)
+    LoopConfig(rate_hz=50, approach_speed=20.0).check_spec(SPEC)
     with pytest.raises(ValueError, match="rate_hz"):
         LoopConfig(rate_hz=-1)
     with pytest.raises(ValueError, match="nap_s"):

@@ -75,12 +75,13 @@ def virtual_robots():
         robot.kill()
 
 
-def bridge(*args: str) -> subprocess.Popen:
+def bridge(*args: str, own_group: bool = False) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "firmware_bridge.cli", "run", "--approach-speed", "1.0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=own_group,
     )
 
 
@@ -162,6 +163,27 @@ def test_ctrl_c_and_sigterm_end_in_the_safe_state_without_a_traceback(tmp_path, 
     assert device.counters()["device_watchdog_trips"] == 0  # disarmed by the bridge, not by the watchdog
 
 
+def test_a_sigterm_to_the_whole_process_group_still_logs_the_run_to_its_safe_state(tmp_path, virtual_robots):
+    """As a service manager stops a unit (systemd's default KillMode=control-group): the log's writer gets the
+    signal too, and must outlive the bridge's safe stop to record it."""
+    robot_file, spec = robot_at_rate(tmp_path, "quadruped")
+    policy = _moving_policy(tmp_path, spec, TaskInterface.load("quadruped_walk"))
+    device = virtual_robots(robot_file)
+    log = tmp_path / "run.mcap"
+    # Timing is not what this test is about: a loaded machine's missed deadlines must not stop the run first.
+    proc = bridge("--policy", str(policy), "--robot", str(robot_file), "--port", device.port, "--json", "--log",
+                  str(log), "--max-missed", "1000", own_group=True)  # fmt: skip
+    wait_for_policy_phase(proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["safe_state_reached"] and summary["sinks"]["log"]["error"] is None
+    data = read_tick_log(log)
+    kinds = [event["kind"] for event in data.events]
+    assert data.ticks == summary["ticks"] and kinds[-2:] == ["safe_state", "summary"]
+
+
 def test_a_killed_bridge_leaves_the_robot_to_its_watchdog(tmp_path, virtual_robots):
     robot_file, spec = robot_at_rate(tmp_path, "quadruped")
     policy = _moving_policy(tmp_path, spec, TaskInterface.load("quadruped_walk"))
@@ -230,6 +252,9 @@ def test_a_missing_port_or_an_unwritable_log_is_a_clear_error(tmp_path):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "robot_id 'a b': use 1-64 characters" in err and "Traceback" not in err
     assert not (tmp_path / "run.mcap").exists()
+    proc = bridge(*base, "--port", str(tmp_path / "no-such-tty"), "--approach-speed", "25")  # the joints' limit is 20
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "approach_speed: 25 rad/s exceeds joint front_left_hip's max_velocity" in err
     proc = bridge(*base, "--port", str(tmp_path / "no-such-tty"), "--learner", "gpu-box:5555")
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "learner address 'gpu-box:5555': expected tcp://HOST:PORT" in err

@@ -94,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     timing.add_argument("--mlock", action="store_true", help="lock the process's memory in RAM (mlockall)")
     timing.add_argument(
         "--switch-interval-us",
-        type=float,
+        type=_positive_us,
+        metavar="US",
         help=f"Python thread switch interval (default {LOGGING_SWITCH_INTERVAL_US:g} us with --log or --learner, "
         "else Python's 5000 us)",
     )
@@ -125,6 +126,16 @@ def _nap_us(text: str) -> float | None:
     value = _number_or_none(text, "microseconds")
     if value is not None and not (0 < value < math.inf):
         raise argparse.ArgumentTypeError(f"a finite number of microseconds > 0 or 'none', got {text!r}")
+    return value
+
+
+def _positive_us(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"a finite number of microseconds > 0, got {text!r}")
     return value
 
 
@@ -199,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
             state_source=args.state_source,
             reply_wait=args.reply_wait,
         )
+        config.check_spec(spec)
     except ValueError as exc:
         print(f"firmware-bridge run: error: {exc}", file=err)
         return 2

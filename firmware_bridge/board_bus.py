@@ -97,7 +97,13 @@ class ZmqLink:
         return self.decoder.counters
 
     def send(self, body: bytes) -> None:
-        self.socket.send(body)
+        try:
+            # Never blocking: with no device reading, ZMQ queues up to its high-water mark, then would wait.
+            self.socket.send(body, zmq.NOBLOCK)
+        except zmq.Again:
+            raise BusError(f"{self.name}: send queue full, the device has stopped reading") from None
+        except zmq.ZMQError as exc:
+            raise BusError(f"{self.name}: send failed ({exc})") from None
 
     def receive(self, deadline: float) -> list[tuple[int, Message]]:
         # ZMQ's own timeouts (RCVTIMEO, poll) count whole milliseconds, more than a 1 kHz tick can give a reply:
@@ -105,8 +111,11 @@ class ZmqLink:
         # a message, so the socket is asked (EVENTS) before every wait.
         while True:
             bodies = []
-            while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                bodies.append(self.socket.recv(zmq.NOBLOCK))
+            try:
+                while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    bodies.append(self.socket.recv(zmq.NOBLOCK))
+            except zmq.ZMQError as exc:
+                raise BusError(f"{self.name}: receive failed ({exc})") from None
             if bodies:
                 return [decoded for decoded in map(self.decoder.decode, bodies) if decoded is not None]
             remaining = deadline - time.monotonic()

@@ -52,13 +52,15 @@ def open_bus(
             raise BusError(f"{port}: cannot open serial port: {exc}") from None
         if not opened:
             raise BusError(f"{port}: the Dynamixel SDK refused baud rate {baud}")
+        # A port that stops draining (a hung adapter, a stalled peer) must fail a write, not hold the loop.
+        handler.ser.write_timeout = timeout_s
         try:
             yield DynamixelBus(spec, handler, calibration=calibration)
         finally:
             handler.closePort()
         return
     try:
-        ser = serial.Serial(port, baudrate=baud, timeout=0)
+        ser = serial.Serial(port, baudrate=baud, timeout=0, write_timeout=timeout_s)
     except serial.SerialException as exc:
         raise BusError(f"{port}: cannot open serial port: {exc}") from None
     try:

@@ -18,9 +18,11 @@ raises ``MotorFault`` naming the motor and its error bits.
 from __future__ import annotations
 
 import select
+import termios
 import time
 
 import numpy as np
+import serial
 from dynamixel_sdk import COMM_RX_TIMEOUT, COMM_SUCCESS, GroupSyncRead, GroupSyncWrite, PacketHandler, PortHandler
 
 from firmware_bridge.calibration import Calibration
@@ -50,6 +52,10 @@ _POSITION, _VELOCITY, _CURRENT = (UNITS[r] for r in (XM430.PRESENT_POSITION, XM4
                                                       XM430.PRESENT_CURRENT))  # fmt: skip
 
 
+# What a serial port raises when its adapter is gone: pyserial's own errors, the OS's, and termios's (a flush).
+_PORT_ERRORS = (OSError, serial.SerialException, termios.error)
+
+
 class DynamixelPort(PortHandler):
     """The SDK's port handler with a reply timeout of our choosing.
 
@@ -72,11 +78,32 @@ class DynamixelPort(PortHandler):
         that loop spin a whole core for the length of every round trip, which on a two-core computer
         starves whatever else must run (on a virtual robot, the motors' side of the bus).
         """
-        if not self.ser.in_waiting:
-            remaining_s = (self.packet_timeout - self.getTimeSinceStart()) / 1000.0
-            if remaining_s > 0:
-                select.select([self.ser.fileno()], [], [], remaining_s)
-        return self.ser.read(length)
+        try:
+            if not self.ser.in_waiting:
+                remaining_s = (self.packet_timeout - self.getTimeSinceStart()) / 1000.0
+                if remaining_s > 0:
+                    select.select([self.ser.fileno()], [], [], remaining_s)
+            return self.ser.read(length)
+        except _PORT_ERRORS as exc:
+            raise self._failed("read", exc) from None
+
+    def writePort(self, packet):  # noqa: N802 (the SDK's name)
+        try:
+            return super().writePort(packet)
+        except _PORT_ERRORS as exc:  # a write timeout included: the port stopped draining
+            raise self._failed("write", exc) from None
+
+    def clearPort(self):  # noqa: N802 (the SDK's name)
+        try:
+            return super().clearPort()
+        except _PORT_ERRORS as exc:
+            raise self._failed("flush", exc) from None
+
+    def _failed(self, what: str, exc: Exception) -> BusError:
+        # The SDK marks the port busy for a whole transaction and frees it at the transaction's end: an error
+        # that ends one early must free it, or every later request (the safe stop's first) finds it busy.
+        self.is_using = False
+        return BusError(f"{self.port_name}: serial {what} failed, adapter unplugged or port closed? ({exc})")
 
 
 class DynamixelBus(MotorBus):

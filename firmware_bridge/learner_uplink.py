@@ -185,7 +185,10 @@ class LearnerUplink:
     def close(self) -> None:
         """Seal what is pending, give the learner ``close_timeout_s`` to take it, stop the thread."""
         if self._thread.is_alive():
-            self._queue.put(_CLOSE)
+            try:  # timed: a thread stuck with a full queue must not hold the bridge's exit
+                self._queue.put(_CLOSE, timeout=self.config.close_timeout_s + 5.0)
+            except queue.Full:
+                raise TimeoutError("learner uplink: thread stuck, its queue stayed full at close") from None
             self._thread.join(self.config.close_timeout_s + 5.0)
             if self._thread.is_alive():
                 raise TimeoutError("learner uplink: thread still running after close")

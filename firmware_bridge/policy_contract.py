@@ -37,6 +37,7 @@ class Mismatch(str, enum.Enum):
     NOT_ONNX = "not an ONNX model"
     TRUNCATED = "truncated file"
     UNLOADABLE = "onnxruntime cannot load it"
+    FAILS_TO_RUN = "onnxruntime loads it, but running it fails"
     MISSING_METADATA = "missing metadata"
     BAD_METADATA = "malformed metadata"
     FORMAT_VERSION = "unknown policy format version"

@@ -156,8 +156,13 @@ class PolicyRuntime:
         self._obs_shape = (self.obs_dim,)
         self.latency = LatencyRecorder(latency_window)
         zeros = np.zeros(self.obs_dim, dtype=np.float32)
-        for _ in range(warmup_calls):
-            self(zeros)
+        try:
+            for _ in range(warmup_calls):
+                self(zeros)
+        except Exception as exc:  # onnxruntime's own exception types: a graph that loads can still fail to run
+            raise PolicyRejectedError(
+                self.source, [(Mismatch.FAILS_TO_RUN, f"on a zero observation: {type(exc).__name__}: {exc}")]
+            ) from None
         self.latency.clear()
 
     @property

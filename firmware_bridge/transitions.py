@@ -103,7 +103,10 @@ class BackgroundSink:
         self.accepts = accepts
         self._queue: queue.Queue = queue.Queue(maxsize=capacity)
         self.offered = 0
-        self.dropped = 0
+        # Each counter has one writer, so no increment is lost between threads: the loop's offers count what
+        # they turn away, the worker what it abandons once its consumer has failed.
+        self._refused = 0
+        self._abandoned_items = 0
         self.handled = 0
         self.error: BaseException | None = None
         self._closing = False
@@ -116,14 +119,19 @@ class BackgroundSink:
             return True
         self.offered += 1
         if self.error is not None:
-            self.dropped += 1
+            self._refused += 1
             return False
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            self.dropped += 1
+            self._refused += 1
             return False
         return True
+
+    @property
+    def dropped(self) -> int:
+        """Items offered that will never be handled: refused (queue full, consumer failed) or abandoned."""
+        return self._refused + self._abandoned_items
 
     def close(self, stall_s: float = 10.0) -> None:
         """Let the consumer finish what is queued, then close it; raises the consumer's error, if any.
@@ -172,7 +180,7 @@ class BackgroundSink:
                 try:
                     self.consumer.handle(item)
                 except BaseException:
-                    self.dropped += 1
+                    self._abandoned_items += 1
                     raise
                 self.handled += 1
                 if self._abandoned and self._queue.empty():
@@ -195,4 +203,4 @@ class BackgroundSink:
             except queue.Empty:
                 return
             if item is not _CLOSE:
-                self.dropped += 1
+                self._abandoned_items += 1

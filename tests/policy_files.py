@@ -52,9 +52,11 @@ def write_policy(
     weights: np.ndarray | None = None,
     bias: np.ndarray | None = None,
     nan: bool = False,
+    fails: bool = False,
     version: int = 1,
 ) -> Path:
-    """A linear-tanh policy file (zero weights and bias by default: action 0, the action centre)."""
+    """A linear-tanh policy file (zero weights and bias by default: action 0, the action centre). ``fails``: one
+    that loads but raises whenever it runs (a Gather past the end of its input), as a corrupt graph can."""
     contract = contract_for(spec, task, version)
     obs_dim, act_dim = contract.obs_dim, contract.act_dim
     w = np.zeros((obs_dim, act_dim), np.float32) if weights is None else np.asarray(weights, np.float32)
@@ -62,9 +64,12 @@ def write_policy(
     nodes = [
         helper.make_node("MatMul", [INPUT_NAME, "W"], ["z"]),
         helper.make_node("Add", ["z", "b"], ["pre"]),
-        helper.make_node("Tanh", ["pre"], ["squashed" if nan else OUTPUT_NAME]),
+        helper.make_node("Tanh", ["pre"], ["squashed" if nan or fails else OUTPUT_NAME]),
     ]
     initializers = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")]
+    if fails:
+        initializers.append(numpy_helper.from_array(np.arange(act_dim, dtype=np.int64) + 1000, "past_the_end"))
+        nodes.append(helper.make_node("Gather", ["squashed", "past_the_end"], [OUTPUT_NAME], axis=1))
     if nan:
         initializers.append(numpy_helper.from_array(np.array([np.nan], np.float32), "nan"))
         nodes.append(helper.make_node("Mul", ["squashed", "nan"], [OUTPUT_NAME]))

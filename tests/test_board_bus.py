@@ -121,6 +121,37 @@ def test_a_vanished_serial_device_raises_bus_error_not_an_os_error():
         os.close(slave)
 
 
+def test_a_port_that_stops_draining_fails_the_write_within_the_timeout_instead_of_holding_the_loop():
+    master, slave = os.openpty()  # nothing ever reads the master: the pty's buffer fills, as a hung adapter's does
+    try:
+        with open_bus(SPEC, port=os.ttyname(slave), timeout_s=0.05) as bus:
+            started = time.monotonic()
+            with pytest.raises(BusError, match="write failed"):
+                for _ in range(100_000):
+                    bus.send_command(SPEC.start)
+            blocked_s = time.monotonic() - started
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert blocked_s < 5.0
+
+
+def test_zmq_send_never_blocks_and_a_closed_socket_is_a_bus_error():
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 2)
+    sock.connect("tcp://127.0.0.1:1")  # nobody reads: the queue fills at the high-water mark
+    link = ZmqLink(sock)
+    with pytest.raises(BusError, match="send queue full, the device has stopped reading"):
+        for _ in range(10):
+            link.send(b"\x01")
+    sock.close()
+    with pytest.raises(BusError, match="send failed"):
+        link.send(b"\x01")
+    with pytest.raises(BusError, match="receive failed"):
+        link.receive(time.monotonic() + 0.01)
+
+
 def reply(echo: int, position: float) -> State:
     """A board's STATE answering host message ``echo``, every motor at ``position``."""
     zeros = np.zeros(8)

@@ -196,7 +196,12 @@ def test_the_robot_refuses_a_wrong_sha256_a_wrong_robot_and_an_old_version_and_k
     fake.send(encode_policy(2, write_policy(tmp_path / "old.onnx", SPEC, TASK, version=2).read_bytes()))
     result = fake.result()
     assert not result.accepted and "not newer" in result.problems[0]
-    assert swapped == [] and uplink.policy_version == 3 and uplink.counters()["policies_refused"] == 3
+
+    # A graph that loads but raises when run: refused like the others, and the uplink carries on.
+    fake.send(encode_policy(4, write_policy(tmp_path / "fails.onnx", SPEC, TASK, fails=True, version=4).read_bytes()))
+    result = fake.result()
+    assert not result.accepted and result.problems[0].startswith("onnxruntime loads it, but running it fails")
+    assert swapped == [] and uplink.policy_version == 3 and uplink.counters()["policies_refused"] == 4
 
     fake.send(encode_policy(4, good))
     assert fake.result().accepted

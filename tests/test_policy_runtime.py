@@ -232,6 +232,16 @@ def test_damaged_graph_that_still_parses_is_refused_by_onnxruntime(claw_policy):
     assert error.kinds == {Mismatch.UNLOADABLE} and "NoSuchOperator" in str(error)
 
 
+def test_a_graph_that_loads_but_fails_to_run_is_refused_not_raised(claw, tmp_path):
+    from policy_files import write_policy
+
+    path = write_policy(tmp_path / "fails.onnx", *claw, fails=True)
+    error = _refusal(path, *claw)
+    assert error.kinds == {Mismatch.FAILS_TO_RUN}
+    assert "onnxruntime loads it, but running it fails: on a zero observation:" in str(error)
+    assert "Gather node" in str(error) and "indices element out of data bounds" in str(error)
+
+
 def _foreign_model(in_name="x", in_shape=(1, 5), out_name="y", out_shape=(1, 5), dtype=TensorProto.FLOAT):
     graph = helper.make_graph(
         [helper.make_node("Tanh", [in_name], [out_name])],

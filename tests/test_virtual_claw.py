@@ -1,5 +1,6 @@
 """The official Dynamixel SDK, as a client, against the virtual claw on a pseudo-terminal."""
 
+import os
 import time
 
 import numpy as np
@@ -118,6 +119,22 @@ def test_refused_writes_raise_naming_the_id_and_register(claw):
     bus.write_register(IDS[0], XM430.TORQUE_ENABLE, 1)
     with pytest.raises(BusError, match=r"dynamixel id 10: WRITE RETURN_DELAY_TIME=3 refused .*not available"):
         bus.write_register(IDS[0], XM430.RETURN_DELAY_TIME, 3)
+
+
+def test_a_vanished_adapter_is_a_bus_error_and_leaves_the_port_free_for_the_safe_stop():
+    master, slave = os.openpty()
+    port = DynamixelPort(os.ttyname(slave), timeout_s=0.05)
+    assert port.openPort() and port.setBaudRate(SPEC.bus.baud)
+    bus = DynamixelBus(SPEC, port)
+    os.close(master)  # the other end disappears, as an unplugged USB adapter does
+    try:
+        for request in (bus.read_state, bus.torque_off):  # the second finds the port free, and fails the same way
+            with pytest.raises(BusError, match=r"serial (write|read|flush) failed, adapter unplugged"):
+                request()
+            assert not port.is_using
+    finally:
+        port.closePort()
+        os.close(slave)
 
 
 def test_watchdog_switches_torque_off_until_torque_is_enabled_again():

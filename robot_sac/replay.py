@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +126,9 @@ class ReplayBuffer:
                 capacity=self.capacity,
                 **{name: getattr(self, name)[: self.size] for name in self.fields},
             )
+            durable_flush(f)
         tmp.replace(path)
+        sync_directory(path.parent)
 
     def load(self, path: str | Path) -> None:
         with np.load(path) as data:
@@ -148,3 +151,19 @@ class ReplayBuffer:
                 getattr(self, name)[:size] = data[name]
             self.size = size
             self.pos = int(data["pos"])
+
+
+def durable_flush(f) -> None:
+    """Flush an open file to the disk itself, not just the page cache: what a checkpoint promises (the learner
+    tells robots to delete what it covers) must survive a power loss, not only a killed process."""
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def sync_directory(directory: Path) -> None:
+    """Make a rename inside ``directory`` durable (the directory entry is data of its own)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,6 +1,6 @@
 """The training runner: glue only (act, step, store, update, evaluate, log, checkpoint).
 
-A run directory holds ``config.yaml``, ``checkpoints/`` (``last.pt`` + ``replay.npz`` for resuming,
+A run directory holds ``config.yaml``, ``checkpoints/`` (``last.pt`` + the ``replay.<step>.npz`` it names, for resuming,
 ``best.pt`` for export), TensorBoard events in ``tb/``, ``curve.png`` and ``summary.json``.
 """
 
@@ -22,7 +22,7 @@ from robot_sac.config import TrainConfig, load_run_config
 from robot_sac.envs import episode_success, make_env
 from robot_sac.evaluation import run_episodes
 from robot_sac.plots import plot_learning_curve
-from robot_sac.replay import ReplayBuffer
+from robot_sac.replay import ReplayBuffer, durable_flush, sync_directory
 from robot_sac.sac import SAC, configure_torch_threads, select_device
 
 CHECKPOINT_VERSION = 1
@@ -292,8 +292,12 @@ class Trainer:
         _atomic_torch_save(state, path)
 
     def save_checkpoint(self) -> Path:
+        """The replay under a name of its own, then ``last.pt`` naming it, then older replay files removed: a
+        crash anywhere in between leaves a ``last.pt`` and the replay written with it, never a newer replay
+        beside older counters (a resume would then store the steps in between twice)."""
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        self.buffer.save(self.ckpt_dir / "replay.npz")
+        replay_file = f"replay.{self.step}.npz"
+        self.buffer.save(self.ckpt_dir / replay_file)
         state = {
             "version": CHECKPOINT_VERSION,
             "config": to_mapping(self.cfg),
@@ -310,6 +314,7 @@ class Trainer:
             "episode_returns": self.episode_returns,
             "evals": self.evals,
             "tape": self.tape.state_dict(),
+            "replay_file": replay_file,
             "rng": {
                 "numpy": self.rng.bit_generator.state,
                 "torch": torch.get_rng_state(),
@@ -318,6 +323,9 @@ class Trainer:
         }
         path = self.ckpt_dir / "last.pt"
         _atomic_torch_save(state, path)
+        for old in self.ckpt_dir.glob("replay*.npz"):
+            if old.name != replay_file:
+                old.unlink(missing_ok=True)
         return path
 
     def _load_checkpoint(self, path: Path) -> None:
@@ -326,7 +334,7 @@ class Trainer:
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{path}: checkpoint version {state.get('version')} != {CHECKPOINT_VERSION}")
         self.agent.load_state_dict(state["agent"])
-        self.buffer.load(self.ckpt_dir / "replay.npz")
+        self.buffer.load(saved_replay(self.ckpt_dir, state))
         c = state["counters"]
         self.step, self.episodes = c["step"], c["episodes"]
         self.wall_s, self.update_wall_s = c["wall_s"], c["update_wall_s"]
@@ -354,7 +362,16 @@ def eval_rank(result: dict[str, float]) -> tuple[float, float]:
     return result.get("success_rate", 0.0), result["return_mean"]
 
 
+def saved_replay(ckpt_dir: Path, state: dict) -> Path:
+    """The replay file a ``last.pt`` state was written with (``replay.npz`` for runs from before they were named
+    by step)."""
+    return ckpt_dir / state.get("replay_file", "replay.npz")
+
+
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        durable_flush(f)
     tmp.replace(path)
+    sync_directory(path.parent)

@@ -77,6 +77,35 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, env, stop, sac_option
         assert all(torch.equal(a[key], b[key]) for key in a)
 
 
+def test_a_crash_between_writing_the_replay_and_last_pt_resumes_from_the_last_complete_checkpoint(
+    tmp_path, monkeypatch
+):
+    sac = SACConfig(batch_size=32, actor_hidden=(32, 32), critic_hidden=(32, 32))
+    straight = Trainer(_cfg(device="cpu", sac=sac), tmp_path / "a", show_progress=False)
+    straight.train()
+
+    first = Trainer(_cfg(device="cpu", sac=sac), tmp_path / "b", show_progress=False)
+    first.train(until=170)
+
+    def killed(obj, path):  # the process dies after the step-230 replay is on disk, before last.pt names it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("robot_sac.trainer._atomic_torch_save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        first.train(until=230)
+    monkeypatch.undo()
+    checkpoints = tmp_path / "b" / "checkpoints"
+    assert {p.name for p in checkpoints.glob("replay*.npz")} == {"replay.170.npz", "replay.230.npz"}
+
+    resumed = Trainer.resume(tmp_path / "b", show_progress=False)
+    assert resumed.step == 170 and resumed.buffer.size == 170
+    resumed.train()
+    for key, value in straight.agent.critic.state_dict().items():
+        assert torch.equal(value, resumed.agent.critic.state_dict()[key]), key
+    np.testing.assert_array_equal(straight.buffer.obs, resumed.buffer.obs)
+    assert [p.name for p in checkpoints.glob("replay*.npz")] == ["replay.300.npz"]
+
+
 def test_cli_writes_a_complete_run_directory(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--env", "Pendulum-v1", "--steps", "400", "--seed", "1", "--out", str(out),

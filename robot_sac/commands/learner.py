@@ -16,7 +16,7 @@ from pathlib import Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="from_dir", type=Path, required=True, metavar="RUN_DIR",
-                   help="simulation run to continue (config.yaml, checkpoints/last.pt, checkpoints/replay.npz)")
+                   help="simulation run to continue (config.yaml, checkpoints/last.pt and the replay file it names)")
     p.add_argument("--bind", default="tcp://0.0.0.0:5555", help="address the robots connect to")
     p.add_argument("--keys", type=Path, metavar="DIR", help="CURVE keys from `robot-sac keys`: authenticate robots")
     p.add_argument("--out", type=Path, metavar="RUN_DIR2", help="learner run directory (default RUN_DIR/learner)")

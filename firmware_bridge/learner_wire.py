@@ -11,6 +11,7 @@ its shape. Anything else raises ``WireError`` naming the field, which the receiv
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -261,6 +262,8 @@ def _float_map(header: dict, key: str, limit: int) -> dict[str, float]:
             raise WireError(key, f"name {k!r:.80} is not 1-{MAX_NAME} characters of [A-Za-z0-9_.:-]")
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise WireError(f"{key}.{k}", f"expected a number, got {type(v).__name__}")
+        if not math.isfinite(v):  # a goal of NaN would score every reward NaN and poison the critics
+            raise WireError(f"{key}.{k}", f"expected a finite number, got {v}")
         out[k] = float(v)
     return out
 

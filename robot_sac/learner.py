@@ -35,12 +35,20 @@ from firmware_bridge.observation import ObservationBuilder
 from firmware_bridge.typed_yaml import ConfigError, to_mapping
 from robot_sac.config import load_run_config
 from robot_sac.envs import make_env
-from robot_sac.export import ExportedPolicy, TorchPolicy, build_contract, robot_interface, to_onnx, verify
+from robot_sac.export import (
+    ExportedPolicy,
+    ExportError,
+    TorchPolicy,
+    build_contract,
+    robot_interface,
+    to_onnx,
+    verify,
+)
 from robot_sac.learner_link import LearnerLink, RobotRecord
 from robot_sac.real_transitions import TransitionScorer
 from robot_sac.replay import Batch, ReplayBuffer
 from robot_sac.sac import SAC, configure_torch_threads, select_device
-from robot_sac.trainer import _atomic_torch_save
+from robot_sac.trainer import _atomic_torch_save, saved_replay
 
 LEARNER_CHECKPOINT_VERSION = 1
 
@@ -117,7 +125,10 @@ class Learner:
         self.sim: ReplayBuffer | None = None
         if cfg.seed_replay:
             self.sim = ReplayBuffer(obs_dim, act_dim, self.train_cfg.buffer_size, self.device)
-            self.sim.load(self.from_dir / "checkpoints" / "replay.npz")
+            sim_checkpoints = self.from_dir / "checkpoints"
+            # Our own file on local disk (trainer.py): it names the replay file written with it.
+            sim_state = torch.load(sim_checkpoints / "last.pt", map_location="cpu", weights_only=False)
+            self.sim.load(saved_replay(sim_checkpoints, sim_state))
         self.rng = np.random.default_rng(self.train_cfg.seed + 7)
 
         self.transitions = 0
@@ -138,6 +149,8 @@ class Learner:
                                 robots, str(keys_dir) if keys_dir else None)  # fmt: skip
         self.exports: list[tuple[int, float]] = []
         """(version, seconds the export took) of every actor sent."""
+        self.push_failures: list[tuple[int, str]] = []
+        """(update count, why) of every push whose export failed its checks; nothing was sent."""
         self.checkpoints = 0
         self._writer = None
         self.last_info: dict[str, float] = {}
@@ -201,9 +214,9 @@ class Learner:
                 session_updates += 1
                 dirty = True
                 if self.updates % cfg.push_every == 0:
-                    self.push()
+                    self._push_or_count()
             else:
-                self._wait_for_data()
+                dirty |= self._wait_for_data()
             now = time.perf_counter()
             self.wall_s = base_wall + now - start_wall
             if dirty and now - last_ckpt >= cfg.checkpoint_every_s:
@@ -223,12 +236,15 @@ class Learner:
             self._writer.close()
         self.write_summary()
 
-    def _wait_for_data(self) -> None:
+    def _wait_for_data(self) -> bool:
+        """Whether a batch came (and was stored): before ``learning_starts`` this is how every batch comes, and
+        each one must reach a checkpoint, or the robots are never told they may forget it."""
         try:
             item = self.link.ingest.get(timeout=0.05)
         except queue.Empty:
-            return
+            return False
         self._add(item)
+        return True
 
     def _drain(self) -> bool:
         added = False
@@ -257,6 +273,14 @@ class Learner:
         real, sim = self.real.sample(self.rng, n_real), self.sim.sample(self.rng, n - n_real)
         return Batch(*(torch.cat([getattr(real, f), getattr(sim, f)]) for f in ("obs", "action", "reward",
                                                                                  "next_obs", "terminated")))
+
+    def _push_or_count(self) -> None:
+        """A failed export (the file would not load on the robot, or acts unlike the actor) is counted and
+        reported, and the robots keep the policy they run: ingest and training go on."""
+        try:
+            self.push()
+        except ExportError as exc:
+            self.push_failures.append((self.updates, str(exc)))
 
     def push(self) -> int:
         """Export the actor as it is now and send it to every robot; returns its version."""
@@ -339,6 +363,8 @@ class Learner:
             "alpha": self.agent.alpha,
             "checkpoints": self.checkpoints,
             "policy_exports": [[v, round(s, 3)] for v, s in self.exports],
+            "push_failures": [[updates, why] for updates, why in self.push_failures[-10:]],
+            "push_failure_count": len(self.push_failures),
             "device": str(self.device),
             "link": dict(self.link.counts),
             "link_errors": list(self.link.errors),

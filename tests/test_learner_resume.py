@@ -2,6 +2,7 @@
 checkpoint, with the real replay buffer and the per-robot sequence numbers that go with it."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -61,6 +62,41 @@ def test_a_restarted_learner_has_exactly_what_its_checkpoint_had(tmp_path, claw_
     for name, value in again.agent.actor.state_dict().items():
         assert torch.equal(value, weights[name]), name
     assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").glob("real_replay.*")) == ["real_replay.1.npz"]
+
+
+def test_batches_taken_before_learning_starts_reach_a_checkpoint_while_it_runs(tmp_path, claw_run):
+    """Before ``learning_starts`` every batch arrives while the learner waits for data: each must still be
+    checkpointed, or the robots are never told they may forget it and their spools fill."""
+    cfg = LearnerConfig(device="cpu", torch_threads=1, learning_starts=1000, checkpoint_every_s=0.01)
+    learner = Learner(claw_run, tmp_path / "out", cfg, bind="tcp://127.0.0.1:*")
+    stop = threading.Event()
+    runner = threading.Thread(target=learner.run, args=(stop,))
+    runner.start()
+    try:
+        learner.link.ingest.put(Ingested("claw-1", "00aa11bb22cc33dd", 9, scored(10, 0, learner.layout.obs_dim)))
+        deadline = time.monotonic() + 10
+        while learner.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        checkpointed_while_running = learner.checkpoints
+    finally:
+        stop.set()
+        runner.join()
+    assert checkpointed_while_running >= 1 and learner.updates == 0 and len(learner.real) == 10
+    saved = torch.load(tmp_path / "out" / "checkpoints" / "last.pt", weights_only=False)["robots"]["claw-1"]
+    assert (saved["received"], saved["durable"]) == (9, 9)
+
+
+def test_a_failed_export_is_counted_and_the_learner_keeps_training(tmp_path, claw_run, monkeypatch):
+    def refuses(*args, **kwargs):
+        raise ExportError("onnxruntime differs from torch by 0.5 (tolerance 1e-4)")
+
+    monkeypatch.setattr("robot_sac.learner.verify", refuses)
+    cfg = LearnerConfig(device="cpu", torch_threads=1, learning_starts=4, push_every=1)
+    learner = Learner(claw_run, tmp_path / "out", cfg, bind="tcp://127.0.0.1:*")
+    learner.link.ingest.put(Ingested("claw-1", "00aa11bb22cc33dd", 9, scored(10, 0, learner.layout.obs_dim)))
+    report = learner.run(threading.Event(), max_updates=3)
+    assert report["updates"] == 3 and report["policy_exports"] == [] and report["push_failure_count"] == 3
+    assert report["push_failures"][0] == [1, "onnxruntime differs from torch by 0.5 (tolerance 1e-4)"]
 
 
 def test_the_learner_pushes_the_averaged_actor_when_the_run_averages(tmp_path):

@@ -129,11 +129,15 @@ def test_arrays_are_checked_against_the_robot_layout_before_reading():
     cases["robot"] = header_with(good, robot="x" * 65)
     cases["first_seq"] = header_with(good, first_seq=-1)
     cases["goals"] = header_with(good, goals={"valve_angle": "far"})
+    cases["goals.valve_angle (nan)"] = header_with(good, goals={"valve_angle": float("nan")})
+    cases["goals.valve_angle (inf)"] = header_with(good, goals={"valve_angle": float("inf")})
     cases["extras"] = header_with(good, extras=[f"e{i}" for i in range(40)])
     for field, frames in cases.items():
         with pytest.raises(WireError) as err:
             decode(frames)
         assert err.value.field.startswith(field.split(" ")[0].split(".")[0]), (field, err.value)
+        if "(nan)" in field or "(inf)" in field:
+            assert err.value.field == "goals.valve_angle" and "expected a finite number" in str(err.value)
 
 
 def test_batch_size_above_the_bound_is_refused_without_allocating():

@@ -182,6 +182,9 @@ class Learner:
         self.rng.bit_generator.state = state["rng"]["numpy"]
         # map_location moved the RNG state to the training device too; torch takes it only on the CPU.
         torch.set_rng_state(state["rng"]["torch"].cpu())
+        cuda_rng = state["rng"].get("cuda")  # checkpoints from before it was saved have none
+        if cuda_rng is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda_rng])
         return {robot: RobotRecord.from_checkpoint(r) for robot, r in state["robots"].items()}
 
     # -- the loop -----------------------------------------------------------------------------------
@@ -323,7 +326,11 @@ class Learner:
                          "next_version": self.next_version},  # fmt: skip
             "robots": robots,
             "replay_generation": generation,
-            "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
+            "rng": {
+                "numpy": self.rng.bit_generator.state,
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
         }
         path = self.ckpt_dir / "last.pt"
         _atomic_torch_save(state, path)

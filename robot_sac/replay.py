@@ -134,7 +134,11 @@ class ReplayBuffer:
         with np.load(path) as data:
             if int(data["capacity"]) != self.capacity:
                 raise ValueError(f"{path}: buffer capacity {int(data['capacity'])} != configured {self.capacity}")
-            size = int(data["size"])
+            size, pos = int(data["size"]), int(data["pos"])
+            if not 0 <= size <= self.capacity:
+                raise ValueError(f"{path}: size {size} is outside [0, {self.capacity}]")
+            if not 0 <= pos < self.capacity or (size < self.capacity and pos != size):
+                raise ValueError(f"{path}: write position {pos} does not fit size {size} of {self.capacity}")
             # Every field is checked before any is written: a refused file leaves the buffer as it was.
             for name in ("privileged", "next_privileged"):
                 if name in data and name not in self.fields:
@@ -147,10 +151,12 @@ class ReplayBuffer:
                 stored, own = data[name].shape[1:], getattr(self, name).shape[1:]
                 if stored != own:
                     raise ValueError(f"{path}: field {name} has shape {stored}, expected {own}")
+                if len(data[name]) != size:
+                    raise ValueError(f"{path}: field {name} has {len(data[name])} rows, the file's size is {size}")
             for name in self.fields:
                 getattr(self, name)[:size] = data[name]
             self.size = size
-            self.pos = int(data["pos"])
+            self.pos = pos
 
 
 def durable_flush(f) -> None:

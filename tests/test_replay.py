@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -56,6 +58,26 @@ def test_save_and_load_round_trip(tmp_path):
         ReplayBuffer(3, 2, capacity=9).load(tmp_path / "r.npz")
     with pytest.raises(ValueError, match="field obs has shape"):
         ReplayBuffer(4, 2, capacity=8).load(tmp_path / "r.npz")
+
+
+def test_a_file_whose_counters_or_rows_do_not_fit_is_refused_naming_it(tmp_path):
+    buf = ReplayBuffer(3, 2, capacity=8)
+    _fill(buf, 5)
+    buf.save(tmp_path / "r.npz")
+    good = dict(np.load(tmp_path / "r.npz"))
+    cases = {
+        "size 9 is outside [0, 8]": {"size": 9},
+        "write position 2 does not fit size 5 of 8": {"pos": 2},
+        "write position 8 does not fit": {"pos": 8, "size": 8},
+        "field obs has 4 rows, the file's size is 5": {"obs": good["obs"][:4]},
+    }
+    for message, change in cases.items():
+        path = tmp_path / "bad.npz"
+        np.savez(path, **{**good, **change})
+        other = ReplayBuffer(3, 2, capacity=8)
+        with pytest.raises(ValueError, match=re.escape(f"{path}: {message}")):
+            other.load(path)
+        assert other.size == 0 and not other.obs.any()  # nothing written
 
 
 def test_empty_buffer_refuses_to_sample():

@@ -40,6 +40,9 @@ from firmware_bridge.learner_wire import (
 )
 from robot_sac.real_transitions import Scored, TransitionScorer
 
+MAX_REFUSALS_KEPT = 20
+"""Per robot, the newest policy refusals kept (each up to a message's worth of problem text)."""
+
 RESEND_POLICY_AFTER_S = 5.0
 """A robot that still announces an older policy this long after a push gets the newest again."""
 
@@ -150,7 +153,7 @@ class LearnerLink:
         self.context = context or zmq.Context.instance()
         self.ingest: queue.Queue[Ingested] = queue.Queue()
         self.counts = dict.fromkeys(("messages", "malformed", "oversized", "wrong_interface", "impersonation",
-                                     "unknown_robot", "unreachable"), 0)  # fmt: skip
+                                     "unknown_robot", "unknown_policy", "unreachable"), 0)  # fmt: skip
         self.errors: deque[str] = deque(maxlen=20)
         """The latest reasons for dropped messages."""
         widest = max(layout.obs_dim, layout.act_dim, MAX_EXTRAS, 6)
@@ -327,11 +330,16 @@ class LearnerLink:
         if rec is None or (key is not None and rec.key != key):
             self._drop("unknown_robot", f"policy result from {result.robot!r}")
             return
+        if result.version not in rec.policy_versions_sent:
+            self._drop("unknown_policy", f"{rec.robot}: a result for policy {result.version}, which was not sent to it")
+            return
         if result.accepted:
             rec.policy_versions_accepted.append(result.version)
             rec.running_version = max(rec.running_version, result.version)
         else:
             rec.policy_refusals.append((result.version, result.problems))
+            # What a robot sends is kept within bounds: the newest refusals tell what is wrong.
+            del rec.policy_refusals[:-MAX_REFUSALS_KEPT]
             self.errors.append(f"{rec.robot} refused policy {result.version}: {'; '.join(result.problems)}")
 
     def _on_transitions(self, sock, batch, routing_id: bytes, key: str | None) -> None:

@@ -12,10 +12,12 @@ import zmq
 from firmware_bridge.learner_uplink import LearnerUplink, UplinkConfig
 from firmware_bridge.learner_wire import (
     MessageType,
+    PolicyResult,
     TransitionLayout,
     decode_ack,
     decode_transitions,
     encode_ack,
+    encode_policy_result,
     encode_transitions,
     parse_header,
 )
@@ -25,7 +27,7 @@ from firmware_bridge.task import TaskInterface
 from firmware_bridge.transitions import Event
 from learner_helpers import batch, tick
 from policy_files import write_policy
-from robot_sac.learner_link import LearnerLink, RobotRecord
+from robot_sac.learner_link import MAX_REFUSALS_KEPT, LearnerLink, RobotRecord
 from robot_sac.real_transitions import TransitionScorer
 from sim.task import TaskSpec
 
@@ -81,6 +83,26 @@ def test_duplicates_are_dropped_gaps_refused_and_lost_numbers_skipped(link, deal
     assert [(i.last_seq, len(i.scored)) for i in items] == [(3, 4), (5, 2), (13, 6)]
     # A new spool (a robot whose disk was replaced) numbers from 0 again and is not taken for duplicates.
     assert exchange(dealer, 0, spool="ffee00112233aabb").received == 3
+
+
+def test_a_result_for_a_policy_never_sent_is_dropped_and_refusals_kept_are_bounded(link, dealer):
+    exchange(dealer, 0)  # the robot is known from its transitions
+    sha = "0" * 64
+    dealer.send_multipart(encode_policy_result(PolicyResult("claw-1", 2**62 - 1, sha, True)))
+    deadline = time.monotonic() + 5
+    while link.counts["unknown_policy"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    record = link.robots["claw-1"]
+    assert link.counts["unknown_policy"] == 1 and record.running_version == -1  # no version claimed that way
+    assert record.policy_versions_accepted == []
+
+    record.policy_versions_sent.append(7)
+    for _ in range(MAX_REFUSALS_KEPT + 10):
+        dealer.send_multipart(encode_policy_result(PolicyResult("claw-1", 7, sha, False, ["wrong robot: x"])))
+    deadline = time.monotonic() + 5
+    while link.counts["messages"] < MAX_REFUSALS_KEPT + 12 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(record.policy_refusals) == MAX_REFUSALS_KEPT
 
 
 def test_rows_are_scored_by_the_task_code_and_non_finite_rows_dropped(link, dealer):

@@ -140,6 +140,8 @@ class Learner:
         self.replay_generation = 0
         self.ingested: dict[str, tuple[str, int]] = {}
         """Per robot: (spool id, highest sequence number in the real buffer)."""
+        self.counted: dict[str, dict] = {}
+        """Per robot: its record's counters as they were when the last batch in the real buffer was taken."""
         robots: dict[str, RobotRecord] = {}
         if (self.ckpt_dir / "last.pt").exists():
             robots = self._resume(self.ckpt_dir / "last.pt")
@@ -179,13 +181,15 @@ class Learner:
         if self.replay_generation:
             self.real.load(self.ckpt_dir / f"real_replay.{self.replay_generation}.npz")
         self.ingested = {robot: (r["spool"], r["received"]) for robot, r in state["robots"].items()}
+        records = {robot: RobotRecord.from_checkpoint(r) for robot, r in state["robots"].items()}
+        self.counted = {robot: record.counted_state() for robot, record in records.items()}
         self.rng.bit_generator.state = state["rng"]["numpy"]
         # map_location moved the RNG state to the training device too; torch takes it only on the CPU.
         torch.set_rng_state(state["rng"]["torch"].cpu())
         cuda_rng = state["rng"].get("cuda")  # checkpoints from before it was saved have none
         if cuda_rng is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda_rng])
-        return {robot: RobotRecord.from_checkpoint(r) for robot, r in state["robots"].items()}
+        return records
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -267,6 +271,7 @@ class Learner:
                 self.agent.normalizer.update(torch.as_tensor(scored.next_obs, device=self.device))
         self.transitions += len(scored)
         self.ingested[item.robot] = (item.spool, item.last_seq)
+        self.counted[item.robot] = item.counted
 
     def _sample(self) -> Batch:
         n = self.train_cfg.sac.batch_size
@@ -314,7 +319,7 @@ class Learner:
         robots = {}
         for robot, (spool, through) in self.ingested.items():
             rec = self.link.robots.get(robot, RobotRecord(robot, spool=spool))
-            robots[robot] = {**rec.checkpoint_state(through), "spool": spool}
+            robots[robot] = {**rec.checkpoint_state(through), **self.counted.get(robot, {}), "spool": spool}
         state: dict[str, Any] = {
             "version": LEARNER_CHECKPOINT_VERSION,
             "kind": "learner",

@@ -13,6 +13,7 @@ Anything that does not decode is counted and dropped; the thread never dies of a
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 import time
@@ -84,14 +85,23 @@ class RobotRecord:
 
     _KEPT = ("robot", "spool", "received", "durable", "transitions", "duplicates", "gaps", "lost", "non_finite",
              "unscorable", "off_period", "safety_stops", "policy_versions_sent", "policy_versions_accepted",
-             "running_version", "episode_returns", "episodes_unscored")
+             "running_version", "episode_returns", "episodes_unscored", "episode_return")
+
+    _COUNTED = ("transitions", "duplicates", "gaps", "lost", "non_finite", "unscorable", "off_period", "safety_stops",
+                "episode_returns", "episodes_unscored", "episode_return")
+    """What moves with the transitions taken in. A checkpoint saves these as they were when the last batch it
+    holds was taken, not as the link has them now: the link may have taken more since, which a restarted
+    learner gets again from the robot and must count only once."""
+
+    def counted_state(self) -> dict:
+        return {key: copy.copy(getattr(self, key)) for key in self._COUNTED}
 
     def checkpoint_state(self, through: int) -> dict:
         state = {key: getattr(self, key) for key in self._KEPT}
         state["received"] = state["durable"] = through
         return state
 
-    _ADDED = {"off_period": 0, "episodes_unscored": 0}
+    _ADDED = {"off_period": 0, "episodes_unscored": 0, "episode_return": 0.0}
     """Counters added after checkpoints were first written, with the value an older checkpoint means."""
 
     @classmethod
@@ -131,6 +141,8 @@ class Ingested:
     spool: str
     last_seq: int
     scored: Scored
+    counted: dict = field(default_factory=dict)
+    """The robot's ``RobotRecord.counted_state()`` right after this batch was taken."""
 
 
 class LearnerLink:
@@ -369,5 +381,5 @@ class LearnerLink:
         rec.safety_stops += scored.safety_stops
         rec.add_rewards(scored)
         rec.received = batch.last_seq
-        self.ingest.put(Ingested(rec.robot, rec.spool, batch.last_seq, scored))
+        self.ingest.put(Ingested(rec.robot, rec.spool, batch.last_seq, scored, rec.counted_state()))
         self._ack(sock, rec)

@@ -11,7 +11,7 @@ import torch
 from learner_helpers import make_claw_run
 from robot_sac.export import ExportError, TorchPolicy, verify
 from robot_sac.learner import Learner, LearnerConfig
-from robot_sac.learner_link import Ingested
+from robot_sac.learner_link import Ingested, RobotRecord
 from robot_sac.real_transitions import Scored
 
 CFG = LearnerConfig(device="cpu", torch_threads=1, learning_starts=4)
@@ -62,6 +62,26 @@ def test_a_restarted_learner_has_exactly_what_its_checkpoint_had(tmp_path, claw_
     for name, value in again.agent.actor.state_dict().items():
         assert torch.equal(value, weights[name]), name
     assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").glob("real_replay.*")) == ["real_replay.1.npz"]
+
+
+def test_a_checkpoint_counts_what_its_replay_holds_not_what_the_link_took_since(tmp_path, claw_run):
+    """The link takes batches on its own thread; a checkpoint holds the replay up to the last batch the learner
+    drained, and the robot's counters as they were then. A restarted learner gets the rest again."""
+    spool = "00aa11bb22cc33dd"
+    learner = Learner(claw_run, tmp_path / "out", CFG, bind="tcp://127.0.0.1:*")
+    counted = {**RobotRecord("claw-1").counted_state(), "transitions": 10, "episode_returns": [1.5],
+               "episode_return": 0.25}  # fmt: skip
+    learner.link.ingest.put(Ingested("claw-1", spool, 9, scored(10, 0, learner.layout.obs_dim), counted))
+    learner.run(threading.Event(), max_updates=1)
+    # Five more taken by the link and not yet drained when the learner dies: its live record counts them.
+    learner.link.robots["claw-1"] = RobotRecord("claw-1", spool=spool, received=14, transitions=15,
+                                                episode_returns=[1.5, 2.0], episode_return=0.5)  # fmt: skip
+    learner.save_checkpoint()
+
+    again = Learner(claw_run, tmp_path / "out", CFG, bind="tcp://127.0.0.1:*")
+    record = again.link.robots["claw-1"]
+    assert (record.received, record.transitions, record.episode_returns, record.episode_return) == (9, 10, [1.5], 0.25)
+    assert len(again.real) == 10
 
 
 def test_batches_taken_before_learning_starts_reach_a_checkpoint_while_it_runs(tmp_path, claw_run):

@@ -18,6 +18,12 @@ from firmware_bridge.motor_bus import BusError, MotorBus
 from firmware_bridge.spec import RobotSpec
 
 
+WRITE_TIMEOUT_S = 0.5
+"""How long a serial write may block before it fails as a bus error: a port that stops draining (a hung adapter,
+a stalled peer) must not hold the loop, and the safe stop, forever. Far above the bus timeout: pyserial counts
+the time from the write's start, so a bound near a tick would turn a scheduling stall into a spurious stop."""
+
+
 @contextlib.contextmanager
 def open_bus(
     spec: RobotSpec,
@@ -52,15 +58,14 @@ def open_bus(
             raise BusError(f"{port}: cannot open serial port: {exc}") from None
         if not opened:
             raise BusError(f"{port}: the Dynamixel SDK refused baud rate {baud}")
-        # A port that stops draining (a hung adapter, a stalled peer) must fail a write, not hold the loop.
-        handler.ser.write_timeout = timeout_s
+        handler.ser.write_timeout = WRITE_TIMEOUT_S
         try:
             yield DynamixelBus(spec, handler, calibration=calibration)
         finally:
             handler.closePort()
         return
     try:
-        ser = serial.Serial(port, baudrate=baud, timeout=0, write_timeout=timeout_s)
+        ser = serial.Serial(port, baudrate=baud, timeout=0, write_timeout=WRITE_TIMEOUT_S)
     except serial.SerialException as exc:
         raise BusError(f"{port}: cannot open serial port: {exc}") from None
     try:

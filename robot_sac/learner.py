@@ -283,12 +283,14 @@ class Learner:
                                                                                  "next_obs", "terminated")))
 
     def _push_or_count(self) -> None:
-        """A failed export (the file would not load on the robot, or acts unlike the actor) is counted and
-        reported, and the robots keep the policy they run: ingest and training go on."""
+        """A failed export (the robot's own loader refuses the file, or it acts unlike the actor, or the export
+        itself raises) is counted and reported, and the robots keep the policy they run: ingest and training go
+        on, whatever went wrong in making one file."""
         try:
             self.push()
-        except ExportError as exc:
-            self.push_failures.append((self.updates, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - reported in push_failures, never a reason to stop learning
+            reason = str(exc) if isinstance(exc, ExportError) else f"{type(exc).__name__}: {exc}"
+            self.push_failures.append((self.updates, reason))
 
     def push(self) -> int:
         """Export the actor as it is now and send it to every robot; returns its version."""

@@ -148,15 +148,26 @@ class ReplayBuffer:
                 if name not in data:
                     hint = " (saved by a run without sac.privileged_critic)" if "privileged" in name else ""
                     raise ValueError(f"{path}: no field {name}{hint}")
-                stored, own = data[name].shape[1:], getattr(self, name).shape[1:]
+                rows, *stored = _stored_shape(data, name)
+                own = list(getattr(self, name).shape[1:])
                 if stored != own:
-                    raise ValueError(f"{path}: field {name} has shape {stored}, expected {own}")
-                if len(data[name]) != size:
-                    raise ValueError(f"{path}: field {name} has {len(data[name])} rows, the file's size is {size}")
+                    raise ValueError(f"{path}: field {name} has shape {tuple(stored)}, expected {tuple(own)}")
+                if rows != size:
+                    raise ValueError(f"{path}: field {name} has {rows} rows, the file's size is {size}")
             for name in self.fields:
                 getattr(self, name)[:size] = data[name]
             self.size = size
             self.pos = pos
+
+
+def _stored_shape(data: np.lib.npyio.NpzFile, name: str) -> tuple[int, ...]:
+    """An array's shape from its header alone: ``data[name]`` would read (and a check would then read again) a
+    buffer-sized array."""
+    with data.zip.open(f"{name}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, _ = read_header(f)
+    return shape
 
 
 def durable_flush(f) -> None:

@@ -323,7 +323,7 @@ class Trainer:
         }
         path = self.ckpt_dir / "last.pt"
         _atomic_torch_save(state, path)
-        for old in self.ckpt_dir.glob("replay*.npz"):
+        for old in self.ckpt_dir.glob("replay*.npz*"):  # with what a crash mid-write left (.npz.tmp)
             if old.name != replay_file:
                 old.unlink(missing_ok=True)
         return path

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from firmware_bridge.policy_contract import Mismatch
+from firmware_bridge.policy_runtime import PolicyRejectedError
 from learner_helpers import make_claw_run
 from robot_sac.export import ExportError, TorchPolicy, verify
 from robot_sac.learner import Learner, LearnerConfig
@@ -107,8 +109,12 @@ def test_batches_taken_before_learning_starts_reach_a_checkpoint_while_it_runs(t
 
 
 def test_a_failed_export_is_counted_and_the_learner_keeps_training(tmp_path, claw_run, monkeypatch):
+    failures = iter([ExportError("onnxruntime differs from torch by 0.5 (tolerance 1e-4)"),
+                     PolicyRejectedError("policy.onnx", [(Mismatch.FAILS_TO_RUN, "on a zero observation")]),
+                     RuntimeError("out of disk space")])  # fmt: skip
+
     def refuses(*args, **kwargs):
-        raise ExportError("onnxruntime differs from torch by 0.5 (tolerance 1e-4)")
+        raise next(failures)
 
     monkeypatch.setattr("robot_sac.learner.verify", refuses)
     cfg = LearnerConfig(device="cpu", torch_threads=1, learning_starts=4, push_every=1)
@@ -116,7 +122,10 @@ def test_a_failed_export_is_counted_and_the_learner_keeps_training(tmp_path, cla
     learner.link.ingest.put(Ingested("claw-1", "00aa11bb22cc33dd", 9, scored(10, 0, learner.layout.obs_dim)))
     report = learner.run(threading.Event(), max_updates=3)
     assert report["updates"] == 3 and report["policy_exports"] == [] and report["push_failure_count"] == 3
-    assert report["push_failures"][0] == [1, "onnxruntime differs from torch by 0.5 (tolerance 1e-4)"]
+    reasons = [why for _, why in report["push_failures"]]
+    assert reasons[0] == "onnxruntime differs from torch by 0.5 (tolerance 1e-4)"
+    assert reasons[1].startswith("PolicyRejectedError: policy.onnx: policy refused") and "running it fails" in reasons[1]
+    assert reasons[2] == "RuntimeError: out of disk space"
 
 
 def test_the_learner_pushes_the_averaged_actor_when_the_run_averages(tmp_path):

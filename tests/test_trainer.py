@@ -96,6 +96,7 @@ def test_a_crash_between_writing_the_replay_and_last_pt_resumes_from_the_last_co
     monkeypatch.undo()
     checkpoints = tmp_path / "b" / "checkpoints"
     assert {p.name for p in checkpoints.glob("replay*.npz")} == {"replay.170.npz", "replay.230.npz"}
+    (checkpoints / "replay.200.npz.tmp").write_bytes(b"half a file")  # what a crash mid-write leaves
 
     resumed = Trainer.resume(tmp_path / "b", show_progress=False)
     assert resumed.step == 170 and resumed.buffer.size == 170
@@ -103,7 +104,7 @@ def test_a_crash_between_writing_the_replay_and_last_pt_resumes_from_the_last_co
     for key, value in straight.agent.critic.state_dict().items():
         assert torch.equal(value, resumed.agent.critic.state_dict()[key]), key
     np.testing.assert_array_equal(straight.buffer.obs, resumed.buffer.obs)
-    assert [p.name for p in checkpoints.glob("replay*.npz")] == ["replay.300.npz"]
+    assert [p.name for p in checkpoints.glob("replay*")] == ["replay.300.npz"]
 
 
 def test_cli_writes_a_complete_run_directory(tmp_path, capsys):

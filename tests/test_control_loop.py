@@ -314,10 +314,11 @@ def test_the_run_commands_nap_option_takes_microseconds_or_none(capsys):
             parser.parse_args([*base, "--nap-us", bad])
         assert "--nap-us" in capsys.readouterr().err
     assert parser.parse_args([*base, "--switch-interval-us", "200"]).switch_interval_us == 200.0
-    for bad in ("0", "-5", "inf", "nan", "soon", "none"):
-        with pytest.raises(SystemExit):
-            parser.parse_args([*base, "--switch-interval-us", bad])
-        assert "--switch-interval-us" in capsys.readouterr().err
+    for option in ("--switch-interval-us", "--bus-timeout-ms"):
+        for bad in ("0", "-5", "inf", "nan", "soon", "none"):
+            with pytest.raises(SystemExit):
+                parser.parse_args([*base, option, bad])
+            assert option in capsys.readouterr().err
 
 
 def test_bad_loop_settings_are_refused_with_the_field_name():

@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stale-ms", type=float, default=100.0, help="no fresh state for this long (at least 2 periods) = safety stop"
     )
     safety.add_argument(
-        "--bus-timeout-ms", type=float, default=20.0,
+        "--bus-timeout-ms", type=_positive("milliseconds"), default=20.0,
         help="a reply later than this is lost; the loop goes on with the last state until it is stale",
     )  # fmt: skip
     safety.add_argument("--max-missed", type=int, help="missed deadlines allowed per window (default: 10%%)")
@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     timing.add_argument("--mlock", action="store_true", help="lock the process's memory in RAM (mlockall)")
     timing.add_argument(
         "--switch-interval-us",
-        type=_positive_us,
+        type=_positive("microseconds"),
         metavar="US",
         help=f"Python thread switch interval (default {LOGGING_SWITCH_INTERVAL_US:g} us with --log or --learner, "
         "else Python's 5000 us)",
@@ -129,14 +129,17 @@ def _nap_us(text: str) -> float | None:
     return value
 
 
-def _positive_us(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (0 < value < math.inf):
-        raise argparse.ArgumentTypeError(f"a finite number of microseconds > 0, got {text!r}")
-    return value
+def _positive(unit: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (0 < value < math.inf):
+            raise argparse.ArgumentTypeError(f"a finite number of {unit} > 0, got {text!r}")
+        return value
+
+    return parse
 
 
 def _number_or_none(text: str, unit: str) -> float | None:

@@ -30,7 +30,7 @@ from firmware_bridge.observation import ObservationBuilder
 from firmware_bridge.safety import SafetyMonitor, SafetyStop, StopReason, describe_faults
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.state import RobotState
-from firmware_bridge.timing import DeadlineClock, TickTimings, clock
+from firmware_bridge.timing import DeadlineClock, TickTimings, clock, set_timer_slack, timer_slack
 from firmware_bridge.transitions import Event, Transition, TransitionSink
 
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -47,6 +47,9 @@ class LoopConfig:
     """Busy-wait this long before each deadline instead of sleeping (the OS wakes sleepers late)."""
     nap_s: float | None = 1e-3
     """Sleep at most this long at a time before the spin (see ``DeadlineClock``); None: one sleep."""
+    timer_slack_ns: int | None = 1
+    """The loop thread's timer slack while it runs (Linux; see ``firmware_bridge.timing``): how much later than
+    asked the kernel may end its sleeps. 1 ns is the least; None leaves the OS's (50 us for a normal thread)."""
     approach_speed: float = 0.3
     """Fastest joint speed [rad/s] while moving from the armed pose to the spec's start pose."""
     approach_tolerance: float = 0.01
@@ -88,6 +91,9 @@ class LoopConfig:
             raise ValueError(f"miss_window_s: must be positive, got {self.miss_window_s}")
         if self.nap_s is not None and not (0 < self.nap_s < math.inf):
             raise ValueError(f"nap_s: a finite number of seconds > 0, or None, got {self.nap_s}")
+        slack = self.timer_slack_ns
+        if slack is not None and (isinstance(slack, bool) or not isinstance(slack, int) or slack < 1):
+            raise ValueError(f"timer_slack_ns: a whole number of nanoseconds >= 1, or None, got {slack!r}")
         if self.state_source not in ("reply", "fresh"):
             raise ValueError(f"state_source: 'reply' or 'fresh', got {self.state_source!r}")
         if self.reply_wait is not None and not (0 <= self.reply_wait < math.inf):
@@ -136,6 +142,8 @@ class LoopReport:
     safe_state_reached: bool = False
     safe_stop_error: str | None = None
     policy_versions: list[int] = field(default_factory=list)
+    timer_slack_ns: int | None = None
+    """The loop thread's timer slack while it ran [ns], where the loop set it (``LoopConfig.timer_slack_ns``)."""
     bus_counters: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
@@ -163,6 +171,7 @@ class LoopReport:
             "bad_frames": int(self.bus_counters.get("bad_frames", self.bus_counters.get("errors", 0))),
             "bus_counters": self.bus_counters,
             "policy_versions": self.policy_versions,
+            "timer_slack_ns": self.timer_slack_ns,
             "timing_histograms_us": self.timings.coarse(),
         }
 
@@ -211,6 +220,7 @@ class ControlLoop:
             miss_window=config.miss_window,
             feature_slices=self.builder.slices(),
         )
+        previous_slack = self._set_timer_slack(report)
         try:
             armed = self._guard(self.bus.arm)
             arrived = clock()
@@ -228,7 +238,23 @@ class ControlLoop:
         finally:
             self._safe_stop(report)
             report.bus_counters = self.bus.counters()
+            if previous_slack is not None:
+                set_timer_slack(previous_slack)
         return report
+
+    def _set_timer_slack(self, report: LoopReport) -> int | None:
+        """Apply ``LoopConfig.timer_slack_ns`` to this thread; the slack to restore, or None. A refusal is an
+        event, not a stop: the loop keeps its deadlines without it, only less precisely."""
+        wanted = self.config.timer_slack_ns
+        if wanted is None:
+            return None
+        try:
+            previous = set_timer_slack(wanted)
+        except OSError as exc:
+            self._emit(Event(clock(), "timer_slack", f"timer slack of {wanted} ns not set: {exc}"))
+            return None
+        report.timer_slack_ns = timer_slack()  # 0 under SCHED_FIFO, which ignores the setting
+        return previous
 
     def _approach(self, armed, deadlines: DeadlineClock, monitor: SafetyMonitor, report):
         """Move in straight joint-space lines from the armed pose to the start pose at ``approach_speed``.

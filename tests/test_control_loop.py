@@ -7,6 +7,8 @@ hands every tick to its sinks.
 
 import argparse
 import contextlib
+import errno
+import sys
 import threading
 import time
 
@@ -24,7 +26,7 @@ from firmware_bridge.policy_runtime import PolicyRuntime
 from firmware_bridge.safety import StopReason
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.task import TaskInterface
-from firmware_bridge.timing import DeadlineClock, clock
+from firmware_bridge.timing import DeadlineClock, clock, timer_slack
 from firmware_bridge.transitions import BackgroundSink, Transition
 from sim.mujoco_backend import MujocoBackend
 from sim.virtual_robot_server import PtyServer, build_robot, make_server, serving
@@ -302,6 +304,41 @@ def test_the_loop_paces_with_its_configured_naps(tmp_path, monkeypatch, nap_s):
     assert naps == [nap_s] and report.ticks >= 5
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timer slack is a Linux setting")
+def test_the_loop_sleeps_with_its_timer_slack_and_gives_the_threads_back_after(tmp_path):
+    before = timer_slack()
+    policy = _policy(tmp_path)
+    seen = []
+
+    def recording(obs):
+        seen.append(timer_slack())
+        return policy(obs)
+
+    with virtual_quadruped() as (_, bus):
+        report = _loop(bus, recording, duration_s=0.2, timer_slack_ns=3).run()
+    assert seen and set(seen) == {3} and report.timer_slack_ns == 3 and report.summary()["timer_slack_ns"] == 3
+    assert timer_slack() == before
+    with virtual_quadruped() as (_, bus):
+        seen.clear()
+        report = _loop(bus, recording, duration_s=0.1, timer_slack_ns=None).run()
+    assert set(seen) == {before} and report.timer_slack_ns is None
+
+
+def test_a_refused_timer_slack_is_an_event_and_the_loop_runs_without_it(tmp_path, monkeypatch):
+    def refuse(ns):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr("firmware_bridge.control_loop.set_timer_slack", refuse)
+    recorder = Recorder()
+    sink = BackgroundSink("record", recorder)
+    with virtual_quadruped() as (_, bus):
+        report = _loop(bus, _policy(tmp_path), duration_s=0.2, sinks=[sink]).run()
+    sink.close()
+    events = [i for i in recorder.items if not isinstance(i, Transition) and i.kind == "timer_slack"]
+    assert [e.detail for e in events] == ["timer slack of 1 ns not set: [Errno 1] Operation not permitted"]
+    assert report.timer_slack_ns is None and report.safety_stop is None and report.ticks >= 5
+
+
 def test_the_run_commands_nap_option_takes_microseconds_or_none(capsys):
     parser = argparse.ArgumentParser()
     run_command.add_arguments(parser)
@@ -313,6 +350,13 @@ def test_the_run_commands_nap_option_takes_microseconds_or_none(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--nap-us", bad])
         assert "--nap-us" in capsys.readouterr().err
+    assert parser.parse_args(base).timer_slack_ns == 1
+    assert parser.parse_args([*base, "--timer-slack-ns", "5000"]).timer_slack_ns == 5000
+    assert parser.parse_args([*base, "--timer-slack-ns", "None"]).timer_slack_ns is None
+    for bad in ("0", "-1", "1.5", "soon"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--timer-slack-ns", bad])
+        assert "--timer-slack-ns" in capsys.readouterr().err
     assert parser.parse_args([*base, "--switch-interval-us", "200"]).switch_interval_us == 200.0
     for option in ("--switch-interval-us", "--bus-timeout-ms"):
         for bad in ("0", "-5", "inf", "nan", "soon", "none"):
@@ -332,3 +376,6 @@ def test_bad_loop_settings_are_refused_with_the_field_name():
         LoopConfig(rate_hz=-1)
     with pytest.raises(ValueError, match="nap_s"):
         LoopConfig(rate_hz=50, nap_s=0)
+    for slack in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="timer_slack_ns"):
+            LoopConfig(rate_hz=50, timer_slack_ns=slack)

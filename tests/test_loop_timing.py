@@ -1,12 +1,14 @@
 """Deadline pacing and timing histograms of the on-robot loop."""
 
 import math
+import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 
-from firmware_bridge.timing import DeadlineClock, Histogram, clock
+from firmware_bridge.timing import DeadlineClock, Histogram, clock, set_timer_slack, timer_slack
 
 
 def test_histogram_percentiles_match_numpy_within_a_bin():
@@ -194,3 +196,21 @@ def test_coarse_histogram_counts_every_value_in_its_bin():
     assert sum(coarse["counts"]) == 8
     assert counts[0.0] == 1 and counts[1.0] == 1 and counts[2.0] == 1 and counts[5.0] == 1 and counts[10.0] == 1
     assert counts[500.0] == 1 and counts[1e3] == 1 and counts[1e5] == 1  # the last bin is open-ended
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timer slack is a Linux setting")
+def test_timer_slack_is_set_per_thread_and_the_previous_value_comes_back():
+    before = timer_slack()
+    assert set_timer_slack(7) == before and timer_slack() == 7
+    other = []
+    thread = threading.Thread(target=lambda: other.append(timer_slack()))
+    thread.start()
+    thread.join()
+    assert other == [7]  # a thread started now inherits it ...
+    thread = threading.Thread(target=lambda: other.append(set_timer_slack(9)))
+    thread.start()
+    thread.join()
+    assert timer_slack() == 7  # ... but its own setting stays its own
+    assert set_timer_slack(before) == 7 and timer_slack() == before
+    with pytest.raises(ValueError, match="timer slack"):
+        set_timer_slack(-1)

@@ -88,6 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sleep at most this long at a time before the spin, us: a core idle for several ms wakes late "
         "more often. 'none': one sleep",
     )  # fmt: skip
+    timing.add_argument(
+        "--timer-slack-ns", type=_slack_ns, default=1, metavar="NS",
+        help="the loop thread's timer slack (Linux): how much later than asked its sleeps may end; the OS's "
+        "default is 50000 ns. 'none': leave it",
+    )  # fmt: skip
     timing.add_argument("--cpu", type=int, help="pin the process to this CPU")
     timing.add_argument("--fifo", type=int, metavar="PRIORITY", help="SCHED_FIFO at this priority")
     timing.add_argument("--gc-freeze", action="store_true", help="freeze and disable the garbage collector")
@@ -126,6 +131,18 @@ def _nap_us(text: str) -> float | None:
     value = _number_or_none(text, "microseconds")
     if value is not None and not (0 < value < math.inf):
         raise argparse.ArgumentTypeError(f"a finite number of microseconds > 0 or 'none', got {text!r}")
+    return value
+
+
+def _slack_ns(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of nanoseconds >= 1 or 'none', got {text!r}")
     return value
 
 
@@ -206,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
             duration_s=args.duration,
             spin_s=args.spin_us * 1e-6,
             nap_s=None if args.nap_us is None else args.nap_us * 1e-6,
+            timer_slack_ns=args.timer_slack_ns,
             approach_speed=args.approach_speed,
             stale_after_s=args.stale_ms / 1e3,
             max_missed=args.max_missed,
@@ -307,6 +325,10 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_SAFETY_STOP if summary["safety_stop"] else 0
 
 
+def _slack_text(ns: int | None) -> str:
+    return "as the OS set it" if ns is None else f"{ns} ns"
+
+
 def _finish(report: LoopReport | None, policy, realtime: RealtimeSettings, sinks, *, stopped: bool) -> dict:
     """The summary; the sinks get it as a last event and are drained and closed."""
     summary = report.summary() if report is not None else {"safety_stop": None, "safe_state_reached": False}
@@ -347,7 +369,7 @@ def _print(summary: dict, out) -> None:
         f"policy us        {pct('policy_us')}",
         f"command write us {pct('write_us')}",
         f"state->command   {pct('latency_us')}",
-        f"policy versions {summary['policy_versions']}",
+        f"policy versions {summary['policy_versions']}, timer slack {_slack_text(summary['timer_slack_ns'])}",
     ]
     if summary["realtime"]["applied"] or summary["realtime"]["refused"]:
         lines.append(f"real-time: applied {summary['realtime']['applied']}, refused {summary['realtime']['refused']}")

@@ -3,23 +3,26 @@
 For each rate, in one run and interleaved so both see the same machine:
 
 - ``bare``: the pacing alone (sleep to the deadline minus the spin, then spin; no work): this machine's floor;
-- ``bare+nap``: the same with the loop's default wait, the sleep taken as naps of at most 1 ms (see
-  ``firmware_bridge.timing``): what the nap alone changes;
+- ``bare+wait``: the same with the loop's default wait: the sleep taken as naps of at most 1 ms, and the
+  thread's timer slack at 1 ns (see ``firmware_bridge.timing``): what the wait alone changes;
 - ``loop``: ``ControlLoop`` driving ``robot-sac virtual-robot`` (its own process, real-time physics) over
   ZMQ with an untrained SAC actor (256x256, exported by the real exporter): state -> observation ->
   policy -> action mapping -> command exchange, one bus round trip per tick;
 - ``loop+log``: the same with the MCAP tick log written off the loop's thread (and, as ``firmware-bridge
   run --log`` does, a 200 us Python thread switch interval);
-- ``bare+rt`` and ``loop+rt``: the same with the real-time options (SCHED_FIFO, gc frozen and off). No CPU
-  pinning: on two shared cores a pinned, spinning real-time loop starves whatever else must run on its core
-  (the virtual robot first).
+- ``bare+rt`` and ``loop+rt``: the same with the real-time options (SCHED_FIFO, gc frozen and off).
 
 The virtual robot stands in for a motor board, which has a processor of its own: in every loop row it runs
 under SCHED_FIFO (where the OS allows; the table says) and pinned to the last CPU, so its physics runs as
 soon as a command arrives, on a core of its own, instead of holding the core the loop's timer fires on.
 Sharing the loop's two cores at normal priority, it made 8-13% of a 500 Hz loop's ticks start late,
 against about 1% under SCHED_FIFO (``--device-normal`` measures that: normal priority, not pinned;
-``--device-cpu -1`` only unpins it). The loop itself is not pinned.
+``--device-cpu -1`` only unpins it). A pinned virtual robot's CPU is then the board's, not the
+computer's: every row, the bare loops included, runs on the other CPUs. Its physics wakes every step
+(sampling the sensors, as a board does) and under SCHED_FIFO takes its CPU at once, so a loop that had
+wandered onto that CPU lost it mid-spin: at 250 Hz, 5.8-7.0% of the plain loop's ticks started late (hundreds
+of microseconds, most of them in the spin) against 0.2-1.1% off that CPU, where the bare loop with the same
+wait had 0.6-1.4%.
 
 ZMQ, not the pty: the modelled 1 Mbaud line alone needs about 1.6 ms per command/state round trip, more
 than a 1 kHz period (``benchmarks/bus_roundtrip.py``). Times in microseconds; ``period error`` is how late
@@ -33,7 +36,7 @@ tens of microseconds, so it says more than p99 when both loops sit near the mach
 at the end: the share of time a spinning thread loses to this VM's interrupts).
 
     python benchmarks/loop_timing.py [--seconds 10] [--rates 250 500 1000] [--repeats N] [--json FILE]
-    python benchmarks/loop_timing.py --paired 10 --seconds 20   # bare, loop, loop+rt in alternating rounds
+    python benchmarks/loop_timing.py --paired 10 --seconds 20   # bare, bare+wait, loop, loop+rt in alternating rounds
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from firmware_bridge.realtime import RealtimeSettings
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.task import TaskInterface
 from firmware_bridge.tick_log_process import TickLogProcess
-from firmware_bridge.timing import DeadlineClock, Histogram, clock
+from firmware_bridge.timing import DeadlineClock, Histogram, clock, set_timer_slack
 from firmware_bridge.transitions import BackgroundSink
 
 ROBOT, TASK = "quadruped", "quadruped_walk"
@@ -113,20 +116,28 @@ def machine_gaps(seconds: float) -> dict:
     }
 
 
-def bare_loop(rate_hz: float, seconds: float, spin_s: float, nap_s: float | None = None) -> dict:
+def bare_loop(
+    rate_hz: float, seconds: float, spin_s: float, nap_s: float | None = None, timer_slack_ns: int | None = None
+) -> dict:
     """Deadlines over ``seconds``, as the control loop counts them: ``ticks + missed`` is ``rate * seconds``.
-    One sleep to the spin by default, as the floor is defined; ``nap_s`` as the control loop waits."""
-    pacer = DeadlineClock(rate_hz, spin_s=spin_s, nap_s=nap_s)
-    end = pacer.start + seconds
-    h = Histogram()
-    missed = 0
-    while True:
-        tick = pacer.wait()
-        if tick.deadline >= end:
-            return {"ticks": h.count, "missed": missed, "period_error_us": h.summary(), "late_percent": late_percent(h),
-                    "period_error_hist": h}  # fmt: skip
-        missed += tick.missed
-        h.record(tick.period_error_us)
+    One sleep to the spin at the OS's timer slack by default, as the floor is defined; ``nap_s`` and
+    ``timer_slack_ns`` as the control loop waits."""
+    previous = None if timer_slack_ns is None else set_timer_slack(timer_slack_ns)
+    try:
+        pacer = DeadlineClock(rate_hz, spin_s=spin_s, nap_s=nap_s)
+        end = pacer.start + seconds
+        h = Histogram()
+        missed = 0
+        while True:
+            tick = pacer.wait()
+            if tick.deadline >= end:
+                return {"ticks": h.count, "missed": missed, "period_error_us": h.summary(),
+                        "late_percent": late_percent(h), "period_error_hist": h}  # fmt: skip
+            missed += tick.missed
+            h.record(tick.period_error_us)
+    finally:
+        if previous is not None:
+            set_timer_slack(previous)
 
 
 def _free_port() -> int:
@@ -277,14 +288,17 @@ def measure(args: argparse.Namespace, spec: RobotSpec, task: TaskInterface, tmp:
         device_cpu = None if args.device_normal or len(allowed) < 2 else max(allowed)
     else:
         device_cpu = None if args.device_cpu < 0 else args.device_cpu
+    if device_cpu is not None:
+        os.sched_setaffinity(0, allowed - {device_cpu})  # the board's processor is not the computer's
+    own_cpus = sorted(os.sched_getaffinity(0))
     load_before = os.getloadavg()[0]
     gaps_before = machine_gaps(2.0)
 
     def run_kind(kind: str, rate: float, seconds: float, log: Path | None = None) -> dict:
         if kind == "bare":
             return bare_loop(rate, seconds, spin)
-        if kind == "bare+nap":
-            return bare_loop(rate, seconds, spin, nap_s=LoopConfig.nap_s)
+        if kind == "bare+wait":
+            return bare_loop(rate, seconds, spin, nap_s=LoopConfig.nap_s, timer_slack_ns=LoopConfig.timer_slack_ns)
         if kind == "bare+rt":
             settings = realtime_settings(args.fifo)
             settings.apply()
@@ -301,7 +315,7 @@ def measure(args: argparse.Namespace, spec: RobotSpec, task: TaskInterface, tmp:
     if args.paired:
         rows = measure_paired(args, run_kind)
     else:
-        kinds = ["bare", "bare+nap", "loop"] + ([] if args.no_extras else ["loop+log", "bare+rt", "loop+rt"])
+        kinds = ["bare", "bare+wait", "loop"] + ([] if args.no_extras else ["loop+log", "bare+rt", "loop+rt"])
         for rate in args.rates:
             for repeat, kind in ((r, k) for r in range(1, args.repeats + 1) for k in kinds):
                 started = time.perf_counter()
@@ -321,18 +335,19 @@ def measure(args: argparse.Namespace, spec: RobotSpec, task: TaskInterface, tmp:
               f"{g['per_s']:.0f} gaps/s of >= 2 us (median {g['median_us']:.1f} us)")  # fmt: skip
     device = sorted({row["device_scheduling"] for row in rows if "device_scheduling" in row})
     if device:
-        print(f"virtual robot: {', '.join(device)}")
+        print(f"virtual robot: {', '.join(device)}; the loops: CPU {', '.join(map(str, own_cpus))}")
     for row in rows:
         if row.get("realtime"):
             print(f"real-time at {row['rate_hz']:g} Hz: {row['realtime']}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "machine_gaps": gaps}, indent=2) + "\n")
+        record = {"rows": rows, "machine_gaps": gaps, "loop_cpus": own_cpus}
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     if args.log_dir and any(row["kind"] == "loop+log" for row in rows):
         print(f"MCAP logs of the loop+log rows: {args.log_dir}")
     return 0
 
 
-PAIRED_KINDS = ("bare", "loop", "loop+rt")
+PAIRED_KINDS = ("bare", "bare+wait", "loop", "loop+rt")
 
 
 def measure_paired(args: argparse.Namespace, run_kind) -> list[dict]:
@@ -367,7 +382,7 @@ def measure_paired(args: argparse.Namespace, run_kind) -> list[dict]:
                 "rate_hz": rate, "kind": kind, "rounds": args.paired, "round_s": segment, "ticks": h.count,
                 "late_percent": late_percent(h), "period_error_us": h.summary(), "round_p99_us": per_round[kind],
                 **totals[kind], **({"realtime": realtime} if kind == "loop+rt" else {}),
-                **({"device_scheduling": scheduling} if kind != "bare" else {}),
+                **({"device_scheduling": scheduling} if kind.startswith("loop") else {}),
             })  # fmt: skip
     print_paired(rows)
     return rows
@@ -382,13 +397,13 @@ def print_paired(rows: list[dict]) -> None:
     for r in rows:
         e = r["period_error_us"]
         rounds = ", ".join(f"{p:.0f}" for p in r["round_p99_us"])
-        replies = r["late_replies"] if r["kind"] != "bare" else "-"
+        replies = r["late_replies"] if r["kind"].startswith("loop") else "-"
         print(f"| {r['rate_hz']:g} | {r['kind']} | {r['ticks']} | {r['missed']} | {replies} | "
               f"{r['late_percent']:.2f} | {e['p50']:.1f} | {e['p99']:.1f} | {e['max']:.1f} | {rounds} |")  # fmt: skip
     p99 = {(r["rate_hz"], r["kind"]): r["period_error_us"]["p99"] for r in rows}
     for rate in dict.fromkeys(r["rate_hz"] for r in rows):
         bare = p99[rate, "bare"]
-        for kind in ("loop", "loop+rt"):
+        for kind in ("loop", "loop+rt", "bare+wait"):
             ours = p99[rate, kind]
             verdict = "within" if ours <= 1.2 * bare else "NOT within"
             print(f"{rate:g} Hz: {kind} p99 {ours:.1f} us, {verdict} 1.2x the bare loop's {bare:.1f} us (pooled)")
@@ -423,7 +438,7 @@ def print_targets(rows: list[dict]) -> None:
     late = {(r["rate_hz"], r["run"], r["kind"]): r["late_percent"] for r in rows}
     for rate in dict.fromkeys(r["rate_hz"] for r in rows):
         runs = sorted({run for (hz, run, _) in p99 if hz == rate})
-        for kind, floor in (("loop", "bare"), ("loop+log", "bare"), ("loop+rt", "bare"), ("bare+nap", "bare")):
+        for kind, floor in (("loop", "bare"), ("loop+log", "bare"), ("loop+rt", "bare"), ("bare+wait", "bare")):
             pairs = [(p99[rate, run, kind], p99[rate, run, floor]) for run in runs if (rate, run, kind) in p99]
             if pairs:
                 met = sum(ours <= 1.2 * bare for ours, bare in pairs)

@@ -231,6 +231,8 @@ def control_loop(
         "device_watchdog_trips": counters["device_watchdog_trips"],
         "device_scheduling": device.scheduling,
         "period_error_hist": report.timings.histograms["period_error"],
+        "policy_hist": report.timings.histograms["policy"],
+        "latency_hist": report.timings.histograms["latency"],
     }
 
 
@@ -320,7 +322,8 @@ def measure(args: argparse.Namespace, spec: RobotSpec, task: TaskInterface, tmp:
             for repeat, kind in ((r, k) for r in range(1, args.repeats + 1) for k in kinds):
                 started = time.perf_counter()
                 row = run_kind(kind, rate, args.seconds, log_dir / f"{rate:g}_run{repeat}.mcap")
-                del row["period_error_hist"]
+                for key in HISTOGRAMS:
+                    row.pop(key, None)
                 row.update(rate_hz=rate, kind=kind, run=repeat, wall_s=round(time.perf_counter() - started, 2))
                 rows.append(row)
                 print(f"  {rate:g} Hz {kind}: done", file=sys.stderr, flush=True)
@@ -348,6 +351,7 @@ def measure(args: argparse.Namespace, spec: RobotSpec, task: TaskInterface, tmp:
 
 
 PAIRED_KINDS = ("bare", "bare+wait", "loop", "loop+rt")
+HISTOGRAMS = ("period_error_hist", "policy_hist", "latency_hist")
 
 
 def measure_paired(args: argparse.Namespace, run_kind) -> list[dict]:
@@ -361,6 +365,7 @@ def measure_paired(args: argparse.Namespace, run_kind) -> list[dict]:
     rows = []
     for rate in args.rates:
         pooled = {kind: Histogram() for kind in PAIRED_KINDS}
+        pooled_work = {kind: {"policy": Histogram(), "latency": Histogram()} for kind in PAIRED_KINDS}
         per_round = {kind: [] for kind in PAIRED_KINDS}
         totals = {kind: {"missed": 0, "late_replies": 0} for kind in PAIRED_KINDS}
         realtime = scheduling = None
@@ -370,6 +375,9 @@ def measure_paired(args: argparse.Namespace, run_kind) -> list[dict]:
                 row = run_kind(kind, rate, segment)
                 hist = row["period_error_hist"]
                 pooled[kind].merge(hist)
+                for name, work in pooled_work[kind].items():
+                    if f"{name}_hist" in row:
+                        work.merge(row[f"{name}_hist"])
                 per_round[kind].append(hist.percentile(99))
                 totals[kind]["missed"] += row["missed"]
                 totals[kind]["late_replies"] += row.get("late_replies", 0)
@@ -381,6 +389,8 @@ def measure_paired(args: argparse.Namespace, run_kind) -> list[dict]:
             rows.append({
                 "rate_hz": rate, "kind": kind, "rounds": args.paired, "round_s": segment, "ticks": h.count,
                 "late_percent": late_percent(h), "period_error_us": h.summary(), "round_p99_us": per_round[kind],
+                **({f"{name}_us": w.summary() for name, w in pooled_work[kind].items()} if kind.startswith("loop")
+                   else {}),
                 **totals[kind], **({"realtime": realtime} if kind == "loop+rt" else {}),
                 **({"device_scheduling": scheduling} if kind.startswith("loop") else {}),
             })  # fmt: skip
@@ -392,14 +402,18 @@ def print_paired(rows: list[dict]) -> None:
     first = rows[0]
     print(f"\n{first['rounds']} rounds of {first['round_s']:g} s per kind, order rotated each round; period error "
           f"pooled over the rounds, microseconds\n")  # fmt: skip
-    print("| rate Hz | kind | ticks | missed | late replies | late % | p50 | p99 | max | p99 of each round |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| rate Hz | kind | ticks | missed | late replies | late % | p50 | p99 | max | p99 of each round | "
+          "policy p50 | p99 | state->cmd p50 | p99 |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         e = r["period_error_us"]
         rounds = ", ".join(f"{p:.0f}" for p in r["round_p99_us"])
         replies = r["late_replies"] if r["kind"].startswith("loop") else "-"
+        work = " | ".join(f"{r[key][stat]:.1f}" if key in r else "-"
+                          for key in ("policy_us", "latency_us") for stat in ("p50", "p99"))  # fmt: skip
         print(f"| {r['rate_hz']:g} | {r['kind']} | {r['ticks']} | {r['missed']} | {replies} | "
-              f"{r['late_percent']:.2f} | {e['p50']:.1f} | {e['p99']:.1f} | {e['max']:.1f} | {rounds} |")  # fmt: skip
+              f"{r['late_percent']:.2f} | {e['p50']:.1f} | {e['p99']:.1f} | {e['max']:.1f} | {rounds} | "
+              f"{work} |")  # fmt: skip
     p99 = {(r["rate_hz"], r["kind"]): r["period_error_us"]["p99"] for r in rows}
     for rate in dict.fromkeys(r["rate_hz"] for r in rows):
         bare = p99[rate, "bare"]

@@ -21,8 +21,9 @@ against about 1% under SCHED_FIFO (``--device-normal`` measures that: normal pri
 computer's: every row, the bare loops included, runs on the other CPUs. Its physics wakes every step
 (sampling the sensors, as a board does) and under SCHED_FIFO takes its CPU at once, so a loop that had
 wandered onto that CPU lost it mid-spin: at 250 Hz, 5.8-7.0% of the plain loop's ticks started late (hundreds
-of microseconds, most of them in the spin) against 0.2-1.1% off that CPU, where the bare loop with the same
-wait had 0.6-1.4%.
+of microseconds, most of them in the spin) in two of four rounds, against 0.2-1.1% off that CPU, where the bare
+loop with the same wait had 0.6-1.4%. Every thread of this process then shares the loop's CPUs: ZMQ's I/O thread
+(under SCHED_FIFO in the rt rows, which set it before the bus opens), the sinks' threads, the tick log's process.
 
 ZMQ, not the pty: the modelled 1 Mbaud line alone needs about 1.6 ms per command/state round trip, more
 than a 1 kHz period (``benchmarks/bus_roundtrip.py``). Times in microseconds; ``period error`` is how late
@@ -258,7 +259,8 @@ def main() -> int:
                         "none with --device-normal); -1: not pinned")
     parser.add_argument(
         "--paired", type=int, metavar="N",
-        help="instead of the rows: bare, loop and loop+rt in N alternating rounds of --seconds / N each, pooled",
+        help="instead of the rows: bare, bare+wait, loop and loop+rt in N alternating rounds of --seconds / N "
+        "each, pooled",
     )  # fmt: skip
     parser.add_argument("--json", help="also write the rows as JSON here")
     parser.add_argument("--log-dir", type=Path,
@@ -291,6 +293,9 @@ def measure(args: argparse.Namespace, spec: RobotSpec, task: TaskInterface, tmp:
     else:
         device_cpu = None if args.device_cpu < 0 else args.device_cpu
     if device_cpu is not None:
+        if device_cpu not in allowed or len(allowed) < 2:
+            raise SystemExit(f"--device-cpu {device_cpu}: the virtual robot needs a CPU of its own among this "
+                             f"process's {sorted(allowed)}, and the loops at least one other")  # fmt: skip
         os.sched_setaffinity(0, allowed - {device_cpu})  # the board's processor is not the computer's
     own_cpus = sorted(os.sched_getaffinity(0))
     load_before = os.getloadavg()[0]

@@ -15,6 +15,7 @@ the ``LoopReport``; any other exception propagates after the safe stop.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -30,7 +31,7 @@ from firmware_bridge.observation import ObservationBuilder
 from firmware_bridge.safety import SafetyMonitor, SafetyStop, StopReason, describe_faults
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.state import RobotState
-from firmware_bridge.timing import DeadlineClock, TickTimings, clock, set_timer_slack, timer_slack
+from firmware_bridge.timing import MAX_TIMER_SLACK_NS, DeadlineClock, TickTimings, clock, set_timer_slack, timer_slack
 from firmware_bridge.transitions import Event, Transition, TransitionSink
 
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -92,8 +93,11 @@ class LoopConfig:
         if self.nap_s is not None and not (0 < self.nap_s < math.inf):
             raise ValueError(f"nap_s: a finite number of seconds > 0, or None, got {self.nap_s}")
         slack = self.timer_slack_ns
-        if slack is not None and (isinstance(slack, bool) or not isinstance(slack, int) or slack < 1):
-            raise ValueError(f"timer_slack_ns: a whole number of nanoseconds >= 1, or None, got {slack!r}")
+        if slack is not None and (
+            isinstance(slack, bool) or not isinstance(slack, int) or not 1 <= slack <= MAX_TIMER_SLACK_NS
+        ):
+            raise ValueError(f"timer_slack_ns: a whole number of nanoseconds, 1 to {MAX_TIMER_SLACK_NS}, or None, "
+                             f"got {slack!r}")  # fmt: skip
         if self.state_source not in ("reply", "fresh"):
             raise ValueError(f"state_source: 'reply' or 'fresh', got {self.state_source!r}")
         if self.reply_wait is not None and not (0 <= self.reply_wait < math.inf):
@@ -236,10 +240,13 @@ class ControlLoop:
             report.stop_reason = stop.reason
             self._emit(Event(clock(), "safety_stop", str(stop), {"reason": stop.reason.name}))
         finally:
-            self._safe_stop(report)
-            report.bus_counters = self.bus.counters()
-            if previous_slack is not None:
-                set_timer_slack(previous_slack)
+            try:
+                self._safe_stop(report)
+                report.bus_counters = self.bus.counters()
+            finally:
+                if previous_slack is not None:
+                    with contextlib.suppress(OSError):  # the thread's slack is never worth a lost report
+                        set_timer_slack(previous_slack)
         return report
 
     def _set_timer_slack(self, report: LoopReport) -> int | None:
@@ -253,7 +260,8 @@ class ControlLoop:
         except OSError as exc:
             self._emit(Event(clock(), "timer_slack", f"timer slack of {wanted} ns not set: {exc}"))
             return None
-        report.timer_slack_ns = timer_slack()  # 0 under SCHED_FIFO, which ignores the setting
+        with contextlib.suppress(OSError):
+            report.timer_slack_ns = timer_slack()  # 0 under SCHED_FIFO on recent kernels, which ignore the setting
         return previous
 
     def _approach(self, armed, deadlines: DeadlineClock, monitor: SafetyMonitor, report):

@@ -14,7 +14,7 @@ tens to hundreds of microseconds late) and busy-waits the rest. Part of that
 lateness is the thread's timer slack, which Linux lets a normal thread's
 timers fire late by so that wake-ups can be batched (50 us by default, none
 under SCHED_FIFO); ``set_timer_slack`` takes it to 1 ns for the loop's
-thread. Here that took a 250 Hz sleep's median overshoot from 130-170 us to
+thread. Here that took a 250 Hz sleep's median overshoot from 130-140 us to
 70-80 us (one sleep) and from 80-100 us to 30-40 us (naps). A sleep longer
 than ``nap_s`` is taken as naps of at most that: after several milliseconds
 idle a core (here, a VM's virtual CPU halted by its host) wakes late by more
@@ -59,20 +59,22 @@ def tick_offset(period_s: float) -> float:
     return 0.5e-3 * spacing_ms
 
 _PR_SET_TIMERSLACK, _PR_GET_TIMERSLACK = 29, 30  # <linux/prctl.h>
+MAX_TIMER_SLACK_NS = 1_000_000_000
+"""1 s: far beyond any useful slack, and within the ``int`` that reading it back returns."""
 
 
 def timer_slack() -> int:
-    """The calling thread's timer slack in nanoseconds (0 under a real-time policy, which has none). ``OSError``
-    where the OS has no such setting."""
+    """The calling thread's timer slack in nanoseconds (recent kernels report 0 for a real-time thread, which
+    has none). ``OSError`` where the OS has no such setting."""
     return _prctl(_PR_GET_TIMERSLACK, 0)
 
 
 def set_timer_slack(ns: int) -> int:
-    """Set the calling thread's timer slack to ``ns`` nanoseconds (0: the thread's default; a real-time thread
-    keeps none whatever is set) and return the slack it had. ``OSError`` where the OS has no such setting or
-    refuses it."""
-    if ns < 0:
-        raise ValueError(f"timer slack: a number of nanoseconds >= 0, got {ns}")
+    """Set the calling thread's timer slack to ``ns`` nanoseconds (0: the thread's default; recent kernels
+    ignore it for a real-time thread) and return the slack it had. ``OSError`` where the OS has no such setting
+    or refuses it."""
+    if not 0 <= ns <= MAX_TIMER_SLACK_NS:
+        raise ValueError(f"timer slack: 0 to {MAX_TIMER_SLACK_NS} ns, got {ns}")
     previous = timer_slack()
     _prctl(_PR_SET_TIMERSLACK, ns)
     return previous
@@ -82,9 +84,10 @@ def _prctl(option: int, value: int) -> int:
     if not sys.platform.startswith("linux"):
         raise OSError(errno.ENOSYS, "timer slack is a Linux setting")
     prctl = ctypes.CDLL(None, use_errno=True).prctl
-    prctl.restype = ctypes.c_long
-    zero = ctypes.c_ulong(0)
-    result = prctl(option, ctypes.c_ulong(value), zero, zero, zero)
+    # int prctl(int option, unsigned long arg2, ...): an int result, whose -1 a wider restype would not show.
+    prctl.restype = ctypes.c_int
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    result = prctl(option, value, 0, 0, 0)
     if result < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))

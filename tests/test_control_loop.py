@@ -8,6 +8,7 @@ hands every tick to its sinks.
 import argparse
 import contextlib
 import errno
+import os
 import sys
 import threading
 import time
@@ -304,7 +305,10 @@ def test_the_loop_paces_with_its_configured_naps(tmp_path, monkeypatch, nap_s):
     assert naps == [nap_s] and report.ticks >= 5
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timer slack is a Linux setting")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.sched_getscheduler(0) != os.SCHED_OTHER,
+    reason="timer slack is a Linux setting, and a real-time thread has none",
+)
 def test_the_loop_sleeps_with_its_timer_slack_and_gives_the_threads_back_after(tmp_path):
     before = timer_slack()
     policy = _policy(tmp_path)
@@ -322,6 +326,19 @@ def test_the_loop_sleeps_with_its_timer_slack_and_gives_the_threads_back_after(t
         seen.clear()
         report = _loop(bus, recording, duration_s=0.1, timer_slack_ns=None).run()
     assert set(seen) == {before} and report.timer_slack_ns is None
+    with virtual_quadruped() as (_, bus):  # a safety stop gives it back too
+        report = _loop(bus, _policy(tmp_path, name="nan.onnx", nan=True), timer_slack_ns=3).run()
+    assert report.stop_reason is StopReason.NON_FINITE_ACTION and timer_slack() == before
+
+    def broken_safe_stop(report):
+        raise RuntimeError("the safe stop broke")
+
+    with virtual_quadruped() as (_, bus):  # and so does a run that ends in an exception
+        loop = _loop(bus, policy, duration_s=0.05, timer_slack_ns=3)
+        loop._safe_stop = broken_safe_stop
+        with pytest.raises(RuntimeError, match="the safe stop broke"):
+            loop.run()
+    assert timer_slack() == before
 
 
 def test_a_refused_timer_slack_is_an_event_and_the_loop_runs_without_it(tmp_path, monkeypatch):
@@ -353,7 +370,7 @@ def test_the_run_commands_nap_option_takes_microseconds_or_none(capsys):
     assert parser.parse_args(base).timer_slack_ns == 1
     assert parser.parse_args([*base, "--timer-slack-ns", "5000"]).timer_slack_ns == 5000
     assert parser.parse_args([*base, "--timer-slack-ns", "None"]).timer_slack_ns is None
-    for bad in ("0", "-1", "1.5", "soon"):
+    for bad in ("0", "-1", "1.5", "soon", "1000000001"):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--timer-slack-ns", bad])
         assert "--timer-slack-ns" in capsys.readouterr().err
@@ -376,6 +393,6 @@ def test_bad_loop_settings_are_refused_with_the_field_name():
         LoopConfig(rate_hz=-1)
     with pytest.raises(ValueError, match="nap_s"):
         LoopConfig(rate_hz=50, nap_s=0)
-    for slack in (0, -1, 1.5, True):
+    for slack in (0, -1, 1.5, True, 1_000_000_001):
         with pytest.raises(ValueError, match="timer_slack_ns"):
             LoopConfig(rate_hz=50, timer_slack_ns=slack)

@@ -1,6 +1,8 @@
 """Deadline pacing and timing histograms of the on-robot loop."""
 
+import errno
 import math
+import os
 import sys
 import threading
 import time
@@ -8,7 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from firmware_bridge.timing import DeadlineClock, Histogram, clock, set_timer_slack, timer_slack
+from firmware_bridge.timing import (
+    MAX_TIMER_SLACK_NS, DeadlineClock, Histogram, _prctl, clock, set_timer_slack, timer_slack,
+)
 
 
 def test_histogram_percentiles_match_numpy_within_a_bin():
@@ -198,19 +202,36 @@ def test_coarse_histogram_counts_every_value_in_its_bin():
     assert counts[500.0] == 1 and counts[1e3] == 1 and counts[1e5] == 1  # the last bin is open-ended
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timer slack is a Linux setting")
+NORMAL_LINUX_THREAD = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.sched_getscheduler(0) != os.SCHED_OTHER,
+    reason="timer slack is a Linux setting, and a real-time thread has none",
+)
+
+
+@NORMAL_LINUX_THREAD
 def test_timer_slack_is_set_per_thread_and_the_previous_value_comes_back():
     before = timer_slack()
-    assert set_timer_slack(7) == before and timer_slack() == 7
-    other = []
-    thread = threading.Thread(target=lambda: other.append(timer_slack()))
-    thread.start()
-    thread.join()
-    assert other == [7]  # a thread started now inherits it ...
-    thread = threading.Thread(target=lambda: other.append(set_timer_slack(9)))
-    thread.start()
-    thread.join()
-    assert timer_slack() == 7  # ... but its own setting stays its own
-    assert set_timer_slack(before) == 7 and timer_slack() == before
-    with pytest.raises(ValueError, match="timer slack"):
-        set_timer_slack(-1)
+    try:
+        assert set_timer_slack(7) == before and timer_slack() == 7
+        other = []
+        thread = threading.Thread(target=lambda: other.append(timer_slack()))
+        thread.start()
+        thread.join()
+        assert other == [7]  # a thread started now inherits it ...
+        thread = threading.Thread(target=lambda: other.append(set_timer_slack(9)))
+        thread.start()
+        thread.join()
+        assert timer_slack() == 7  # ... but its own setting stays its own
+        assert set_timer_slack(before) == 7 and timer_slack() == before
+    finally:
+        set_timer_slack(before)
+    for bad in (-1, MAX_TIMER_SLACK_NS + 1):
+        with pytest.raises(ValueError, match="timer slack"):
+            set_timer_slack(bad)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is a Linux call")
+def test_a_refused_prctl_is_an_os_error_not_a_number():
+    with pytest.raises(OSError) as refused:
+        _prctl(9999, 0)  # no such option
+    assert refused.value.errno == errno.EINVAL

@@ -31,7 +31,7 @@ from firmware_bridge.realtime import RealtimeSettings
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.task import TaskInterface
 from firmware_bridge.transitions import BackgroundSink, Event
-from firmware_bridge.timing import clock
+from firmware_bridge.timing import MAX_TIMER_SLACK_NS, clock
 
 EXIT_SAFETY_STOP = 3
 EXIT_SAFE_STOP_FAILED = 4
@@ -141,8 +141,9 @@ def _slack_ns(text: str) -> int | None:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"a whole number of nanoseconds >= 1 or 'none', got {text!r}")
+    if not 1 <= value <= MAX_TIMER_SLACK_NS:
+        raise argparse.ArgumentTypeError(f"a whole number of nanoseconds, 1 to {MAX_TIMER_SLACK_NS}, or 'none', "
+                                         f"got {text!r}")  # fmt: skip
     return value
 
 
@@ -326,7 +327,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _slack_text(ns: int | None) -> str:
-    return "as the OS set it" if ns is None else f"{ns} ns"
+    if ns is None:
+        return "as the OS set it"
+    return "0 ns (a real-time thread has none)" if ns == 0 else f"{ns} ns"
 
 
 def _finish(report: LoopReport | None, policy, realtime: RealtimeSettings, sinks, *, stopped: bool) -> dict:

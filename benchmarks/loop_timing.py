@@ -2,9 +2,11 @@
 
 For each rate, in one run and interleaved so both see the same machine:
 
-- ``bare``: the pacing alone (sleep to the deadline minus the spin, then spin; no work): this machine's floor;
-- ``bare+wait``: the same with the loop's default wait: the sleep taken as naps of at most 1 ms, and the
-  thread's timer slack at 1 ns (see ``firmware_bridge.timing``): what the wait alone changes;
+- ``bare``: the pacing alone (one sleep to the deadline minus a 200 us spin, ``--spin-us``, then the spin; no
+  work): this machine's floor;
+- ``bare+wait``: the same with the loop's default wait: the sleep taken as naps of at most 1 ms, the thread's
+  timer slack at 1 ns, and a spin of a quarter of the period, at most 1 ms (see ``firmware_bridge.timing``;
+  ``--loop-spin-us`` sets it for this row and the loop rows): what the wait alone changes;
 - ``loop``: ``ControlLoop`` driving ``robot-sac virtual-robot`` (its own process, real-time physics) over
   ZMQ with an untrained SAC actor (256x256, exported by the real exporter): state -> observation ->
   policy -> action mapping -> command exchange, one bus round trip per tick;
@@ -118,7 +120,8 @@ def machine_gaps(seconds: float) -> dict:
 
 
 def bare_loop(
-    rate_hz: float, seconds: float, spin_s: float, nap_s: float | None = None, timer_slack_ns: int | None = None
+    rate_hz: float, seconds: float, spin_s: float | None, nap_s: float | None = None,
+    timer_slack_ns: int | None = None,
 ) -> dict:
     """Deadlines over ``seconds``, as the control loop counts them: ``ticks + missed`` is ``rate * seconds``.
     One sleep to the spin at the OS's timer slack by default, as the floor is defined; ``nap_s`` and
@@ -185,7 +188,7 @@ class VirtualRobotProcess:
 
 
 def control_loop(
-    rate_hz: float, seconds: float, spin_s: float, spec, task, policy, *, log: Path | None, realtime: bool,
+    rate_hz: float, seconds: float, spin_s: float | None, spec, task, policy, *, log: Path | None, realtime: bool,
     fifo: int | None = None, device_fifo: int | None = None, device_cpu: int | None = None,
 ) -> dict:
     builder = ObservationBuilder(spec, task)
@@ -241,7 +244,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each row")
     parser.add_argument("--rates", type=float, nargs="+", default=[250.0, 500.0, 1000.0])
-    parser.add_argument("--spin-us", type=float, default=200.0)
+    parser.add_argument("--spin-us", type=float, default=200.0, help="the bare loop's spin (the floor's)")
+    parser.add_argument("--loop-spin-us", type=float,
+                        help="the loop's and bare+wait's spin (default: the loop's own, a quarter of the period up to "
+                        "1000 us)")  # fmt: skip
     parser.add_argument("--policy", help="policy file (default: export an untrained actor)")
     parser.add_argument("--no-extras", action="store_true", help="skip the loop+log and loop+rt rows")
     parser.add_argument(
@@ -287,6 +293,7 @@ def measure(args: argparse.Namespace, spec: RobotSpec, task: TaskInterface, tmp:
         subprocess.run([sys.executable, __file__, "--export", str(policy_path)], check=True)
     policy = PolicyRuntime(policy_path, spec, task)
     spin = args.spin_us * 1e-6
+    loop_spin = None if args.loop_spin_us is None else args.loop_spin_us * 1e-6
     allowed = os.sched_getaffinity(0)
     if args.device_cpu is None:
         device_cpu = None if args.device_normal or len(allowed) < 2 else max(allowed)
@@ -305,7 +312,7 @@ def measure(args: argparse.Namespace, spec: RobotSpec, task: TaskInterface, tmp:
         if kind == "bare":
             return bare_loop(rate, seconds, spin)
         if kind == "bare+wait":
-            return bare_loop(rate, seconds, spin, nap_s=LoopConfig.nap_s, timer_slack_ns=LoopConfig.timer_slack_ns)
+            return bare_loop(rate, seconds, loop_spin, nap_s=LoopConfig.nap_s, timer_slack_ns=LoopConfig.timer_slack_ns)
         if kind == "bare+rt":
             settings = realtime_settings(args.fifo)
             settings.apply()
@@ -314,7 +321,7 @@ def measure(args: argparse.Namespace, spec: RobotSpec, task: TaskInterface, tmp:
             finally:
                 settings.restore()
             return {**row, "realtime": settings.report()}
-        return control_loop(rate, seconds, spin, spec, task, policy, log=log if kind == "loop+log" else None,
+        return control_loop(rate, seconds, loop_spin, spec, task, policy, log=log if kind == "loop+log" else None,
                             realtime=kind == "loop+rt", fifo=args.fifo,
                             device_fifo=None if args.device_normal else args.fifo, device_cpu=device_cpu)  # fmt: skip
 

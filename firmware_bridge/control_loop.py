@@ -44,8 +44,9 @@ class LoopConfig:
     """Ticks per second."""
     duration_s: float | None = None
     """Policy phase length; None runs until ``stop`` is set or a safety stop."""
-    spin_s: float = 200e-6
-    """Busy-wait this long before each deadline instead of sleeping (the OS wakes sleepers late)."""
+    spin_s: float | None = None
+    """Busy-wait this long before each deadline instead of sleeping (the OS wakes sleepers late); None: a
+    quarter of the period, at most 1 ms (``firmware_bridge.timing.default_spin_s``)."""
     nap_s: float | None = 1e-3
     """Sleep at most this long at a time before the spin (see ``DeadlineClock``); None: one sleep."""
     timer_slack_ns: int | None = 1
@@ -90,6 +91,8 @@ class LoopConfig:
             raise ValueError(f"approach_tolerance: must not be negative, got {self.approach_tolerance}")
         if self.miss_window_s <= 0:
             raise ValueError(f"miss_window_s: must be positive, got {self.miss_window_s}")
+        if self.spin_s is not None and not (0 <= self.spin_s < math.inf):
+            raise ValueError(f"spin_s: a finite number of seconds >= 0, or None, got {self.spin_s}")
         if self.nap_s is not None and not (0 < self.nap_s < math.inf):
             raise ValueError(f"nap_s: a finite number of seconds > 0, or None, got {self.nap_s}")
         slack = self.timer_slack_ns

@@ -290,19 +290,20 @@ def test_the_approach_moves_slowly_from_the_armed_pose_to_the_start_pose(tmp_pat
     assert report.approach_ticks == int(np.ceil(distance / 0.01)) and report.safety_stop is None
 
 
-@pytest.mark.parametrize("nap_s", [0.5e-3, None])
-def test_the_loop_paces_with_its_configured_naps(tmp_path, monkeypatch, nap_s):
-    naps = []
+@pytest.mark.parametrize("nap_s, spin_s, expected_spin_s", [(0.5e-3, None, 1e-3), (None, 3e-4, 3e-4)])
+def test_the_loop_paces_with_its_configured_naps_and_spin(tmp_path, monkeypatch, nap_s, spin_s, expected_spin_s):
+    waits = []
 
     class RecordingClock(DeadlineClock):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            naps.append(self.nap_s)
+            waits.append((self.nap_s, self.spin_s))
 
     monkeypatch.setattr("firmware_bridge.control_loop.DeadlineClock", RecordingClock)
     with virtual_quadruped() as (_, bus):
-        report = _loop(bus, _policy(tmp_path), duration_s=0.2, nap_s=nap_s).run()
-    assert naps == [nap_s] and report.ticks >= 5
+        report = _loop(bus, _policy(tmp_path), duration_s=0.2, nap_s=nap_s, spin_s=spin_s).run()
+    # At the spec's 50 Hz the default spin is its cap, 1 ms (a quarter of the 20 ms period would be 5).
+    assert waits == [(nap_s, pytest.approx(expected_spin_s))] and report.ticks >= 5
 
 
 @pytest.mark.skipif(
@@ -393,6 +394,8 @@ def test_bad_loop_settings_are_refused_with_the_field_name():
         LoopConfig(rate_hz=-1)
     with pytest.raises(ValueError, match="nap_s"):
         LoopConfig(rate_hz=50, nap_s=0)
+    with pytest.raises(ValueError, match="spin_s"):
+        LoopConfig(rate_hz=50, spin_s=-1e-6)
     for slack in (0, -1, 1.5, True, 1_000_000_001):
         with pytest.raises(ValueError, match="timer_slack_ns"):
             LoopConfig(rate_hz=50, timer_slack_ns=slack)

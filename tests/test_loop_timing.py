@@ -181,11 +181,18 @@ def test_a_sleep_that_oversleeps_past_later_deadlines_counts_them_as_missed(monk
     assert pacer.missed == 1
 
 
+@pytest.mark.parametrize("rate_hz, spin_us", [(1000, 250), (500, 500), (250, 1000), (50, 1000)])
+def test_the_default_spin_is_a_quarter_of_the_period_at_most_1_ms(rate_hz, spin_us):
+    assert DeadlineClock(rate_hz).spin_s == pytest.approx(spin_us * 1e-6)
+    assert DeadlineClock(rate_hz, spin_s=0.0).spin_s == 0.0
+
+
 def test_bad_parameters_are_refused():
     with pytest.raises(ValueError, match="rate_hz"):
         DeadlineClock(0)
-    with pytest.raises(ValueError, match="spin_s"):
-        DeadlineClock(100, spin_s=-1)
+    for spin_s in (-1, math.inf, math.nan):
+        with pytest.raises(ValueError, match="spin_s"):
+            DeadlineClock(100, spin_s=spin_s)
     for nap_s in (0, -1e-3, math.inf, math.nan):
         with pytest.raises(ValueError, match="nap_s"):
             DeadlineClock(100, nap_s=nap_s)

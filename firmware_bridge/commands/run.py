@@ -82,7 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "bus timeout, if sooner); a later reply is skipped and the tick runs on the newest state it has, "
         "counted as a late reply. 'none': wait for the bus timeout alone",
     )  # fmt: skip
-    timing.add_argument("--spin-us", type=float, default=200.0, help="busy-wait before each deadline, us")
+    timing.add_argument(
+        "--spin-us", type=float, metavar="US",
+        help="busy-wait before each deadline, us (default: a quarter of the period, at most 1000)",
+    )  # fmt: skip
     timing.add_argument(
         "--nap-us", type=_nap_us, default=1000.0, metavar="US",
         help="sleep at most this long at a time before the spin, us: a core idle for several ms wakes late "
@@ -222,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         config = LoopConfig(
             rate_hz=rate,
             duration_s=args.duration,
-            spin_s=args.spin_us * 1e-6,
+            spin_s=None if args.spin_us is None else args.spin_us * 1e-6,
             nap_s=None if args.nap_us is None else args.nap_us * 1e-6,
             timer_slack_ns=args.timer_slack_ns,
             approach_speed=args.approach_speed,

@@ -226,6 +226,7 @@ def control_loop(
         "period_error_us": s["period_error_us"],
         "late_percent": late_percent(report.timings.histograms["period_error"]),
         "late_replies": s["late_replies"],
+        "spin_us": s["spin_us"],
         "policy_us": s["policy_us"],
         "write_us": s["write_us"],
         "latency_us": s["latency_us"],
@@ -275,6 +276,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.paired is not None and args.paired < 1:
         parser.error(f"--paired: at least 1 round, got {args.paired}")
+    for option, value in (("--spin-us", args.spin_us), ("--loop-spin-us", args.loop_spin_us)):
+        if value is not None and not 0 <= value < float("inf"):
+            parser.error(f"{option}: a finite number of microseconds >= 0, got {value}")
 
     spec = RobotSpec.load(resolve_robot(ROBOT))
     task = TaskInterface.load(TASK)

@@ -81,8 +81,8 @@ class LoopConfig:
     """Tries of the safe-stop request before giving up (the board's own watchdog is then the last line)."""
 
     def __post_init__(self) -> None:
-        if self.rate_hz <= 0:
-            raise ValueError(f"rate_hz: must be positive, got {self.rate_hz}")
+        if not 0 < self.rate_hz < math.inf:
+            raise ValueError(f"rate_hz: a finite number > 0, got {self.rate_hz}")
         if self.duration_s is not None and self.duration_s < 0:
             raise ValueError(f"duration_s: must not be negative, got {self.duration_s}")
         if self.approach_speed <= 0:
@@ -151,6 +151,8 @@ class LoopReport:
     policy_versions: list[int] = field(default_factory=list)
     timer_slack_ns: int | None = None
     """The loop thread's timer slack while it ran [ns], where the loop set it (``LoopConfig.timer_slack_ns``)."""
+    spin_s: float | None = None
+    """The busy-wait before each deadline that the loop used (``LoopConfig.spin_s``, or the rate's default)."""
     bus_counters: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
@@ -179,6 +181,7 @@ class LoopReport:
             "bus_counters": self.bus_counters,
             "policy_versions": self.policy_versions,
             "timer_slack_ns": self.timer_slack_ns,
+            "spin_us": None if self.spin_s is None else round(self.spin_s * 1e6, 3),
             "timing_histograms_us": self.timings.coarse(),
         }
 
@@ -234,6 +237,7 @@ class ControlLoop:
             monitor.check_state(armed, arrived)
             self._emit(Event(arrived, "armed", "motors armed"))
             deadlines = DeadlineClock(config.rate_hz, spin_s=config.spin_s, nap_s=config.nap_s)
+            report.spin_s = deadlines.spin_s
             last = self._approach((armed, arrived), deadlines, monitor, report)
             if last is not None:
                 self._emit(Event(clock(), "policy", "policy phase starts"))

@@ -12,9 +12,9 @@ interrupt's length (measured here, HZ=250: 25% of the ticks of a 1 kHz loop,
 The wait sleeps until ``spin_s`` before the deadline (the OS wakes a sleeper
 tens to hundreds of microseconds late) and busy-waits the rest: by default a
 quarter of the period, at most 1 ms (``default_spin_s``). This VM sometimes
-wakes a sleeper 0.5-1 ms late; in ten interleaved 2 s rounds at 250 Hz,
+wakes a sleeper 0.6-1 ms late; in ten interleaved 2 s rounds at 250 Hz,
 0.08% of the ticks of a 1 ms spin started late against 1.82% with 200 us,
-at the cost of a quarter of a core while the loop runs. Part of that
+at the cost of at most a quarter of a core while the loop runs (5% at 50 Hz). Part of that
 lateness is the thread's timer slack, which Linux lets a normal thread's
 timers fire late by so that wake-ups can be batched (50 us by default, none
 under SCHED_FIFO); ``set_timer_slack`` takes it to 1 ns for the loop's
@@ -230,8 +230,8 @@ class DeadlineClock:
         start: float | None = None,
     ) -> None:
         """``spin_s``: None for ``default_spin_s`` of the period."""
-        if rate_hz <= 0:
-            raise ValueError(f"rate_hz: must be positive, got {rate_hz}")
+        if not 0 < rate_hz < math.inf:
+            raise ValueError(f"rate_hz: a finite number > 0, got {rate_hz}")
         if spin_s is None:
             spin_s = default_spin_s(1.0 / rate_hz)
         if not 0 <= spin_s < math.inf:

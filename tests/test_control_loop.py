@@ -8,6 +8,7 @@ hands every tick to its sinks.
 import argparse
 import contextlib
 import errno
+import math
 import os
 import sys
 import threading
@@ -304,6 +305,7 @@ def test_the_loop_paces_with_its_configured_naps_and_spin(tmp_path, monkeypatch,
         report = _loop(bus, _policy(tmp_path), duration_s=0.2, nap_s=nap_s, spin_s=spin_s).run()
     # At the spec's 50 Hz the default spin is its cap, 1 ms (a quarter of the 20 ms period would be 5).
     assert waits == [(nap_s, pytest.approx(expected_spin_s))] and report.ticks >= 5
+    assert report.summary()["spin_us"] == pytest.approx(expected_spin_s * 1e6)
 
 
 @pytest.mark.skipif(
@@ -368,6 +370,12 @@ def test_the_run_commands_nap_option_takes_microseconds_or_none(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args([*base, "--nap-us", bad])
         assert "--nap-us" in capsys.readouterr().err
+    assert parser.parse_args(base).spin_us is None
+    assert parser.parse_args([*base, "--spin-us", "0"]).spin_us == 0.0
+    for bad in ("-5", "inf", "nan", "soon"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--spin-us", bad])
+        assert "--spin-us" in capsys.readouterr().err
     assert parser.parse_args(base).timer_slack_ns == 1
     assert parser.parse_args([*base, "--timer-slack-ns", "5000"]).timer_slack_ns == 5000
     assert parser.parse_args([*base, "--timer-slack-ns", "None"]).timer_slack_ns is None
@@ -390,8 +398,9 @@ def test_bad_loop_settings_are_refused_with_the_field_name():
     with pytest.raises(ValueError, match="approach_speed: 21 rad/s exceeds joint front_left_hip's max_velocity of 20"):
         LoopConfig(rate_hz=50, approach_speed=21.0).check_spec(SPEC)
     LoopConfig(rate_hz=50, approach_speed=20.0).check_spec(SPEC)
-    with pytest.raises(ValueError, match="rate_hz"):
-        LoopConfig(rate_hz=-1)
+    for rate in (-1, 0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="rate_hz"):
+            LoopConfig(rate_hz=rate)
     with pytest.raises(ValueError, match="nap_s"):
         LoopConfig(rate_hz=50, nap_s=0)
     with pytest.raises(ValueError, match="spin_s"):

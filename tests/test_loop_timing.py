@@ -188,8 +188,9 @@ def test_the_default_spin_is_a_quarter_of_the_period_at_most_1_ms(rate_hz, spin_
 
 
 def test_bad_parameters_are_refused():
-    with pytest.raises(ValueError, match="rate_hz"):
-        DeadlineClock(0)
+    for rate_hz in (0, -1, math.inf, math.nan):
+        with pytest.raises(ValueError, match="rate_hz"):
+            DeadlineClock(rate_hz)
     for spin_s in (-1, math.inf, math.nan):
         with pytest.raises(ValueError, match="spin_s"):
             DeadlineClock(100, spin_s=spin_s)

@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "counted as a late reply. 'none': wait for the bus timeout alone",
     )  # fmt: skip
     timing.add_argument(
-        "--spin-us", type=float, metavar="US",
+        "--spin-us", type=_nonnegative("microseconds"), metavar="US",
         help="busy-wait before each deadline, us (default: a quarter of the period, at most 1000)",
     )  # fmt: skip
     timing.add_argument(
@@ -148,6 +148,19 @@ def _slack_ns(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"a whole number of nanoseconds, 1 to {MAX_TIMER_SLACK_NS}, or 'none', "
                                          f"got {text!r}")  # fmt: skip
     return value
+
+
+def _nonnegative(unit: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (0 <= value < math.inf):
+            raise argparse.ArgumentTypeError(f"a finite number of {unit} >= 0, got {text!r}")
+        return value
+
+    return parse
 
 
 def _positive(unit: str):
@@ -366,6 +379,7 @@ def _print(summary: dict, out) -> None:
         v = summary[key]
         return f"p50 {v['p50']:8.1f}  p99 {v['p99']:8.1f}  max {v['max']:8.1f}"
 
+    spin = "" if summary["spin_us"] is None else f", spin {summary['spin_us']:g} us"
     lines = [
         f"ticks {summary['ticks']} in {summary['wall_s']:.2f} s ({summary['achieved_rate_hz']:.1f} Hz of "
         f"{summary['rate_hz']:g}), missed deadlines {summary['missed_deadlines']}, late replies "
@@ -375,7 +389,7 @@ def _print(summary: dict, out) -> None:
         f"policy us        {pct('policy_us')}",
         f"command write us {pct('write_us')}",
         f"state->command   {pct('latency_us')}",
-        f"policy versions {summary['policy_versions']}, timer slack {_slack_text(summary['timer_slack_ns'])}",
+        f"policy versions {summary['policy_versions']}, timer slack {_slack_text(summary['timer_slack_ns'])}{spin}",
     ]
     if summary["realtime"]["applied"] or summary["realtime"]["refused"]:
         lines.append(f"real-time: applied {summary['realtime']['applied']}, refused {summary['realtime']['refused']}")

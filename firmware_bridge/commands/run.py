@@ -151,26 +151,21 @@ def _slack_ns(text: str) -> int | None:
 
 
 def _nonnegative(unit: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (0 <= value < math.inf):
-            raise argparse.ArgumentTypeError(f"a finite number of {unit} >= 0, got {text!r}")
-        return value
-
-    return parse
+    return _finite(unit, ">= 0", lambda value: value >= 0)
 
 
 def _positive(unit: str):
+    return _finite(unit, "> 0", lambda value: value > 0)
+
+
+def _finite(unit: str, bound: str, within):
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not (0 < value < math.inf):
-            raise argparse.ArgumentTypeError(f"a finite number of {unit} > 0, got {text!r}")
+        if not (value < math.inf and within(value)):  # NaN fails both
+            raise argparse.ArgumentTypeError(f"a finite number of {unit} {bound}, got {text!r}")
         return value
 
     return parse

@@ -5,7 +5,7 @@ For each rate, in one run and interleaved so both see the same machine:
 - ``bare``: the pacing alone (one sleep to the deadline minus a 200 us spin, ``--spin-us``, then the spin; no
   work): this machine's floor;
 - ``bare+wait``: the same with the loop's default wait: the sleep taken as naps of at most 1 ms, the thread's
-  timer slack at 1 ns, and a spin of a quarter of the period, at most 1 ms (see ``firmware_bridge.timing``;
+  timer slack at 1 ns, and the loop's spin (``firmware_bridge.timing.default_spin_s``;
   ``--loop-spin-us`` sets it for this row and the loop rows): what the wait alone changes;
 - ``loop``: ``ControlLoop`` driving ``robot-sac virtual-robot`` (its own process, real-time physics) over
   ZMQ with an untrained SAC actor (256x256, exported by the real exporter): state -> observation ->
@@ -247,8 +247,8 @@ def main() -> int:
     parser.add_argument("--rates", type=float, nargs="+", default=[250.0, 500.0, 1000.0])
     parser.add_argument("--spin-us", type=float, default=200.0, help="the bare loop's spin (the floor's)")
     parser.add_argument("--loop-spin-us", type=float,
-                        help="the loop's and bare+wait's spin (default: the loop's own, a quarter of the period up to "
-                        "1000 us)")  # fmt: skip
+                        help="the loop's and bare+wait's spin (default: the loop's own, "
+                        "firmware_bridge.timing.default_spin_s)")  # fmt: skip
     parser.add_argument("--policy", help="policy file (default: export an untrained actor)")
     parser.add_argument("--no-extras", action="store_true", help="skip the loop+log and loop+rt rows")
     parser.add_argument(

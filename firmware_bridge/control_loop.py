@@ -46,7 +46,7 @@ class LoopConfig:
     """Policy phase length; None runs until ``stop`` is set or a safety stop."""
     spin_s: float | None = None
     """Busy-wait this long before each deadline instead of sleeping (the OS wakes sleepers late); None: a
-    quarter of the period, at most 1 ms (``firmware_bridge.timing.default_spin_s``)."""
+    quarter of the period, at most 1 ms (200 us below 2 ms periods; ``firmware_bridge.timing.default_spin_s``)."""
     nap_s: float | None = 1e-3
     """Sleep at most this long at a time before the spin (see ``DeadlineClock``); None: one sleep."""
     timer_slack_ns: int | None = 1

@@ -181,8 +181,8 @@ def test_a_sleep_that_oversleeps_past_later_deadlines_counts_them_as_missed(monk
     assert pacer.missed == 1
 
 
-@pytest.mark.parametrize("rate_hz, spin_us", [(1000, 250), (500, 500), (250, 1000), (50, 1000)])
-def test_the_default_spin_is_a_quarter_of_the_period_at_most_1_ms(rate_hz, spin_us):
+@pytest.mark.parametrize("rate_hz, spin_us", [(4000, 62.5), (1000, 200), (500, 500), (250, 1000), (50, 1000)])
+def test_the_default_spin_is_a_quarter_of_the_period_at_most_1_ms_and_200_us_below_2_ms(rate_hz, spin_us):
     assert DeadlineClock(rate_hz).spin_s == pytest.approx(spin_us * 1e-6)
     assert DeadlineClock(rate_hz, spin_s=0.0).spin_s == 0.0
 

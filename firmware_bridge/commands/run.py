@@ -84,7 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     timing.add_argument(
         "--spin-us", type=_nonnegative("microseconds"), metavar="US",
-        help="busy-wait before each deadline, us (default: a quarter of the period, at most 1000)",
+        help="busy-wait before each deadline, us (default: a quarter of the period, at most 1000; at most 200 for "
+        "periods under 2 ms)",
     )  # fmt: skip
     timing.add_argument(
         "--nap-us", type=_nap_us, default=1000.0, metavar="US",

@@ -12,11 +12,11 @@ interrupt's length (measured here, HZ=250: 25% of the ticks of a 1 kHz loop,
 The wait sleeps until ``spin_s`` before the deadline (the OS wakes a sleeper
 tens to hundreds of microseconds late) and busy-waits the rest: by default a
 quarter of the period, at most 1 ms, for periods of 2 ms and longer, and at
-most 200 us for shorter ones (``default_spin_s``). This VM sometimes
-wakes a sleeper 0.6-1 ms late; in ten interleaved 2 s rounds at 250 Hz,
-0.08% of the ticks of a 1 ms spin started late against 1.82% with 200 us,
-at the cost of at most a quarter of a core while the loop runs (5% at 50 Hz). Part of that
-lateness is the thread's timer slack, which Linux lets a normal thread's
+most 200 us for shorter ones (``default_spin_s``). This VM sometimes wakes
+a sleeper 0.6-1 ms late; in ten interleaved 2 s rounds at 250 Hz, 0.08% of
+the ticks of a 1 ms spin started late against 1.82% with 200 us, at the
+cost of at most a quarter of a core while the loop runs (5% at 50 Hz). Part
+of that lateness is the thread's timer slack, which Linux lets a normal thread's
 timers fire late by so that wake-ups can be batched (50 us by default, none
 under SCHED_FIFO); ``set_timer_slack`` takes it to 1 ns for the loop's
 thread. Here that took a 250 Hz sleep's median overshoot from 130-140 us to
@@ -39,6 +39,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import errno
+import functools
 import math
 import os
 import sys
@@ -63,6 +64,7 @@ def tick_offset(period_s: float) -> float:
     spacing_ms = 1.0 / Fraction(period_s * 1e3).limit_denominator(64).denominator
     return 0.5e-3 * spacing_ms
 
+
 _PR_SET_TIMERSLACK, _PR_GET_TIMERSLACK = 29, 30  # <linux/prctl.h>
 MAX_TIMER_SLACK_NS = 1_000_000_000
 """1 s: far beyond any useful slack, and within the ``int`` that reading it back returns."""
@@ -85,14 +87,19 @@ def set_timer_slack(ns: int) -> int:
     return previous
 
 
-def _prctl(option: int, value: int) -> int:
-    if not sys.platform.startswith("linux"):
-        raise OSError(errno.ENOSYS, "timer slack is a Linux setting")
+@functools.cache
+def _prctl_function():
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     # int prctl(int option, unsigned long arg2, ...): an int result, whose -1 a wider restype would not show.
     prctl.restype = ctypes.c_int
     prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    result = prctl(option, value, 0, 0, 0)
+    return prctl
+
+
+def _prctl(option: int, value: int) -> int:
+    if not sys.platform.startswith("linux"):
+        raise OSError(errno.ENOSYS, "timer slack is a Linux setting")
+    result = _prctl_function()(option, value, 0, 0, 0)
     if result < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))

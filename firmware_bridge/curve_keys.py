@@ -92,6 +92,11 @@ def client_keys(directory: str | os.PathLike, name: str = "client") -> ClientKey
     return ClientKeys(public, secret, server_public)
 
 
+def allowed_user_ids(keys: ServerKeys) -> frozenset[str]:
+    """The allow-list as the ``User-Id`` of the messages its clients send (Z85 public keys)."""
+    return frozenset(key.decode("ascii") for key in zmq.auth.load_certificates(keys.allowed))
+
+
 def configure_server(socket: zmq.Socket, keys: ServerKeys) -> None:
     socket.curve_secretkey = keys.secret
     socket.curve_publickey = keys.public

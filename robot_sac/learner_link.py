@@ -14,6 +14,7 @@ Anything that does not decode is counted and dropped; the thread never dies of a
 from __future__ import annotations
 
 import copy
+import math
 import queue
 import threading
 import time
@@ -47,6 +48,11 @@ MAX_REFUSALS_KEPT = 20
 RESEND_POLICY_AFTER_S = 5.0
 """A robot that still announces an older policy this long after a push gets the newest again."""
 
+NAME_HELD_S = 5.0
+"""A robot id stays with its spool while that spool's sender has spoken within this long (robots say hello every
+second): another connection naming the id with another spool meanwhile is a second robot under the same name, and
+is refused rather than let the two spools' numbering overwrite each other."""
+
 
 @dataclass
 class RobotRecord:
@@ -78,14 +84,15 @@ class RobotRecord:
     episode_return: float = 0.0
     routing_id: bytes | None = None
     key: str | None = None
-    """The CURVE public key the robot first spoke with; another key claiming this id is refused."""
+    """The CURVE public key the robot first spoke with; another key claiming this id is refused while this one is
+    in the allow-list. Kept in checkpoints, so a restarted learner still knows it."""
     first_seen: float | None = None
     last_seen: float | None = None
     last_push: tuple[int, float] = (-1, 0.0)
 
     _KEPT = ("robot", "spool", "received", "durable", "transitions", "duplicates", "gaps", "lost", "non_finite",
              "unscorable", "off_period", "safety_stops", "policy_versions_sent", "policy_versions_accepted",
-             "running_version", "episode_returns", "episodes_unscored", "episode_return")
+             "running_version", "episode_returns", "episodes_unscored", "episode_return", "key")
 
     _COUNTED = ("transitions", "duplicates", "gaps", "lost", "non_finite", "unscorable", "off_period", "safety_stops",
                 "episode_returns", "episodes_unscored", "episode_return")
@@ -101,7 +108,7 @@ class RobotRecord:
         state["received"] = state["durable"] = through
         return state
 
-    _ADDED = {"off_period": 0, "episodes_unscored": 0, "episode_return": 0.0}
+    _ADDED = {"off_period": 0, "episodes_unscored": 0, "episode_return": 0.0, "key": None}
     """Counters added after checkpoints were first written, with the value an older checkpoint means."""
 
     @classmethod
@@ -162,10 +169,11 @@ class LearnerLink:
         self.scorer = scorer
         self.robots: dict[str, RobotRecord] = robots or {}
         self._keys = curve_keys.server_keys(keys_dir) if keys_dir is not None else None
+        self._allowed = curve_keys.allowed_user_ids(self._keys) if self._keys is not None else frozenset()
         self.context = context or zmq.Context.instance()
         self.ingest: queue.Queue[Ingested] = queue.Queue()
         self.counts = dict.fromkeys(("messages", "malformed", "oversized", "wrong_interface", "impersonation",
-                                     "unknown_robot", "unknown_policy", "unreachable"), 0)  # fmt: skip
+                                     "name_conflict", "unknown_robot", "unknown_policy", "unreachable"), 0)  # fmt: skip
         self.errors: deque[str] = deque(maxlen=20)
         """The latest reasons for dropped messages."""
         widest = max(layout.obs_dim, layout.act_dim, MAX_EXTRAS, 6)
@@ -306,21 +314,27 @@ class LearnerLink:
             self._drop("malformed", str(exc))
 
     def _record(self, robot: str, spool: str, routing_id: bytes, key: str | None, interface_hash: str):
-        """The robot's record, or None when this message must be dropped (wrong layout, wrong key)."""
+        """The robot's record, or None when this message must be dropped (wrong layout, wrong key, another live spool)."""
         if interface_hash != self.interface_hash:
             self._drop("wrong_interface", f"{robot}: interface {interface_hash[:12]}, learner {self.interface_hash[:12]}")
             return None
         rec = self.robots.setdefault(robot, RobotRecord(robot))
-        if key is not None:
-            if rec.key is None:
-                rec.key = key
-            elif rec.key != key:
+        if key is not None and key != rec.key:
+            if rec.key in self._allowed:
                 self._drop("impersonation", f"{robot}: spoken for by key {rec.key[:8]}..., not {key[:8]}...")
                 return None
+            if rec.key is not None:
+                self.errors.append(f"{robot}: now bound to key {key[:8]}...; its key {rec.key[:8]}... is no "
+                                   "longer in the allow-list")  # fmt: skip
+            rec.key = key
+        now = time.monotonic()
         if rec.spool != spool:
+            if rec.routing_id not in (None, routing_id) and now - (rec.last_seen or -math.inf) < NAME_HELD_S:
+                self._drop("name_conflict", f"{robot}: spool {spool} from another connection while spool "
+                                            f"{rec.spool} is live under that id")  # fmt: skip
+                return None
             # A new spool (first contact, or the robot lost its disk): its numbering starts over.
             rec.spool, rec.received, rec.durable = spool, -1, -1
-        now = time.monotonic()
         rec.first_seen = rec.first_seen or now
         rec.last_seen = now
         rec.routing_id = routing_id

@@ -27,6 +27,7 @@ from firmware_bridge.task import TaskInterface
 from firmware_bridge.transitions import Event
 from learner_helpers import batch, tick
 from policy_files import write_policy
+from robot_sac import learner_link
 from robot_sac.learner_link import MAX_REFUSALS_KEPT, LearnerLink, RobotRecord
 from robot_sac.real_transitions import TransitionScorer
 from sim.task import TaskSpec
@@ -83,6 +84,24 @@ def test_duplicates_are_dropped_gaps_refused_and_lost_numbers_skipped(link, deal
     assert [(i.last_seq, len(i.scored)) for i in items] == [(3, 4), (5, 2), (13, 6)]
     # A new spool (a robot whose disk was replaced) numbers from 0 again and is not taken for duplicates.
     assert exchange(dealer, 0, spool="ffee00112233aabb").received == 3
+
+
+def test_a_second_spool_under_a_live_robot_id_is_refused_until_the_first_goes_quiet(link, dealer, monkeypatch):
+    monkeypatch.setattr(learner_link, "NAME_HELD_S", 0.5)
+    assert exchange(dealer, 0).received == 3
+    other = zmq.Context.instance().socket(zmq.DEALER)
+    other.linger = 0
+    other.connect(link.endpoint)
+    second = batch(LAYOUT, 4, 0, ("valve_angle", "valve_velocity"), interface_hash=HASH, spool="ffee00112233aabb")
+    other.send_multipart(encode_transitions(second, LAYOUT))
+    assert not other.poll(300)  # no acknowledgement: nothing of it was taken
+    assert link.counts["name_conflict"] == 1 and "spool ffee00112233aabb from another connection" in link.errors[-1]
+    assert exchange(dealer, 4).received == 7  # the first robot's numbering is intact
+    time.sleep(0.6)
+    # The first robot went quiet (e.g. it restarted with a new disk and this is it): the id moves to the new spool.
+    assert exchange(other, 0, spool="ffee00112233aabb").received == 3
+    assert link.robots["claw-1"].transitions == 12
+    other.close()
 
 
 def test_a_result_for_a_policy_never_sent_is_dropped_and_refusals_kept_are_bounded(link, dealer):

@@ -28,7 +28,7 @@ from firmware_bridge.task import TaskInterface
 from firmware_bridge.transitions import Event
 from learner_helpers import batch, tick
 from policy_files import write_policy
-from robot_sac.learner_link import LearnerLink
+from robot_sac.learner_link import LearnerLink, RobotRecord
 from robot_sac.real_transitions import TransitionScorer
 from sim.task import TaskSpec
 
@@ -51,9 +51,10 @@ def wait_for(condition, timeout=10.0):
 def link_factory():
     links = []
 
-    def make(keys_dir=None):
+    def make(keys_dir=None, robots=None):
         link = LearnerLink("tcp://127.0.0.1:*", LAYOUT, BUILDER.interface_hash(),
-                           TransitionScorer(TaskSpec.load("claw_turn"), SPEC), keys_dir=keys_dir)  # fmt: skip
+                           TransitionScorer(TaskSpec.load("claw_turn"), SPEC), robots=robots,
+                           keys_dir=keys_dir)  # fmt: skip
         link.start()
         links.append(link)
         return link
@@ -67,10 +68,10 @@ def link_factory():
 def uplinks(tmp_path):
     made = []
 
-    def make(endpoint, robot_id="claw-1", keys_dir=None, client="client", swap=None, version=1):
+    def make(endpoint, robot_id="claw-1", keys_dir=None, client="client", swap=None, version=1, spool=None):
         policy = PolicyRuntime(write_policy(tmp_path / f"{robot_id}-v{version}.onnx", SPEC, TASK, version=version),
                                SPEC, TASK)  # fmt: skip
-        config = UplinkConfig(endpoint, robot_id, tmp_path / f"spool-{robot_id}", keys_dir, client,
+        config = UplinkConfig(endpoint, robot_id, tmp_path / (spool or f"spool-{robot_id}"), keys_dir, client,
                               batch_size=8, flush_s=0.05, spool_fsync=False, heartbeat_s=0.2)  # fmt: skip
         uplink = LearnerUplink(config, BUILDER, policy, swap=swap)
         made.append(uplink)
@@ -107,6 +108,39 @@ def test_only_allow_listed_curve_keys_get_data_in_or_policies_out(tmp_path, link
     assert bad.counters()["policies_received"] == 0 and bad.counters()["acked"] == 0
     assert bad.spool.held == 19  # the intruder's transitions never left it
     assert link.counts["messages"] > 0 and link.robots["claw-good"].policy_versions_sent == [5]
+
+
+def test_a_robot_id_stays_with_its_first_key_across_a_restart_until_that_key_is_revoked(tmp_path, link_factory,
+                                                                                       uplinks):
+    keys = tmp_path / "keys"
+    create_keys(keys, ["robot-a", "robot-b"])
+    link = link_factory(keys)
+    owner = uplinks(link.endpoint, "claw-1", keys, "robot-a")
+    feed(owner, 10)
+    assert wait_for(lambda: link.robots.get("claw-1") and link.robots["claw-1"].transitions == 9)
+    owner.close()
+    link.stop()
+
+    def restart():  # as the learner does: the records from its last checkpoint
+        saved = {name: rec.checkpoint_state(rec.received) for name, rec in link.robots.items()}
+        return link_factory(keys, robots={name: RobotRecord.from_checkpoint(state) for name, state in saved.items()})
+
+    link = restart()
+    impostor = uplinks(link.endpoint, "claw-1", keys, "robot-b", spool="spool-impostor")
+    feed(impostor, 10)
+    assert wait_for(lambda: link.counts["impersonation"] > 0)
+    assert link.robots["claw-1"].transitions == 9 and impostor.counters()["acked"] == 0
+    assert "spoken for by key" in link.errors[-1]
+    impostor.close()
+    link.stop()
+
+    # Revoked, the first key no longer holds the id: the next key to speak for it takes it.
+    (keys / "allowed" / "robot-a.key").unlink()
+    link = restart()
+    successor = uplinks(link.endpoint, "claw-1", keys, "robot-b", spool="spool-successor")
+    feed(successor, 10)
+    assert wait_for(lambda: link.robots["claw-1"].transitions == 18)
+    assert link.counts["impersonation"] == 0 and "no longer in the allow-list" in " ".join(link.errors)
 
 
 def test_a_client_without_curve_gets_nothing_from_a_curve_learner(tmp_path, link_factory, uplinks):

@@ -314,7 +314,8 @@ class LearnerLink:
             self._drop("malformed", str(exc))
 
     def _record(self, robot: str, spool: str, routing_id: bytes, key: str | None, interface_hash: str):
-        """The robot's record, or None when this message must be dropped (wrong layout, wrong key, another live spool)."""
+        """The robot's record, or None when this message must be dropped (wrong layout, wrong key, another live
+        spool)."""
         if interface_hash != self.interface_hash:
             self._drop("wrong_interface", f"{robot}: interface {interface_hash[:12]}, learner {self.interface_hash[:12]}")
             return None

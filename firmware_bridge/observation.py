@@ -33,9 +33,12 @@ class History:
     """(n,) the policy output two ticks back; zeros at the start of an episode."""
     goals: dict[str, float] = field(default_factory=dict)
     """Goal values by name, e.g. ``valve_angle`` [rad]."""
+    ticks: int = 0
+    """Policy ticks taken in this episode."""
 
     def record(self, action: np.ndarray, state: RobotState) -> None:
         """Remember this tick's policy output and the state its observation was built from, for the next one."""
+        self.ticks += 1
         self.action_before_last = self.last_action
         self.last_action = np.array(action, dtype=np.float64)
         self.previous_joint_pos = np.array(state.joint_pos, dtype=np.float64)
@@ -55,6 +58,13 @@ def _wrap_angle(angle: float) -> float:
 
 def _valve_error(state: RobotState, history: History) -> float:
     return _wrap_angle(history.goals["valve_angle"] - state.extra("valve_angle"))
+
+
+def _gait_clock(history: History, spec: RobotSpec) -> list[float]:
+    # Counted in the spec's control periods, the rate the policy was trained at, so the clock runs in policy
+    # ticks on the robot as in the simulator whatever the wall clock does.
+    phase = 2.0 * np.pi * history.goals["gait_frequency"] * history.ticks / spec.control_rate_hz
+    return [np.sin(phase), np.cos(phase)]
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,9 @@ FEATURES: dict[str, Feature] = {
         _per_joint, lambda s, h, spec: h.previous_joint_pos - spec.start, "joint_encoders"
     ),
     "last_action_prev": Feature(_per_joint, lambda s, h, spec: h.action_before_last),
+    # A periodic phase (sin, cos) at the goal's frequency [Hz], from the start of the episode: a rhythm for a gait
+    # to lock to, as legged-locomotion policies are often given.
+    "gait_clock": Feature(_fixed(2), lambda s, h, spec: _gait_clock(h, spec), goal="gait_frequency"),
     "base_roll_pitch": Feature(_fixed(2), lambda s, h, spec: s.imu[0:2], "imu"),
     "base_angular_velocity": Feature(_fixed(3), lambda s, h, spec: s.imu[3:6], "imu"),
     "valve_angle_cos_sin": Feature(

@@ -123,6 +123,28 @@ def test_history_features_are_the_previous_tick_and_zero_at_the_start(quadruped)
     np.testing.assert_array_equal(third[s["last_action_prev"]], np.full(8, 0.25, dtype=np.float32))
 
 
+def test_gait_clock_turns_at_the_goal_frequency_in_policy_ticks_from_each_episode_start(quadruped):
+    task = dataclasses.replace(TaskInterface.load("quadruped_walk"), observation=["gait_clock"])
+    builder = ObservationBuilder(quadruped, task)
+    clock = builder.slices()["gait_clock"]
+    state = RobotState(timestamp=0.0, joint_pos=quadruped.start, joint_vel=np.zeros(8), joint_current=np.zeros(8),
+                       imu=np.zeros(6))  # fmt: skip
+    history = builder.new_history({"gait_frequency": 2.5})
+    ticks_per_cycle = quadruped.control_rate_hz / 2.5  # 20 at 50 Hz
+    seen = {}
+    for tick in range(int(ticks_per_cycle) + 1):
+        seen[tick] = builder.build(state, history)[clock]
+        history.record(np.zeros(8), state)
+    np.testing.assert_allclose(seen[0], [0.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(seen[int(ticks_per_cycle // 4)], [1.0, 0.0], atol=1e-6)  # a quarter cycle
+    np.testing.assert_allclose(seen[int(ticks_per_cycle // 2)], [0.0, -1.0], atol=1e-6)
+    np.testing.assert_allclose(seen[int(ticks_per_cycle)], [0.0, 1.0], atol=1e-6)
+    assert history.ticks == int(ticks_per_cycle) + 1
+    np.testing.assert_allclose(builder.build(state, builder.new_history({"gait_frequency": 2.0}))[clock], [0.0, 1.0])
+    with pytest.raises(ConfigError, match="gait_frequency"):
+        builder.new_history()
+
+
 def test_unknown_feature_is_an_error_at_construction(claw):
     task = dataclasses.replace(TaskInterface.load("claw_turn"), observation=["valve_angel_cos_sin"])
     with pytest.raises(ConfigError, match=r"task claw_turn: unknown observation feature 'valve_angel_cos_sin'"):

@@ -34,6 +34,7 @@ from firmware_bridge.learner_wire import (
     MAX_BATCH,
     MAX_HEADER_BYTES,
     MAX_POLICY_BYTES,
+    ROBOT_ID_HELD_S,
     Hello,
     MessageType,
     PolicyResult,
@@ -97,6 +98,10 @@ class UplinkConfig:
         for key in ("flush_s", "resend_after_s", "heartbeat_s"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key}: must be positive, got {getattr(self, key)}")
+        if self.heartbeat_s > ROBOT_ID_HELD_S / 2:
+            raise ValueError(f"heartbeat_s: {self.heartbeat_s} s; at most {ROBOT_ID_HELD_S / 2:g} s, so that the "
+                             f"learner, which holds a robot id for {ROBOT_ID_HELD_S:g} s after its last message, "
+                             "keeps this robot's")  # fmt: skip
         if self.window < 1:
             raise ValueError(f"window: must be at least 1, got {self.window}")
 

@@ -35,6 +35,9 @@ MAX_PROBLEMS = 32
 MAX_NAME = 64
 MAX_POLICY_BYTES = 64 * 1024 * 1024
 """An actor is tens of kB to a few MB; the socket's maximum message size is set from this."""
+ROBOT_ID_HELD_S = 5.0
+"""A learner keeps a robot id for the spool that last spoke under it until that spool has been quiet this long;
+a robot says hello at least twice within it, so a connected robot never loses its id."""
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")

@@ -191,6 +191,17 @@ class Learner:
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda_rng])
         return records
 
+    def release_robot(self, robot: str) -> None:
+        """Unbind ``robot`` from the CURVE key it first spoke with (kept in the checkpoint), so that the next allowed
+        key to speak for it takes it: a robot moved to a new key while its old one stays allowed. Before
+        ``start``."""
+        rec = self.link.robots.get(robot)
+        if rec is None:
+            known = ", ".join(sorted(self.link.robots)) or "none"
+            raise ValueError(f"--release-robot {robot}: no robot of that id in {self.ckpt_dir / 'last.pt'} "
+                             f"(known: {known})")  # fmt: skip
+        rec.key = None
+
     # -- the loop -----------------------------------------------------------------------------------
 
     def start(self) -> str:

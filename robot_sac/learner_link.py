@@ -14,7 +14,6 @@ Anything that does not decode is counted and dropped; the thread never dies of a
 from __future__ import annotations
 
 import copy
-import math
 import queue
 import threading
 import time
@@ -29,6 +28,7 @@ from firmware_bridge.learner_wire import (
     MAX_BATCH,
     MAX_EXTRAS,
     MAX_HEADER_BYTES,
+    ROBOT_ID_HELD_S,
     Ack,
     MessageType,
     TransitionLayout,
@@ -48,10 +48,11 @@ MAX_REFUSALS_KEPT = 20
 RESEND_POLICY_AFTER_S = 5.0
 """A robot that still announces an older policy this long after a push gets the newest again."""
 
-NAME_HELD_S = 5.0
-"""A robot id stays with its spool while that spool's sender has spoken within this long (robots say hello every
-second): another connection naming the id with another spool meanwhile is a second robot under the same name, and
-is refused rather than let the two spools' numbering overwrite each other."""
+NAME_HELD_S = ROBOT_ID_HELD_S
+"""A robot id stays with its spool while that spool has spoken within this long (robots say hello every second),
+and for this long after the link starts for a spool from a checkpoint: another connection naming the id with
+another spool meanwhile is a second robot under the same name, and is refused rather than let the two spools'
+numbering overwrite each other."""
 
 
 @dataclass
@@ -169,7 +170,10 @@ class LearnerLink:
         self.scorer = scorer
         self.robots: dict[str, RobotRecord] = robots or {}
         self._keys = curve_keys.server_keys(keys_dir) if keys_dir is not None else None
-        self._allowed = curve_keys.allowed_user_ids(self._keys) if self._keys is not None else frozenset()
+        self._allowed: frozenset[str] = frozenset()
+        """The allow-list as the authenticator read it (set beside it)."""
+        self._conflicts_logged: set[tuple[str, str]] = set()
+        self._started = time.monotonic()
         self.context = context or zmq.Context.instance()
         self.ingest: queue.Queue[Ingested] = queue.Queue()
         self.counts = dict.fromkeys(("messages", "malformed", "oversized", "wrong_interface", "impersonation",
@@ -222,6 +226,7 @@ class LearnerLink:
             sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
             if self._keys is not None:
+                self._allowed = curve_keys.allowed_user_ids(self._keys)
                 auth = curve_keys.start_authenticator(self.context, self._keys)
                 curve_keys.configure_server(sock, self._keys)
             sock.bind(self.bind)
@@ -322,17 +327,24 @@ class LearnerLink:
         rec = self.robots.setdefault(robot, RobotRecord(robot))
         if key is not None and key != rec.key:
             if rec.key in self._allowed:
-                self._drop("impersonation", f"{robot}: spoken for by key {rec.key[:8]}..., not {key[:8]}...")
+                self._drop("impersonation", f"{robot}: spoken for by key {rec.key[:8]}..., not {key[:8]}... (to "
+                                            "move the id to another key: remove the old key from the allow-list, "
+                                            "or restart the learner with --release-robot ID)")  # fmt: skip
                 return None
             if rec.key is not None:
-                self.errors.append(f"{robot}: now bound to key {key[:8]}...; its key {rec.key[:8]}... is no "
-                                   "longer in the allow-list")  # fmt: skip
+                self.errors.append(f"rebound: {robot} to key {key[:8]}...; its key {rec.key[:8]}... is no longer "
+                                   "in the allow-list")  # fmt: skip
             rec.key = key
         now = time.monotonic()
         if rec.spool != spool:
-            if rec.routing_id not in (None, routing_id) and now - (rec.last_seen or -math.inf) < NAME_HELD_S:
-                self._drop("name_conflict", f"{robot}: spool {spool} from another connection while spool "
-                                            f"{rec.spool} is live under that id")  # fmt: skip
+            # A spool from a checkpoint is held from the link's start: its robot says hello within a second.
+            quiet_since = rec.last_seen if rec.last_seen is not None else self._started
+            if rec.spool and routing_id != rec.routing_id and now - quiet_since < NAME_HELD_S:
+                self.counts["name_conflict"] += 1
+                if (robot, spool) not in self._conflicts_logged:  # once: a second robot repeats every second
+                    self._conflicts_logged.add((robot, spool))
+                    self.errors.append(f"name_conflict: {robot}: spool {spool} from another connection while "
+                                       f"spool {rec.spool} is live under that id")  # fmt: skip
                 return None
             # A new spool (first contact, or the robot lost its disk): its numbering starts over.
             rec.spool, rec.received, rec.durable = spool, -1, -1

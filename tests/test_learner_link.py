@@ -86,22 +86,62 @@ def test_duplicates_are_dropped_gaps_refused_and_lost_numbers_skipped(link, deal
     assert exchange(dealer, 0, spool="ffee00112233aabb").received == 3
 
 
+def _connect(link):
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(link.endpoint)
+    return sock
+
+
+def _send_unanswered(sock, spool, link, conflicts):
+    b = batch(LAYOUT, 4, 0, ("valve_angle", "valve_velocity"), interface_hash=HASH, spool=spool)
+    sock.send_multipart(encode_transitions(b, LAYOUT))
+    assert not sock.poll(300)  # no acknowledgement: nothing of it was taken
+    assert link.counts["name_conflict"] == conflicts
+
+
 def test_a_second_spool_under_a_live_robot_id_is_refused_until_the_first_goes_quiet(link, dealer, monkeypatch):
-    monkeypatch.setattr(learner_link, "NAME_HELD_S", 0.5)
+    monkeypatch.setattr(learner_link, "NAME_HELD_S", 1.0)
     assert exchange(dealer, 0).received == 3
-    other = zmq.Context.instance().socket(zmq.DEALER)
-    other.linger = 0
-    other.connect(link.endpoint)
-    second = batch(LAYOUT, 4, 0, ("valve_angle", "valve_velocity"), interface_hash=HASH, spool="ffee00112233aabb")
-    other.send_multipart(encode_transitions(second, LAYOUT))
-    assert not other.poll(300)  # no acknowledgement: nothing of it was taken
-    assert link.counts["name_conflict"] == 1 and "spool ffee00112233aabb from another connection" in link.errors[-1]
-    assert exchange(dealer, 4).received == 7  # the first robot's numbering is intact
-    time.sleep(0.6)
-    # The first robot went quiet (e.g. it restarted with a new disk and this is it): the id moves to the new spool.
+    other = _connect(link)
+    _send_unanswered(other, "ffee00112233aabb", link, conflicts=1)
+    _send_unanswered(other, "ffee00112233aabb", link, conflicts=2)
+    # Reported once: a second robot would otherwise push every other reason out of the list each second.
+    assert [e for e in link.errors if "ffee00112233aabb" in e] == [
+        "name_conflict: claw-1: spool ffee00112233aabb from another connection while spool 00aa11bb22cc33dd is "
+        "live under that id"
+    ]
+    # The same spool from a new connection (the robot's program restarted) is the same robot.
+    restarted = _connect(link)
+    assert exchange(restarted, 4).received == 7
+    time.sleep(1.1)
+    # That robot went quiet (e.g. it came back with a new disk, and this is it): the id moves to the new spool.
     assert exchange(other, 0, spool="ffee00112233aabb").received == 3
     assert link.robots["claw-1"].transitions == 12
-    other.close()
+    for sock in (other, restarted):
+        sock.close()
+
+
+def test_a_robot_must_say_hello_well_within_the_time_a_learner_holds_its_id():
+    with pytest.raises(ValueError, match=r"heartbeat_s: 3.0 s; at most 2.5 s"):
+        UplinkConfig("tcp://127.0.0.1:5555", "claw-1", "/nonexistent", heartbeat_s=3.0)
+
+
+def test_a_spool_from_a_checkpoint_holds_its_id_for_a_while_after_the_link_starts(monkeypatch):
+    monkeypatch.setattr(learner_link, "NAME_HELD_S", 1.0)
+    saved = RobotRecord("claw-1", spool="00aa11bb22cc33dd", received=3, durable=3, transitions=4)
+    link = LearnerLink("tcp://127.0.0.1:*", LAYOUT, HASH, TransitionScorer(TaskSpec.load("claw_turn"), SPEC),
+                       robots={"claw-1": RobotRecord.from_checkpoint(saved.checkpoint_state(3))})  # fmt: skip
+    link.start()
+    other, owner = _connect(link), _connect(link)
+    try:
+        _send_unanswered(other, "ffee00112233aabb", link, conflicts=1)
+        assert exchange(owner, 4).received == 7  # its own robot, back within a second, carries on numbering
+        assert link.robots["claw-1"].transitions == 8
+    finally:
+        other.close()
+        owner.close()
+        link.stop()
 
 
 def test_a_result_for_a_policy_never_sent_is_dropped_and_refusals_kept_are_bounded(link, dealer):

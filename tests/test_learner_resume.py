@@ -48,6 +48,8 @@ def scored(n, start, obs_dim):
 def test_a_restarted_learner_has_exactly_what_its_checkpoint_had(tmp_path, claw_run):
     learner = Learner(claw_run, tmp_path / "out", CFG, bind="tcp://127.0.0.1:*")
     dim = learner.layout.obs_dim
+    key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"  # the CURVE public key (Z85) the robot spoke with
+    learner.link.robots["claw-1"] = RobotRecord("claw-1", spool="00aa11bb22cc33dd", key=key)
     learner.link.ingest.put(Ingested("claw-1", "00aa11bb22cc33dd", 9, scored(10, 0, dim)))
     learner.run(threading.Event(), max_updates=1)  # takes them in, one update, a checkpoint at the end
     weights = {k: v.clone() for k, v in learner.agent.actor.state_dict().items()}
@@ -60,9 +62,13 @@ def test_a_restarted_learner_has_exactly_what_its_checkpoint_had(tmp_path, claw_
     assert sorted(again.real.obs[:10, 0].astype(int).tolist()) == list(range(10))
     assert again.ingested == {"claw-1": ("00aa11bb22cc33dd", 9)}
     record = again.link.robots["claw-1"]
-    assert (record.spool, record.received, record.durable) == ("00aa11bb22cc33dd", 9, 9)
+    assert (record.spool, record.received, record.durable, record.key) == ("00aa11bb22cc33dd", 9, 9, key)
     for name, value in again.agent.actor.state_dict().items():
         assert torch.equal(value, weights[name]), name
+    with pytest.raises(ValueError, match=r"--release-robot claw-2: no robot of that id .* \(known: claw-1\)"):
+        again.release_robot("claw-2")
+    again.release_robot("claw-1")  # e.g. the robot moved to a new key while its old one stays allowed
+    assert record.key is None
     assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").glob("real_replay.*")) == ["real_replay.1.npz"]
 
 

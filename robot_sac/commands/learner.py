@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a learner config key, e.g. --set real_fraction=0.25 (repeatable)")
     p.add_argument("--max-updates", type=int, help="stop after this many updates in this session")
     p.add_argument("--report-every", type=float, default=10.0, metavar="S", help="seconds between status lines")
+    p.add_argument("--release-robot", action="append", default=[], metavar="ID",
+                   help="with --keys: let the next allowed key to speak for robot ID take it (it moved to a new "
+                        "key); by default an id stays with the first key that used it, across restarts")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = from_mapping(LearnerConfig, mapping, "learner")
     out = args.out or args.from_dir / "learner"
     learner = Learner(args.from_dir, out, cfg, args.bind, args.keys)
+    try:
+        for robot in args.release_robot:
+            learner.release_robot(robot)
+    except ValueError as exc:
+        print(f"robot-sac learner: error: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     endpoint = learner.start()

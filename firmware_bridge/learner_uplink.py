@@ -101,7 +101,7 @@ class UplinkConfig:
         if self.heartbeat_s > ROBOT_ID_HELD_S / 2:
             raise ValueError(f"heartbeat_s: {self.heartbeat_s} s; at most {ROBOT_ID_HELD_S / 2:g} s, so that the "
                              f"learner, which holds a robot id for {ROBOT_ID_HELD_S:g} s after its last message, "
-                             "keeps this robot's")  # fmt: skip
+                             "keeps this robot's id")  # fmt: skip
         if self.window < 1:
             raise ValueError(f"window: must be at least 1, got {self.window}")
 

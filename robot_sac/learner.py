@@ -195,11 +195,14 @@ class Learner:
         """Unbind ``robot`` from the CURVE key it first spoke with (kept in the checkpoint), so that the next allowed
         key to speak for it takes it: a robot moved to a new key while its old one stays allowed. Before
         ``start``."""
+        checkpoint = self.ckpt_dir / "last.pt"
+        if not checkpoint.exists():
+            raise ValueError(f"--release-robot {robot}: no learner checkpoint in {self.ckpt_dir} yet, so no id is "
+                             "bound")  # fmt: skip
         rec = self.link.robots.get(robot)
         if rec is None:
             known = ", ".join(sorted(self.link.robots)) or "none"
-            raise ValueError(f"--release-robot {robot}: no robot of that id in {self.ckpt_dir / 'last.pt'} "
-                             f"(known: {known})")  # fmt: skip
+            raise ValueError(f"--release-robot {robot}: no robot of that id in {checkpoint} (known: {known})")
         rec.key = None
 
     # -- the loop -----------------------------------------------------------------------------------

@@ -48,6 +48,9 @@ MAX_REFUSALS_KEPT = 20
 RESEND_POLICY_AFTER_S = 5.0
 """A robot that still announces an older policy this long after a push gets the newest again."""
 
+MAX_CONFLICTS_LISTED = 256
+"""Distinct (robot, spool) name conflicts listed in the errors; all are counted."""
+
 NAME_HELD_S = ROBOT_ID_HELD_S
 """A robot id stays with its spool while that spool has spoken within this long (robots say hello every second),
 and for this long after the link starts for a spool from a checkpoint: another connection naming the id with
@@ -174,6 +177,7 @@ class LearnerLink:
         """The allow-list as the authenticator read it (set beside it)."""
         self._conflicts_logged: set[tuple[str, str]] = set()
         self._started = time.monotonic()
+        """When the link began to listen (reset as it binds): a checkpoint's spools are held from then."""
         self.context = context or zmq.Context.instance()
         self.ingest: queue.Queue[Ingested] = queue.Queue()
         self.counts = dict.fromkeys(("messages", "malformed", "oversized", "wrong_interface", "impersonation",
@@ -229,6 +233,7 @@ class LearnerLink:
                 self._allowed = curve_keys.allowed_user_ids(self._keys)
                 auth = curve_keys.start_authenticator(self.context, self._keys)
                 curve_keys.configure_server(sock, self._keys)
+            self._started = time.monotonic()
             sock.bind(self.bind)
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._ready.set()
@@ -325,29 +330,32 @@ class LearnerLink:
             self._drop("wrong_interface", f"{robot}: interface {interface_hash[:12]}, learner {self.interface_hash[:12]}")
             return None
         rec = self.robots.setdefault(robot, RobotRecord(robot))
-        if key is not None and key != rec.key:
-            if rec.key in self._allowed:
-                self._drop("impersonation", f"{robot}: spoken for by key {rec.key[:8]}..., not {key[:8]}... (to "
-                                            "move the id to another key: remove the old key from the allow-list, "
-                                            "or restart the learner with --release-robot ID)")  # fmt: skip
-                return None
-            if rec.key is not None:
-                self.errors.append(f"rebound: {robot} to key {key[:8]}...; its key {rec.key[:8]}... is no longer "
-                                   "in the allow-list")  # fmt: skip
-            rec.key = key
+        rebinding = key is not None and key != rec.key
+        if rebinding and rec.key in self._allowed:
+            self._drop("impersonation", f"{robot}: spoken for by key {rec.key[:8]}..., not {key[:8]}... (to move the "
+                                        "id to another key: remove the old key from the allow-list, or restart the "
+                                        "learner with --release-robot ID)")  # fmt: skip
+            return None
         now = time.monotonic()
         if rec.spool != spool:
             # A spool from a checkpoint is held from the link's start: its robot says hello within a second.
             quiet_since = rec.last_seen if rec.last_seen is not None else self._started
             if rec.spool and routing_id != rec.routing_id and now - quiet_since < NAME_HELD_S:
                 self.counts["name_conflict"] += 1
-                if (robot, spool) not in self._conflicts_logged:  # once: a second robot repeats every second
+                # Listed once per spool (a second robot repeats every second), and never more than a bounded set.
+                if (robot, spool) not in self._conflicts_logged and len(self._conflicts_logged) < MAX_CONFLICTS_LISTED:
                     self._conflicts_logged.add((robot, spool))
                     self.errors.append(f"name_conflict: {robot}: spool {spool} from another connection while "
                                        f"spool {rec.spool} is live under that id")  # fmt: skip
                 return None
             # A new spool (first contact, or the robot lost its disk): its numbering starts over.
             rec.spool, rec.received, rec.durable = spool, -1, -1
+        # Bound only by a message that is taken: one refused above must not claim the id for its key.
+        if rebinding:
+            if rec.key is not None:
+                self.errors.append(f"rebound: {robot} to key {key[:8]}...; its key {rec.key[:8]}... is no longer "
+                                   "in the allow-list")  # fmt: skip
+            rec.key = key
         rec.first_seen = rec.first_seen or now
         rec.last_seen = now
         rec.routing_id = routing_id

@@ -122,6 +122,17 @@ def test_a_second_spool_under_a_live_robot_id_is_refused_until_the_first_goes_qu
         sock.close()
 
 
+def test_a_message_refused_for_its_spool_does_not_bind_the_id_to_its_key():
+    # A released id (robot-sac learner --release-robot), held for its checkpoint's spool after the restart.
+    link = LearnerLink("tcp://127.0.0.1:*", LAYOUT, HASH, TransitionScorer(TaskSpec.load("claw_turn"), SPEC),
+                       robots={"claw-1": RobotRecord("claw-1", spool="00aa11bb22cc33dd")})  # fmt: skip
+    link._allowed = frozenset({"key-of-claw-1", "key-of-another"})
+    assert link._record("claw-1", "ffee00112233aabb", b"other", "key-of-another", HASH) is None
+    assert link.counts["name_conflict"] == 1 and link.robots["claw-1"].key is None
+    rec = link._record("claw-1", "00aa11bb22cc33dd", b"owner", "key-of-claw-1", HASH)
+    assert rec is not None and rec.key == "key-of-claw-1" and link.counts["impersonation"] == 0
+
+
 def test_a_robot_must_say_hello_well_within_the_time_a_learner_holds_its_id():
     with pytest.raises(ValueError, match=r"heartbeat_s: 3.0 s; at most 2.5 s"):
         UplinkConfig("tcp://127.0.0.1:5555", "claw-1", "/nonexistent", heartbeat_s=3.0)

@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     mapping.update({k: v for k, v in direct.items() if v is not None})
     cfg = from_mapping(LearnerConfig, mapping, "learner")
     out = args.out or args.from_dir / "learner"
+    if args.release_robot and args.keys is None:
+        print("robot-sac learner: error: --release-robot frees a CURVE key binding; it needs --keys", file=sys.stderr)
+        return 2
     learner = Learner(args.from_dir, out, cfg, args.bind, args.keys)
     try:
         for robot in args.release_robot:

@@ -51,13 +51,6 @@ RESEND_POLICY_AFTER_S = 5.0
 MAX_CONFLICTS_LISTED = 256
 """Distinct (robot, spool) name conflicts listed in the errors; all are counted."""
 
-NAME_HELD_S = ROBOT_ID_HELD_S
-"""A robot id stays with its spool while that spool has spoken within this long (robots say hello every second),
-and for this long after the link starts for a spool from a checkpoint: another connection naming the id with
-another spool meanwhile is a second robot under the same name, and is refused rather than let the two spools'
-numbering overwrite each other."""
-
-
 @dataclass
 class RobotRecord:
     robot: str
@@ -338,9 +331,11 @@ class LearnerLink:
             return None
         now = time.monotonic()
         if rec.spool != spool:
-            # A spool from a checkpoint is held from the link's start: its robot says hello within a second.
+            # Another connection's spool under a live id is a second robot under the same name, refused so that
+            # the two spools' numbering does not overwrite each other. A spool from a checkpoint is held from
+            # the link's start: its robot says hello within a second.
             quiet_since = rec.last_seen if rec.last_seen is not None else self._started
-            if rec.spool and routing_id != rec.routing_id and now - quiet_since < NAME_HELD_S:
+            if rec.spool and routing_id != rec.routing_id and now - quiet_since < ROBOT_ID_HELD_S:
                 self.counts["name_conflict"] += 1
                 # Listed once per spool (a second robot repeats every second), and never more than a bounded set.
                 if (robot, spool) not in self._conflicts_logged and len(self._conflicts_logged) < MAX_CONFLICTS_LISTED:

@@ -101,7 +101,7 @@ def _send_unanswered(sock, spool, link, conflicts):
 
 
 def test_a_second_spool_under_a_live_robot_id_is_refused_until_the_first_goes_quiet(link, dealer, monkeypatch):
-    monkeypatch.setattr(learner_link, "NAME_HELD_S", 1.0)
+    monkeypatch.setattr(learner_link, "ROBOT_ID_HELD_S", 1.0)
     assert exchange(dealer, 0).received == 3
     other = _connect(link)
     _send_unanswered(other, "ffee00112233aabb", link, conflicts=1)
@@ -139,7 +139,7 @@ def test_a_robot_must_say_hello_well_within_the_time_a_learner_holds_its_id():
 
 
 def test_a_spool_from_a_checkpoint_holds_its_id_for_a_while_after_the_link_starts(monkeypatch):
-    monkeypatch.setattr(learner_link, "NAME_HELD_S", 1.0)
+    monkeypatch.setattr(learner_link, "ROBOT_ID_HELD_S", 1.0)
     saved = RobotRecord("claw-1", spool="00aa11bb22cc33dd", received=3, durable=3, transitions=4)
     link = LearnerLink("tcp://127.0.0.1:*", LAYOUT, HASH, TransitionScorer(TaskSpec.load("claw_turn"), SPEC),
                        robots={"claw-1": RobotRecord.from_checkpoint(saved.checkpoint_state(3))})  # fmt: skip

@@ -114,7 +114,7 @@ def test_only_allow_listed_curve_keys_get_data_in_or_policies_out(tmp_path, link
 def test_a_robot_id_stays_with_its_first_key_across_a_restart_until_that_key_is_revoked(tmp_path, link_factory,
                                                                                        uplinks, monkeypatch):
     # A new spool after a restart waits for the saved one's hold (test_learner_link.py); shortened here.
-    monkeypatch.setattr(learner_link, "NAME_HELD_S", 0.3)
+    monkeypatch.setattr(learner_link, "ROBOT_ID_HELD_S", 0.3)
     keys = tmp_path / "keys"
     create_keys(keys, ["robot-a", "robot-b"])
     link = link_factory(keys)

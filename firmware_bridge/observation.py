@@ -35,9 +35,13 @@ class History:
     """Goal values by name, e.g. ``valve_angle`` [rad]."""
     ticks: int = 0
     """Policy ticks taken in this episode."""
+    start_yaw: float | None = None
+    """The base's yaw [rad] (as read) at the episode's first tick; None before it."""
 
     def record(self, action: np.ndarray, state: RobotState) -> None:
         """Remember this tick's policy output and the state its observation was built from, for the next one."""
+        if self.ticks == 0:
+            self.start_yaw = float(state.imu[2])
         self.ticks += 1
         self.action_before_last = self.last_action
         self.last_action = np.array(action, dtype=np.float64)
@@ -65,6 +69,12 @@ def _gait_clock(history: History, spec: RobotSpec) -> list[float]:
     # ticks on the robot as in the simulator whatever the wall clock does.
     phase = 2.0 * np.pi * history.goals["gait_frequency"] * history.ticks / spec.control_rate_hz
     return [np.sin(phase), np.cos(phase)]
+
+
+def _heading(state: RobotState, history: History) -> list[float]:
+    # Before the first tick is recorded, the state being read is the start.
+    turned = 0.0 if history.start_yaw is None else state.imu[2] - history.start_yaw
+    return [np.sin(turned), np.cos(turned)]
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,9 @@ FEATURES: dict[str, Feature] = {
     "gait_clock": Feature(_fixed(2), lambda s, h, spec: _gait_clock(h, spec), goal="gait_frequency"),
     "base_roll_pitch": Feature(_fixed(2), lambda s, h, spec: s.imu[0:2], "imu"),
     "base_angular_velocity": Feature(_fixed(3), lambda s, h, spec: s.imu[3:6], "imu"),
+    # How far the base has turned since the episode's first tick (sin, cos): forward is the way the robot faced
+    # at the start. Without it a walking policy cannot see its heading drift and walks in arcs.
+    "base_heading": Feature(_fixed(2), lambda s, h, spec: _heading(s, h), "imu"),
     "valve_angle_cos_sin": Feature(
         _fixed(2), lambda s, h, spec: [np.cos(s.extra("valve_angle")), np.sin(s.extra("valve_angle"))], "valve_encoder"
     ),

@@ -185,3 +185,28 @@ def test_robot_state_validates_shapes():
     copied = state.copy()
     copied.joint_pos[0] = 1.0
     assert state.joint_pos[0] == 0.0
+
+
+def test_base_heading_is_the_yaw_turned_since_the_first_tick_and_crosses_pi_without_a_jump(quadruped):
+    task = dataclasses.replace(TaskInterface.load("quadruped_walk"), observation=["base_heading"])
+    builder = ObservationBuilder(quadruped, task)
+    heading = builder.slices()["base_heading"]
+
+    def state(yaw):
+        return RobotState(timestamp=0.0, joint_pos=quadruped.start, joint_vel=np.zeros(8),
+                          joint_current=np.zeros(8), imu=np.array([0.0, 0.0, yaw, 0.0, 0.0, 0.0]))  # fmt: skip
+
+    history = builder.new_history()
+    # The first tick faces forward whatever the IMU's yaw reads.
+    np.testing.assert_allclose(builder.build(state(3.0), history)[heading], [0.0, 1.0], atol=1e-6)
+    history.record(np.zeros(8), state(3.0))
+    np.testing.assert_allclose(builder.build(state(3.0 + np.pi / 2), history)[heading], [1.0, 0.0], atol=1e-6)
+    # 3.0 to -3.0 rad is 0.28 rad further left across the wrap, not 6 rad right.
+    turned = 2 * np.pi - 6.0
+    np.testing.assert_allclose(builder.build(state(-3.0), history)[heading], [np.sin(turned), np.cos(turned)],
+                               atol=1e-6)
+    # Later ticks keep the first tick's yaw as the reference; a new episode takes its own.
+    history.record(np.zeros(8), state(-3.0))
+    np.testing.assert_allclose(builder.build(state(3.0), history)[heading], [0.0, 1.0], atol=1e-6)
+    fresh = builder.new_history()
+    np.testing.assert_allclose(builder.build(state(-1.0), fresh)[heading], [0.0, 1.0], atol=1e-6)

@@ -35,7 +35,10 @@ from sim.virtual_robot_server import build_robot, make_server, serving
 # with seed 1 the valve slips differently and the runs part by 0.5 rad. This seed's episode stays on one
 # branch, so what is left is the wire format's rounding carried through the loop.
 SEED = 5
-QUADRUPED_SEED = 0
+# The same for the quadruped's random gains, which must also move the legs (0.3 rad): with the task's 31
+# observations, seeds 0-2 cross a contact that parts the runs by 15-24 allowance units, 3, 5 and 6 move the legs
+# 0.27-0.29 rad, 4 and 7 pass. (With 29 observations, before base_heading, seed 0 passed and 2-4 parted.)
+QUADRUPED_SEED = 4
 
 
 class Recorder:
@@ -193,7 +196,9 @@ def test_the_quadruped_over_the_motor_board_protocol_sees_and_does_what_the_simu
     bridge_obs = np.array([t.observation for t in recorder.ticks])
     sim_obs = np.array(sim_obs)
     # Wire units; rates get twice the allowance: a velocity through a ground contact moves more per rounding.
-    units = {"base_roll_pitch": ORIENTATION_SCALE, "base_angular_velocity": 2 * GYRO_SCALE,
+    # The heading is the difference of two rounded yaws.
+    units = {"base_roll_pitch": ORIENTATION_SCALE, "base_heading": 2 * ORIENTATION_SCALE,
+             "base_angular_velocity": 2 * GYRO_SCALE,
              "joint_pos_from_start": POSITION_SCALE, "joint_vel": 2 * VELOCITY_SCALE, "last_action": 1e-3}  # fmt: skip
     for name, where in builder.slices().items():
         worst = np.abs(bridge_obs[:, where] - sim_obs[:, where]).max()

@@ -80,9 +80,9 @@ def test_new_history_uses_task_goal_by_default(claw):
 def test_quadruped_layout_reads_imu_and_offsets_from_start(quadruped):
     builder = ObservationBuilder(quadruped, TaskInterface.load("quadruped_walk"))
     assert builder.feature_names == [
-        "base_roll_pitch", "base_angular_velocity", "joint_pos_from_start", "joint_vel", "last_action"
+        "base_roll_pitch", "base_angular_velocity", "joint_pos_from_start", "joint_vel", "last_action", "base_heading"
     ]
-    assert builder.dim == 2 + 3 + 8 + 8 + 8
+    assert builder.dim == 2 + 3 + 8 + 8 + 8 + 2
     state = RobotState(
         timestamp=0.0,
         joint_pos=quadruped.start + 0.1,
@@ -94,6 +94,7 @@ def test_quadruped_layout_reads_imu_and_offsets_from_start(quadruped):
     np.testing.assert_allclose(obs[:5], [0.1, -0.2, 1.0, 2.0, 3.0], rtol=1e-6)
     np.testing.assert_allclose(obs[5:13], np.full(8, 0.1), rtol=1e-5)
     np.testing.assert_allclose(obs[13:21], np.arange(8.0))
+    np.testing.assert_allclose(obs[29:31], [0.0, 1.0])  # the first tick faces forward, whatever the yaw reads
 
 
 def test_history_features_are_the_previous_tick_and_zero_at_the_start(quadruped):

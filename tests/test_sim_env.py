@@ -34,6 +34,7 @@ def test_observation_is_the_builder_applied_to_the_reported_state(env_id):
     for _ in range(5):
         history = base.observation_builder.new_history(base.goals)
         history.last_action = base.history.last_action.copy()
+        history.start_yaw = base.history.start_yaw
         np.testing.assert_array_equal(obs, builder.build(base.observed_state, history))
         assert isinstance(base.observed_state, RobotState)
         obs, *_ = env.step(rng.uniform(-1, 1, base.action_space.shape).astype(np.float32))

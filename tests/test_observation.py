@@ -188,7 +188,7 @@ def test_robot_state_validates_shapes():
     assert state.joint_pos[0] == 0.0
 
 
-def test_base_heading_is_the_yaw_turned_since_the_first_tick_and_crosses_pi_without_a_jump(quadruped):
+def test_base_heading_is_the_yaw_turned_since_each_episodes_first_tick(quadruped):
     task = dataclasses.replace(TaskInterface.load("quadruped_walk"), observation=["base_heading"])
     builder = ObservationBuilder(quadruped, task)
     heading = builder.slices()["base_heading"]

@@ -28,13 +28,15 @@ def test_observation_is_the_builder_applied_to_the_reported_state(env_id):
     env = gym.make(env_id)
     base = env.unwrapped
     obs, _ = env.reset(seed=3)
+    first_yaw_read = base.observed_state.imu[2]
     # An independent builder from the same specs, fed the state the env says the sensors reported.
     builder = ObservationBuilder(base.robot_spec, base.task)
     rng = np.random.default_rng(0)
     for _ in range(5):
         history = base.observation_builder.new_history(base.goals)
         history.last_action = base.history.last_action.copy()
-        history.start_yaw = base.history.start_yaw
+        # The heading's reference is the first tick's yaw as the sensors reported it (the robot has no other).
+        history.start_yaw = None if base.history.ticks == 0 else first_yaw_read
         np.testing.assert_array_equal(obs, builder.build(base.observed_state, history))
         assert isinstance(base.observed_state, RobotState)
         obs, *_ = env.step(rng.uniform(-1, 1, base.action_space.shape).astype(np.float32))

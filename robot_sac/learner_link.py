@@ -51,6 +51,7 @@ RESEND_POLICY_AFTER_S = 5.0
 MAX_CONFLICTS_LISTED = 256
 """Distinct (robot, spool) name conflicts listed in the errors; all are counted."""
 
+
 @dataclass
 class RobotRecord:
     robot: str

@@ -7,16 +7,20 @@ The caller samples, logs and checkpoints.
 from __future__ import annotations
 
 import copy
+import warnings
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from robot_sac.critic_process import CriticProcess
 from robot_sac.cuda_graphs import GraphedUpdate
 from robot_sac.networks import Actor, CriticEnsemble, ObservationNormalizer
 from robot_sac.replay import Batch
@@ -59,8 +63,14 @@ class SACConfig:
     simultaneous_update: bool = True
     """Compute the critic, actor and temperature gradients from the same pre-update networks, as the original
     implementation's single training step does; on CPU without critic dropout the critic's and the actor's
-    passes then run on two threads at once. False: the actor's gradient goes through the just-updated
+    passes then run at once (``parallel_update``). False: the actor's gradient goes through the just-updated
     critics (SB3's order)."""
+    parallel_update: Literal["process", "thread"] = "process"
+    """Where the critics' pass runs while this thread runs the actor's, when the two run at once: a child process
+    (the networks in shared memory; two threads of one interpreter slow each other down), or a second thread.
+    Results are the same either way. The child starts by importing the main module, as any ``spawn`` or
+    ``forkserver`` child does: a script must guard its entry point with ``if __name__ == "__main__":``. A daemonic
+    process (which may not start children), or a platform without ``forkserver`` (Windows), uses the thread."""
     utd: int = 1
     """Update-to-data ratio: gradient updates per environment step."""
     actor_update_every: int = 1
@@ -157,15 +167,15 @@ class SAC:
             self.actor_average = copy.deepcopy(self.actor).requires_grad_(False)
         critic_in = obs_dim + privileged_dim
         critic_args = (critic_in, act_dim, cfg.critic_hidden, cfg.n_critics, cfg.critic_dropout, cfg.critic_layer_norm)
-        self.critic = CriticEnsemble(*critic_args).to(self.device)
-        self.critic_target = CriticEnsemble(*critic_args).to(self.device)
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.critic_target.requires_grad_(False)
+        self._critic = CriticEnsemble(*critic_args).to(self.device)
+        self._critic_target = CriticEnsemble(*critic_args).to(self.device)
+        self._critic_target.load_state_dict(self._critic.state_dict())
+        self._critic_target.requires_grad_(False)
         self.log_alpha = torch.tensor(float(np.log(cfg.alpha)), device=self.device, requires_grad=True)
         self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
         fused = self.device.type in ("cpu", "cuda")
         graphs = cfg.cuda_graphs and self.device.type == "cuda"
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, fused=fused, capturable=graphs)
+        self._critic_opt = torch.optim.Adam(self._critic.parameters(), lr=cfg.critic_lr, fused=fused, capturable=graphs)
         # The actor and the temperature step together: their losses share no parameters, so one optimizer
         # step (one fused kernel) over both equals two separate steps, at half the Python overhead.
         self.actor_opt = torch.optim.Adam(
@@ -173,23 +183,58 @@ class SAC:
             fused=fused,
             capturable=graphs,
         )
-        self._critic_params = list(self.critic.parameters())
-        self._target_params = list(self.critic_target.parameters())
+        self._critic_params = list(self._critic.parameters())
+        self._target_params = list(self._critic_target.parameters())
         self._actor_and_alpha = [*self.actor.parameters(), self.log_alpha]
         self._actor_params = list(self.actor.parameters())
         self._average_params = list(self.actor_average.parameters()) if self.actor_average is not None else []
         # Dropout draws from torch's global generator, so with it the two passes keep one thread and a
         # fixed order; results do not depend on which thread ran what.
         self.two_threads = cfg.simultaneous_update and self.device.type == "cpu" and cfg.critic_dropout == 0
-        self._critic_worker = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sac-critic") if self.two_threads else None
+        in_process = (
+            self.two_threads
+            and cfg.parallel_update == "process"
+            and not mp.current_process().daemon
+            and "forkserver" in mp.get_all_start_methods()
         )
+        self._critic_worker = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sac-critic")
+            if self.two_threads and not in_process
+            else None
+        )
+        # Started at the first update that needs it, so that an agent only loaded for acting starts no process.
+        self._critic_process: CriticProcess | None = None
+        self._wants_critic_process = in_process
         self._graphed = GraphedUpdate(self) if graphs else None
         self.updates = 0
 
     @property
     def alpha(self) -> float:
         return float(self.log_alpha.detach().exp())
+
+    @property
+    def critic(self) -> CriticEnsemble:
+        """The critics, once any step the critic process is still taking is done."""
+        self.settle()
+        return self._critic
+
+    @property
+    def critic_target(self) -> CriticEnsemble:
+        """The target critics, once any step the critic process is still taking is done."""
+        self.settle()
+        return self._critic_target
+
+    @property
+    def critic_opt(self) -> torch.optim.Optimizer:
+        """The critics' optimizer, once any step the critic process is still taking is done."""
+        self.settle()
+        return self._critic_opt
+
+    def settle(self) -> None:
+        """Wait for the critic process to finish the critics' step of the last update: ``update`` returns before
+        it does, so that the step overlaps acting and the environment's step. Raises an error the child met."""
+        if self._critic_process is not None:
+            self._critic_process.settle()
 
     @property
     def policy_actor(self) -> Actor:
@@ -232,13 +277,14 @@ class SAC:
         the actor's input, may then be None); ``next_critic_obs`` is what the critics see of s' where that is more
         than ``next_obs`` (``critic_observation``).
         """
-        next_action, next_log_prob = self.actor.sample(next_obs, noise) if next_sample is None else next_sample
+        self.settle()
+        if next_sample is None:
+            next_sample = self.actor.sample(next_obs, noise)
         if members is None:
             members = self._target_members()
         critic_obs = next_obs if next_critic_obs is None else next_critic_obs
-        next_q = self.critic_target(critic_obs, next_action)[members].min(0).values - alpha * next_log_prob
-        # Terminations stop the bootstrap; time-limit truncations were stored with terminated=0.
-        return self.cfg.reward_scale * reward + self.cfg.gamma * (1.0 - terminated) * next_q
+        target = self._critic_target
+        return soft_td_target(self.cfg, target, reward, terminated, alpha, members, next_sample, critic_obs)
 
     def critic_observation(self, obs: torch.Tensor, privileged: torch.Tensor | None) -> torch.Tensor:
         """What the critics see: the normalized observation ``obs``, followed by the normalized privileged
@@ -259,7 +305,9 @@ class SAC:
         )
 
     def update(self, batch: Batch) -> dict[str, float]:
-        """One gradient step on the critics, and (every ``actor_update_every``) on the actor and alpha."""
+        """One gradient step on the critics, and (every ``actor_update_every``) on the actor and alpha. With the
+        critic process, the critics' step may still be under way when this returns (``settle``)."""
+        self.settle()
         actor_due = (self.updates + 1) % self.cfg.actor_update_every == 0
         if self._graphed is not None:
             info = self._graphed(batch, actor_due)
@@ -299,17 +347,19 @@ class SAC:
                 info = self._critic_step(*self._critic_grads(*critic_inputs))
                 # The actor's gradient flows through the critics' inputs only; freezing their weights skips
                 # computing parameter gradients that the next critic step would discard anyway.
-                self.critic.requires_grad_(False)
+                self._critic.requires_grad_(False)
                 loss, actor_info = self._actor_loss(*actor_inputs)
                 self.actor_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self._actor_step()
-                self.critic.requires_grad_(True)
+                self._critic.requires_grad_(True)
                 info.update(actor_info)
         return info
 
     def _simultaneous_step(self, critic_inputs: tuple, actor_inputs: tuple):
         """Critic, actor and temperature gradients from the same networks, then both optimizer steps."""
+        if self._wants_critic_process:
+            return self._update_in_process(critic_inputs, actor_inputs)
         if self._critic_worker is None:
             critic_result = self._critic_grads(*critic_inputs)
             actor_info = self._actor_grads(*actor_inputs)
@@ -319,6 +369,34 @@ class SAC:
         self._actor_step()
         info.update(actor_info)
         return info
+
+    def _update_in_process(self, critic_inputs: tuple, actor_inputs: tuple):
+        """The critics' gradients and step in the critic process, the actor's and temperature's gradients and
+        step here, split as ``_grads_on_two_threads`` splits them except that the child samples the next actions.
+        The actor steps while the child may still be stepping the critics, so unlike on the thread an error in
+        the child's pass leaves the actor stepped and the critics not. This returns once the critic loss is known;
+        the critics' step goes on in the child (``settle``)."""
+        rows = critic_inputs[0].action.shape[0]
+        process = self._critic_process
+        if process is None or not process.alive or rows > process.rows:
+            if process is not None and not process.alive:
+                warnings.warn(
+                    f"the critic process had exited with code {process.exitcode}; starting another", RuntimeWarning
+                )
+            if process is not None:
+                process.close()
+            process = self._critic_process = CriticProcess(self, max(rows, self.cfg.batch_size))
+            weakref.finalize(self, process.close)
+        try:
+            process.submit(*critic_inputs)
+            info = self._actor_grads(*actor_inputs, process.release)
+            process.wait_actor_free()
+            self._actor_step()
+            critic_loss, q_mean = process.losses()
+        except BaseException:
+            process.settle()
+            raise
+        return {"losses/critic": critic_loss, "losses/q_mean": q_mean, **info}
 
     def _grads_on_two_threads(self, critic_inputs: tuple, actor_inputs: tuple):
         """The critics' gradients and step on the worker, the actor's and temperature's gradients here.
@@ -340,7 +418,7 @@ class SAC:
     def _actor_side(self, next_sample: Future, critics_released: Future, next_obs, next_noise, actor_inputs: tuple):
         with torch.no_grad():
             next_sample.set_result(self.actor.sample(next_obs, next_noise))
-        return self._actor_grads(*actor_inputs, critics_released)
+        return self._actor_grads(*actor_inputs, partial(_release, critics_released))
 
     def _alongside(self, worker_job, caller_job, release: tuple[Future, ...] = ()) -> tuple:
         """Both results of ``worker_job`` on the critic worker and ``caller_job`` on this thread, run at once.
@@ -377,11 +455,11 @@ class SAC:
                 torch._foreach_lerp_(self._average_params, self._actor_params, self.cfg.actor_average_tau)
 
     def _actor_grads(
-        self, obs, critic_obs, alpha, noise, critics_released: Future | None = None
+        self, obs, critic_obs, alpha, noise, release: Callable[[torch.Tensor], None] | None = None
     ) -> dict[str, torch.Tensor]:
         """The actor's and temperature's gradients into their ``.grad``; their loss values for logging.
-        ``critics_released`` is set once the backward pass has gone through the critics."""
-        loss, info = self._actor_loss(obs, critic_obs, alpha, noise, critics_released)
+        ``release`` is called once the backward pass has gone through the critics."""
+        loss, info = self._actor_loss(obs, critic_obs, alpha, noise, release)
         # torch.autograd.grad leaves the critics' .grad alone: the critic pass may be filling it.
         grads = torch.autograd.grad(loss, self._actor_and_alpha, allow_unused=not self.cfg.autotune_alpha)
         for param, grad in zip(self._actor_and_alpha, grads):
@@ -402,7 +480,7 @@ class SAC:
         target_q = self.critic_target_values(
             batch.reward, next_obs, batch.terminated, alpha, next_noise, members, next_critic_obs=next_critic_obs
         )
-        return self._critic_backward(self.critic(critic_obs, batch.action), target_q)
+        return self._critic_backward(self._critic(critic_obs, batch.action), target_q)
 
     def _critic_update(
         self, batch, critic_obs, next_critic_obs, alpha, members, next_sample: Future, critics_released: Future
@@ -410,7 +488,7 @@ class SAC:
         """The worker's part: ``_critic_grads`` with the target computed once ``next_sample`` is ready, then the
         critics' step once ``critics_released`` says the actor's pass no longer needs them. (Without dropout,
         which would draw in another order; the worker runs only then.)"""
-        q = self.critic(critic_obs, batch.action)
+        q = self._critic(critic_obs, batch.action)
         target_q = self.critic_target_values(
             batch.reward, None, batch.terminated, alpha, members=members, next_sample=_await(next_sample),
             next_critic_obs=next_critic_obs,
@@ -420,31 +498,25 @@ class SAC:
         return self._critic_step(*result)
 
     def _critic_backward(self, q: torch.Tensor, target_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # The sum over critics of each one's mean squared error, as one reduction.
-        critic_loss = 0.5 * q.shape[0] * F.mse_loss(q, target_q.expand_as(q))
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        return critic_loss, q
+        return critic_loss_backward(self._critic_opt, q, target_q), q
 
     def _critic_step(self, critic_loss: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.critic_opt.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(self._target_params, self._critic_params, self.cfg.tau)
+        step_critics(self._critic_opt, self._critic_params, self._target_params, self.cfg.tau)
         return {"losses/critic": critic_loss.detach(), "losses/q_mean": q.detach().mean()}
 
     def _actor_loss(
-        self, obs, critic_obs, alpha, noise, critics_released: Future | None = None
+        self, obs, critic_obs, alpha, noise, release: Callable[[torch.Tensor], None] | None = None
     ) -> tuple[torch.Tensor, dict]:
         """The actor's loss plus (when tuned) the temperature's, and their values for logging; the backward
-        pass sets ``critics_released`` when it reaches the action, past every critic operation. The actor sees
+        pass calls ``release`` when it reaches the action, past every critic operation. The actor sees
         ``obs``, the critics ``critic_obs``."""
         cfg = self.cfg
         action, log_prob = self.actor.sample(obs, noise)
-        if critics_released is not None:
+        if release is not None:
             # The action is the critics' only input that depends on the actor, so the backward pass reaches it
             # after every critic operation.
-            action.register_hook(partial(_release, critics_released))
-        q_all = self.critic(critic_obs, action)
+            action.register_hook(release)
+        q_all = self._critic(critic_obs, action)
         # Clipped double Q for the paper's twin critics; REDQ's actor uses the whole ensemble's mean.
         q_pi = q_all.mean(0) if cfg.n_target_critics < cfg.n_critics else q_all.min(0).values
         actor_loss = (alpha * log_prob - q_pi).mean()
@@ -458,41 +530,72 @@ class SAC:
         return actor_loss + alpha_loss, info
 
     def state_dict(self) -> dict:
+        self.settle()
         return {
             "actor": self.actor.state_dict(),
             **({"actor_average": self.actor_average.state_dict()} if self.actor_average is not None else {}),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
+            "critic": self._critic.state_dict(),
+            "critic_target": self._critic_target.state_dict(),
             "normalizer": self.normalizer.state_dict(),
             **({"privileged_normalizer": self.privileged_normalizer.state_dict()} if self.privileged_dim else {}),
             "log_alpha": self.log_alpha.detach().clone(),
             "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
+            "critic_opt": self._critic_opt.state_dict(),
             "updates": self.updates,
         }
 
     def load_state_dict(self, state: dict) -> None:
+        self.settle()
         self.actor.load_state_dict(state["actor"])
         if self.actor_average is not None:
             # A run that averages from here on (or from before averaging existed) starts from the actor.
             self.actor_average.load_state_dict(state.get("actor_average", state["actor"]))
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
+        self._critic.load_state_dict(state["critic"])
+        self._critic_target.load_state_dict(state["critic_target"])
         self.normalizer.load_state_dict(state["normalizer"])
         if self.privileged_dim:
             self.privileged_normalizer.load_state_dict(state["privileged_normalizer"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         self.actor_opt.load_state_dict(_actor_and_alpha_opt_state(state))
-        self.critic_opt.load_state_dict(state["critic_opt"])
+        self._critic_opt.load_state_dict(state["critic_opt"])
+        if self._critic_process is not None:
+            # The optimizer's state tensors were replaced: the child would step the old ones.
+            self._critic_process.close()
+            self._critic_process = None
         # The saved settings come with the state; capturable is this machine's choice (a run trained with CUDA
         # graphs resumes on a CPU, and the other way round). The steps are on the device either way (fused).
-        for group in (*self.actor_opt.param_groups, *self.critic_opt.param_groups):
+        for group in (*self.actor_opt.param_groups, *self._critic_opt.param_groups):
             group["capturable"] = self._graphed is not None
         self.updates = int(state["updates"])
         if self._graphed is not None:
             # The optimizers' state tensors were replaced: graphs captured before would step the old ones.
             self._graphed = GraphedUpdate(self)
+
+
+def soft_td_target(cfg: SACConfig, critic_target, reward, terminated, alpha, members, next_sample, next_critic_obs):
+    """r + gamma (1 - terminated) (min over ``members`` of Q'(s', a') - alpha log pi(a'|s')), ``[B]``, for the next
+    actions and log-probabilities ``next_sample`` and what the critics see of s'."""
+    next_action, next_log_prob = next_sample
+    next_q = critic_target(next_critic_obs, next_action)[members].min(0).values - alpha * next_log_prob
+    # Terminations stop the bootstrap; time-limit truncations were stored with terminated=0.
+    return cfg.reward_scale * reward + cfg.gamma * (1.0 - terminated) * next_q
+
+
+def critic_loss_backward(critic_opt: torch.optim.Optimizer, q: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
+    """The critic loss, its gradient in the critics' ``.grad``: the sum over critics of each one's mean squared
+    error, as one reduction."""
+    critic_loss = 0.5 * q.shape[0] * F.mse_loss(q, target_q.expand_as(q))
+    critic_opt.zero_grad(set_to_none=True)
+    critic_loss.backward()
+    return critic_loss
+
+
+def step_critics(critic_opt: torch.optim.Optimizer, params: list, target_params: list, tau: float) -> None:
+    """The critics' optimizer step, then Polyak averaging of their targets."""
+    critic_opt.step()
+    with torch.no_grad():
+        torch._foreach_lerp_(target_params, params, tau)
 
 
 def _await(future: Future):

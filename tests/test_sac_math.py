@@ -1,6 +1,8 @@
 """The SAC math against references: log-probabilities, the TD target, the temperature, Polyak averaging."""
 
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import torch
 from torch.distributions import Independent, Normal, TransformedDistribution
 from torch.distributions.transforms import TanhTransform
 
+from robot_sac.critic_process import CriticProcessError
 from robot_sac.networks import Actor, CriticEnsemble, squashed_gaussian_log_prob
 from robot_sac.replay import Batch
 from robot_sac.sac import SAC, SACConfig
@@ -254,39 +257,55 @@ def test_simultaneous_update_takes_the_actor_step_on_the_pre_update_critics():
     assert any(not torch.equal(a, b) for a, b in zip(simultaneous, sequential))
 
 
+def _one_thread(agent: SAC) -> SAC:
+    """What a CUDA device or critic dropout gets: both passes on the caller."""
+    agent._wants_critic_process, agent._critic_worker = False, None
+    return agent
+
+
+def _assert_same_state(state_a: dict, state_b: dict) -> None:
+    for key in ("actor", "critic", "critic_target"):
+        for name, value in state_a[key].items():
+            assert torch.equal(value, state_b[key][name]), f"{key}.{name}"
+    assert torch.equal(state_a["log_alpha"], state_b["log_alpha"])
+    for index, moments in state_a["critic_opt"]["state"].items():
+        for name, value in moments.items():
+            assert torch.equal(value, state_b["critic_opt"]["state"][index][name]), f"critic_opt.{index}.{name}"
+
+
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"autotune_alpha": False}, {"actor_update_every": 2, "n_critics": 5, "n_target_critics": 2}],
     ids=["default", "fixed-alpha", "redq-delayed-actor"],
 )
-def test_two_threads_give_the_same_result_as_one(overrides):
+def test_the_critic_process_and_thread_give_the_same_result_as_one_thread(overrides):
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same intra-op threads on both sides, so the sums run in the same order
+    torch.set_num_threads(1)  # the same intra-op threads on every side, so the sums run in the same order
     try:
-        runs = []
-        for two_threads in (True, False):
-            agent = _agent(**overrides)
+        runs = {}
+        for mode in ("process", "thread", "one thread"):
+            agent = _agent(parallel_update="thread" if mode == "thread" else "process", **overrides)
             assert agent.two_threads
-            if not two_threads:
-                agent._critic_worker = None  # what a CUDA device or critic dropout gets: both passes on the caller
+            if mode == "one thread":
+                _one_thread(agent)
             torch.manual_seed(2)
             infos = [agent.update(_batch(n=16, seed=seed)) for seed in range(5)]
-            runs.append((infos, agent.state_dict()))
+            assert (agent._critic_process is not None) == (mode == "process")
+            runs[mode] = (infos, agent.state_dict())
     finally:
         torch.set_num_threads(threads)
-    (infos_2, state_2), (infos_1, state_1) = runs
-    assert infos_2 == infos_1
-    for key in ("actor", "critic", "critic_target"):
-        for name, value in state_2[key].items():
-            assert torch.equal(value, state_1[key][name]), f"{key}.{name}"
-    assert torch.equal(state_2["log_alpha"], state_1["log_alpha"])
+    for mode in ("process", "thread"):
+        assert runs[mode][0] == runs["one thread"][0], mode
+        _assert_same_state(runs[mode][1], runs["one thread"][1])
     assert (agent.alpha != 1.0) == overrides.get("autotune_alpha", True)
     assert agent.updates == 5
 
 
-def test_a_failing_actor_pass_leaves_no_step_and_no_running_worker(monkeypatch):
-    agent = _agent()
+@pytest.mark.parametrize("parallel_update", ["process", "thread"])
+def test_a_failing_actor_pass_leaves_no_step_and_no_running_worker(monkeypatch, parallel_update):
+    agent = _agent(parallel_update=parallel_update)
     critic_before = [p.detach().clone() for p in agent.critic.parameters()]
+    actor_loss = agent._actor_loss
 
     def fail(*args):
         raise RuntimeError("actor pass failed")
@@ -295,12 +314,78 @@ def test_a_failing_actor_pass_leaves_no_step_and_no_running_worker(monkeypatch):
     with pytest.raises(RuntimeError, match="actor pass failed"):
         agent.update(_batch())
     assert agent.updates == 0
-    # The critic pass on the worker finished (its gradients are there) and took no step.
-    assert all(p.grad is not None for p in agent.critic.parameters())
     assert all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
+    if parallel_update == "thread":
+        # The critic pass on the worker finished (its gradients are there) and took no step.
+        assert all(p.grad is not None for p in agent.critic.parameters())
+    # Nothing is left waiting: the next update runs, and steps the critics.
+    monkeypatch.setattr(agent, "_actor_loss", actor_loss)
+    agent.update(_batch())
+    assert agent.updates == 1
+    assert not any(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
 
 
-def test_a_failing_next_action_sample_does_not_leave_the_worker_waiting(monkeypatch):
+def test_an_error_in_the_critic_process_reaches_the_caller_with_its_traceback(monkeypatch):
+    agent = _agent(n_critics=5, n_target_critics=2)
+    agent.update(_batch())
+    critic_before = [p.detach().clone() for p in agent.critic.parameters()]
+    monkeypatch.setattr(agent, "_target_members", lambda: torch.tensor([0, 7]))  # no critic 7 of 5
+    with pytest.raises(CriticProcessError, match=r"failed in update 2:\n(.|\n)*IndexError"):
+        agent.update(_batch())
+    assert agent.updates == 1
+    assert all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
+    # The process serves the next update.
+    monkeypatch.undo()
+    agent.update(_batch())
+    assert agent.updates == 2
+
+
+def test_a_critic_process_that_dies_is_reported_and_replaced():
+    agent = _agent()
+    agent.update(_batch())
+    agent.settle()
+    first = agent._critic_process
+    os.kill(first._process.pid, signal.SIGKILL)
+    first._process.join(timeout=10)
+    # Killed during an update: the caller's wait ends in an error, not a hang.
+    next_noise, members, _ = agent._draws(4, True)
+    batch = _batch()
+    first.submit(batch, batch.obs, batch.next_obs, batch.next_obs, torch.tensor(1.0), next_noise, members)
+    with pytest.raises(CriticProcessError, match=r"\(pid \d+\) exited with code -9 during update 2"):
+        first.losses()
+    # Found dead at the next update: replaced, with a warning.
+    with pytest.warns(RuntimeWarning, match="the critic process had exited with code -9; starting another"):
+        agent.update(_batch())
+    assert agent._critic_process is not first and agent._critic_process.alive
+    assert agent.updates == 2
+
+
+def test_a_loaded_state_continues_in_the_critic_process_as_it_would_have():
+    def trained(updates: int, **overrides) -> SAC:
+        agent = _agent(**overrides)
+        torch.manual_seed(5)
+        for seed in range(updates):
+            agent.update(_batch(n=16, seed=seed))
+        return agent
+
+    def three_more(agent: SAC) -> dict:
+        torch.manual_seed(6)
+        for seed in range(3, 6):
+            agent.update(_batch(n=16, seed=seed))
+        return agent.state_dict()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        resumed = trained(1)  # its child holds optimizer state that loading replaces
+        resumed.load_state_dict(trained(3).state_dict())
+        reference = _one_thread(trained(3))
+        _assert_same_state(three_more(resumed), three_more(reference))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_failing_next_action_sample_does_not_leave_the_worker_thread_waiting(monkeypatch):
     import threading
     from concurrent.futures import Future
 
@@ -314,7 +399,7 @@ def test_a_failing_next_action_sample_does_not_leave_the_worker_waiting(monkeypa
             handoffs.append(self)
 
     monkeypatch.setattr(sac, "Future", RecordedFuture)
-    agent = _agent()
+    agent = _agent(parallel_update="thread")
     assert agent.two_threads
     sample = agent.actor.sample
     outcome = {}
@@ -459,3 +544,23 @@ def test_the_workers_wait_outlasts_its_polling_interval():
         assert _await(future) == "the next actions"
     finally:
         timer.cancel()
+
+
+def test_the_critics_read_right_after_an_update_are_the_stepped_ones():
+    # The critic process may still be stepping when update() returns; reading the critics waits for it. Networks
+    # of full size, so that the step takes long enough to be caught unfinished.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        in_process, reference = (SAC(3, 2, SACConfig(batch_size=64)) for _ in range(2))
+        reference.load_state_dict(in_process.state_dict())
+        _one_thread(reference)
+        for seed in range(4):
+            for agent in (reference, in_process):
+                torch.manual_seed(seed)
+                agent.update(_batch(n=64, seed=seed))
+            targets = [p.clone() for p in in_process.critic_target.parameters()]
+            assert all(torch.equal(a, b) for a, b in zip(targets, reference.critic_target.parameters()))
+    finally:
+        torch.set_num_threads(threads)
+    assert in_process._critic_process is not None

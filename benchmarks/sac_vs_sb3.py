@@ -13,8 +13,9 @@ matrix-multiply rate measured here, and how far each update time sits above it.
 
 Ours runs its hidden layers' matrix products in bfloat16 where the CPU has native bfloat16 (``auto``);
 ``--matmul-dtype float32`` compares at SB3's precision. Ours computes the critic's and the actor's gradients
-from the same pre-update networks on two threads (``sac.simultaneous_update``), each with half of SB3's
-torch threads; ``--sequential`` runs SB3's order (actor after the critic step) on one thread with all of them.
+from the same pre-update networks at once (``sac.simultaneous_update``): the critics' pass in a child process
+(``--parallel-update thread``: on a second thread), each pass with half of SB3's torch threads; ``--sequential``
+runs SB3's order (actor after the critic step) on one thread with all of them.
 Both train on ``robot_sac.envs.make_env(env)``: the robot tasks registered, actions in [-1, 1] (SB3 would
 rescale them to the same range itself). SB3 runs with torch's default threads (``OMP_NUM_THREADS`` or the
 physical cores), or ``--threads``.
@@ -59,7 +60,8 @@ def run_ours(env_id, steps, seed, learning_starts, eval_at, eval_episodes, utd, 
         eval_interval=10**9, checkpoint_interval=10**9, log_interval=10**9,
         # SB3's threads in all: split between the two passes when ours runs them at once.
         torch_threads=args.sb3_threads if args.sequential else max(1, args.sb3_threads // 2),
-        sac=SACConfig(utd=utd, matmul_dtype=args.matmul_dtype, simultaneous_update=not args.sequential),
+        sac=SACConfig(utd=utd, matmul_dtype=args.matmul_dtype, simultaneous_update=not args.sequential,
+                      parallel_update=args.parallel_update),
         device=args.device,
     )
     with tempfile.TemporaryDirectory() as run_dir:
@@ -219,6 +221,8 @@ def main() -> None:
                         help="torch threads in all for each (0: torch's default); ours splits them between its passes")
     parser.add_argument("--sequential", action="store_true",
                         help="ours in SB3's order on one thread (sac.simultaneous_update: false)")
+    parser.add_argument("--parallel-update", default="process", choices=["process", "thread"],
+                        help="where ours runs the critics' pass beside the actor's (sac.parallel_update)")
     parser.add_argument("--matmul-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="precision of our hidden layers' matrix products (SB3 always runs float32)")
     parser.add_argument("--plot", type=Path, help="also draw the evaluation returns of every seed to this PNG")
@@ -235,7 +239,7 @@ def main() -> None:
         eval_at.append(args.steps)
     console = Console()
     dtype = resolve_matmul_dtype(args.matmul_dtype, device)
-    ours_threads = "one thread" if args.sequential else "critic and actor passes on two threads"
+    ours_threads = "one thread" if args.sequential else f"critic and actor passes at once ({args.parallel_update})"
     console.print(f"[bold]{args.env}[/]: {args.steps} steps, {args.seeds} seeds, UTD {args.utd}, batch 256, "
                   f"256x256, on {device}; SB3 with {args.sb3_threads} torch threads; ours: {ours_threads}, "
                   f"matmuls in {dtype}")

@@ -116,8 +116,9 @@ class CriticProcess:
         self._errors, child_errors = ctx.Pipe(duplex=False)
         self._process = ctx.Process(
             target=_serve,
+            # The child's intra-op threads: the parent's, which the trainer has set per pass.
             args=(side, self._inputs, self._control, self._wake_child, self._wake_parent, child_errors, os.getpid(),
-                  spin_s),
+                  spin_s, torch.get_num_threads()),
             name="sac-critic",
             daemon=True,
         )
@@ -269,14 +270,14 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _serve(
-    side: _CriticSide, inputs, control, wake_child, wake_parent, errors, parent_pid: int, spin_s: float
+    side: _CriticSide, inputs, control, wake_child, wake_parent, errors, parent_pid: int, spin_s: float, threads: int
 ) -> None:
     """The child's loop: one critic pass per update the parent submits, until told to stop or orphaned."""
     from robot_sac.sac import critic_loss_backward, soft_td_target, step_critics
 
     # Ctrl-C reaches the whole process group; the parent handles it and finishes or skips the step.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     flags = control.numpy()
     params = list(side.critic.parameters())
     target_params = list(side.critic_target.parameters())

@@ -41,7 +41,10 @@ _SLOTS = 8
 SPIN_S = 0.002
 """How long a waiting side polls before it sleeps. An environment step between two updates takes 0.05-0.6 ms
 here, so the child is still polling when the next update arrives; evaluation episodes outlast it. (With 0.4 ms
-of work between HalfCheetah-sized updates: 2.69 ms per update against 2.78 ms sleeping at once.)"""
+of work between HalfCheetah-sized updates, before the critics' step overlapped it: 2.69 ms per update against
+2.78 ms sleeping at once.)"""
+
+_TRACEBACK_CHARS = 16_000
 
 _LIVENESS_S = 0.5
 """How often a sleeping side wakes to check that the other is still alive."""
@@ -79,7 +82,6 @@ class CriticProcess:
         self.rows = rows
         self.spin_s = spin_s
         self.update = 0
-        self._released = True
         self._settled = 0
         for module in (agent._critic, agent._critic_target, agent.actor):
             module.share_memory()
@@ -143,7 +145,6 @@ class CriticProcess:
             if isinstance(members, torch.Tensor):
                 inputs["members"].copy_(members)
         self.update += 1
-        self._released = False
         self._flags[_ROWS] = rows
         self._flags[_GO] = self.update  # last: the child reads the inputs once it sees this
         self._wake_child.release()
@@ -166,12 +167,13 @@ class CriticProcess:
 
     def settle(self) -> None:
         """Until the child is done with the submitted update; raises the error it met, once. An update whose
-        actor pass never released the critics ends with them unstepped (as SB3's order would leave them after a
-        failed actor pass). Ctrl-C during the wait is held until the child is done: nothing may see networks that
-        the child is still writing."""
+        actor pass never released the critics ends with them unstepped, as on the thread. A Ctrl-C during the
+        wait is held until the child is done, so that nothing sees networks it is still writing; a second one
+        kills the child (which may leave the critics part-stepped). Not thread-safe: call it from the thread
+        that updates."""
         if self._settled == self.update or self._flags[_GO] != self.update:
             return  # settled, or ``submit`` was interrupted before it started the child
-        if not self._released:
+        if abs(int(self._flags[_RELEASED])) != self.update:
             self._signal_release(-self.update)
         interrupted = None
         while True:
@@ -179,18 +181,26 @@ class CriticProcess:
                 self._wait(_DONE, self.update)
                 break
             except KeyboardInterrupt as exc:
+                if interrupted is not None:
+                    self._settled = self.update
+                    self._process.kill()
+                    raise
                 interrupted = exc
         self._settled = self.update
         if interrupted is not None:
             raise interrupted
         if self._flags[_FAILED] == self.update:
-            message = self._errors.recv() if self._errors.poll(1.0) else "(no traceback arrived)"
+            message = "(no traceback arrived)"
+            while self._errors.poll(1.0):  # earlier updates' tracebacks, unread after an interrupt, come first
+                update, text = self._errors.recv()
+                if update == self.update:
+                    message = text
+                    break
             raise CriticProcessError(f"the critic process failed in update {self.update}:\n{message}")
 
     def close(self) -> None:
-        """Stop the child once it is idle (it exits on its own, too, when this process dies)."""
-        if self._process.is_alive() and self._settled != self.update and self._flags[_GO] == self.update:
-            self._wait(_DONE, self.update)
+        """Stop the child (it exits on its own, too, when this process dies). A step under way finishes; a wait
+        for the actor's release ends without a step."""
         if self._process.is_alive():
             self._flags[_STOP] = 1
             self._wake_child.release()
@@ -208,7 +218,6 @@ class CriticProcess:
         return self._process.exitcode
 
     def _signal_release(self, value: int) -> None:
-        self._released = True
         self._flags[_RELEASED] = value
         self._wake_child.release()
 
@@ -261,10 +270,11 @@ def _wait_until(ready, flags, wake, other_alive, spin_s: float) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
-    # The child's own parent is the fork server, not the process that holds the networks: ask after that one.
+    # The child's own parent is the fork server, not the process that holds the networks: ask after that one. A
+    # process this one may not signal has taken a dead parent's number.
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
     return True
 
@@ -317,7 +327,8 @@ def _serve(
                 if flags[_RELEASED] == done:
                     step_critics(opt, params, target_params, cfg.tau)
         except Exception:  # reported to the parent, which raises it; the child serves on
-            errors.send(traceback.format_exc())
+            # Bounded: a message larger than the pipe's buffer would block here while the parent waits for DONE.
+            errors.send((done, traceback.format_exc()[-_TRACEBACK_CHARS:]))
             flags[_FAILED] = done
         flags[_ACTOR_FREE] = flags[_LOSSES] = done
         flags[_DONE] = done

@@ -7,6 +7,7 @@ The caller samples, logs and checkpoints.
 from __future__ import annotations
 
 import copy
+import platform
 import warnings
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -69,8 +70,9 @@ class SACConfig:
     """Where the critics' pass runs while this thread runs the actor's, when the two run at once: a child process
     (the networks in shared memory; two threads of one interpreter slow each other down), or a second thread.
     Results are the same either way. The child starts by importing the main module, as any ``spawn`` or
-    ``forkserver`` child does: a script must guard its entry point with ``if __name__ == "__main__":``. A daemonic
-    process (which may not start children), or a platform without ``forkserver`` (Windows), uses the thread."""
+    ``forkserver`` child does: a script must guard its entry point with ``if __name__ == "__main__":``. It takes the
+    critic optimizer's settings and this config when it starts. A daemonic process (which may not start
+    children), a platform without ``forkserver`` (Windows) or a CPU other than x86-64 uses the thread."""
     utd: int = 1
     """Update-to-data ratio: gradient updates per environment step."""
     actor_update_every: int = 1
@@ -196,6 +198,8 @@ class SAC:
             and cfg.parallel_update == "process"
             and not mp.current_process().daemon
             and "forkserver" in mp.get_all_start_methods()
+            # The hand-offs are plain stores to shared memory, ordered as written only on x86's memory model.
+            and platform.machine().lower() in ("x86_64", "amd64")
         )
         self._critic_worker = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="sac-critic")
@@ -204,6 +208,7 @@ class SAC:
         )
         # Started at the first update that needs it, so that an agent only loaded for acting starts no process.
         self._critic_process: CriticProcess | None = None
+        self._stop_critic_process: weakref.finalize | None = None
         self._wants_critic_process = in_process
         self._graphed = GraphedUpdate(self) if graphs else None
         self.updates = 0
@@ -232,9 +237,20 @@ class SAC:
 
     def settle(self) -> None:
         """Wait for the critic process to finish the critics' step of the last update: ``update`` returns before
-        it does, so that the step overlaps acting and the environment's step. Raises an error the child met."""
+        it does, so that the step overlaps acting and the environment's step. Raises an error the child met. A
+        reference to the critics kept from before an update does not wait: read them through these properties."""
         if self._critic_process is not None:
             self._critic_process.settle()
+
+    def close(self) -> None:
+        """Stop the critic process, if there is one, once its step is done; the next update starts another.
+        (Garbage collection of the agent stops it too.)"""
+        if self._critic_process is not None:
+            try:
+                self.settle()
+            finally:
+                self._stop_critic_process()
+                self._critic_process = self._stop_critic_process = None
 
     @property
     def policy_actor(self) -> Actor:
@@ -379,14 +395,15 @@ class SAC:
         rows = critic_inputs[0].action.shape[0]
         process = self._critic_process
         if process is None or not process.alive or rows > process.rows:
-            if process is not None and not process.alive:
-                warnings.warn(
-                    f"the critic process had exited with code {process.exitcode}; starting another", RuntimeWarning
-                )
             if process is not None:
-                process.close()
+                if not process.alive:
+                    warnings.warn(
+                        f"the critic process had exited with code {process.exitcode}; starting another",
+                        RuntimeWarning,
+                    )
+                self.close()
             process = self._critic_process = CriticProcess(self, max(rows, self.cfg.batch_size))
-            weakref.finalize(self, process.close)
+            self._stop_critic_process = weakref.finalize(self, process.close)
         try:
             process.submit(*critic_inputs)
             info = self._actor_grads(*actor_inputs, process.release)
@@ -559,10 +576,8 @@ class SAC:
             self.log_alpha.copy_(state["log_alpha"])
         self.actor_opt.load_state_dict(_actor_and_alpha_opt_state(state))
         self._critic_opt.load_state_dict(state["critic_opt"])
-        if self._critic_process is not None:
-            # The optimizer's state tensors were replaced: the child would step the old ones.
-            self._critic_process.close()
-            self._critic_process = None
+        # The optimizer's state tensors were replaced: a child would step the old ones.
+        self.close()
         # The saved settings come with the state; capturable is this machine's choice (a run trained with CUDA
         # graphs resumes on a CPU, and the other way round). The steps are on the device either way (fused).
         for group in (*self.actor_opt.param_groups, *self._critic_opt.param_groups):

@@ -10,7 +10,7 @@ import torch
 from torch.distributions import Independent, Normal, TransformedDistribution
 from torch.distributions.transforms import TanhTransform
 
-from robot_sac.critic_process import CriticProcessError
+from robot_sac.critic_process import _DONE, CriticProcessError
 from robot_sac.networks import Actor, CriticEnsemble, squashed_gaussian_log_prob
 from robot_sac.replay import Batch
 from robot_sac.sac import SAC, SACConfig
@@ -268,6 +268,7 @@ def _assert_same_state(state_a: dict, state_b: dict) -> None:
         for name, value in state_a[key].items():
             assert torch.equal(value, state_b[key][name]), f"{key}.{name}"
     assert torch.equal(state_a["log_alpha"], state_b["log_alpha"])
+    assert state_a["critic_opt"]["state"].keys() == state_b["critic_opt"]["state"].keys()
     for index, moments in state_a["critic_opt"]["state"].items():
         for name, value in moments.items():
             assert torch.equal(value, state_b["critic_opt"]["state"][index][name]), f"critic_opt.{index}.{name}"
@@ -301,17 +302,18 @@ def test_the_critic_process_and_thread_give_the_same_result_as_one_thread(overri
     assert agent.updates == 5
 
 
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
 @pytest.mark.parametrize("parallel_update", ["process", "thread"])
-def test_a_failing_actor_pass_leaves_no_step_and_no_running_worker(monkeypatch, parallel_update):
+def test_a_failing_actor_pass_leaves_no_step_and_no_running_worker(monkeypatch, parallel_update, error):
     agent = _agent(parallel_update=parallel_update)
     critic_before = [p.detach().clone() for p in agent.critic.parameters()]
     actor_loss = agent._actor_loss
 
     def fail(*args):
-        raise RuntimeError("actor pass failed")
+        raise error("actor pass failed")
 
     monkeypatch.setattr(agent, "_actor_loss", fail)
-    with pytest.raises(RuntimeError, match="actor pass failed"):
+    with pytest.raises(error, match="actor pass failed"):
         agent.update(_batch())
     assert agent.updates == 0
     assert all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
@@ -358,6 +360,16 @@ def test_a_critic_process_that_dies_is_reported_and_replaced():
         agent.update(_batch())
     assert agent._critic_process is not first and agent._critic_process.alive
     assert agent.updates == 2
+
+
+def test_close_stops_the_critic_process_and_the_next_update_starts_another():
+    agent = _agent()
+    agent.update(_batch())
+    first = agent._critic_process
+    agent.close()
+    assert agent._critic_process is None and not first.alive and first.exitcode == 0
+    agent.update(_batch())
+    assert agent._critic_process.alive and agent.updates == 2
 
 
 def test_a_loaded_state_continues_in_the_critic_process_as_it_would_have():
@@ -555,12 +567,16 @@ def test_the_critics_read_right_after_an_update_are_the_stepped_ones():
         in_process, reference = (SAC(3, 2, SACConfig(batch_size=64)) for _ in range(2))
         reference.load_state_dict(in_process.state_dict())
         _one_thread(reference)
-        for seed in range(4):
+        caught_stepping = 0
+        for seed in range(16):
             for agent in (reference, in_process):
                 torch.manual_seed(seed)
                 agent.update(_batch(n=64, seed=seed))
+            process = in_process._critic_process
+            caught_stepping += int(process._flags[_DONE]) != process.update
             targets = [p.clone() for p in in_process.critic_target.parameters()]
             assert all(torch.equal(a, b) for a, b in zip(targets, reference.critic_target.parameters()))
     finally:
         torch.set_num_threads(threads)
-    assert in_process._critic_process is not None
+    # Otherwise the reads above tested nothing: the child had always finished before them.
+    assert caught_stepping > 0

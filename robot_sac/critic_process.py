@@ -5,8 +5,8 @@ half of a HalfCheetah-sized update took 1.84 ms and the actor's 1.72 ms, each al
 side by side on two threads took 2.78 ms; two processes each keep their own core's speed. So the critics' half
 runs in a child process: the networks, the critic optimizer's state and each update's inputs live in shared
 memory, and the two sides hand off through update numbers written to a small shared control block. A waiting
-side spins for a moment (waking a halted virtual CPU costs more than an update's hand-off is worth), then sleeps
-on a semaphore, so an idle agent holds no core.
+side polls for a moment (the next hand-off is usually less than a millisecond away), then sleeps on a semaphore,
+so an idle agent holds no core.
 
 The child runs the operations of the one-thread update's critic pass on the same inputs: results are bit-identical
 to it (tests/test_sac_math.py).
@@ -76,11 +76,9 @@ class CriticProcess:
     the environment; ``settle`` waits for that, and anything that reads the critics must call it first.
     """
 
-    def __init__(self, agent, rows: int, spin_s: float = SPIN_S):
-        """``agent``: the SAC whose critics move to the child; ``rows``: the largest batch it will submit;
-        ``spin_s``: how long either side polls before it sleeps."""
+    def __init__(self, agent, rows: int):
+        """``agent``: the SAC whose critics move to the child; ``rows``: the largest batch it will submit."""
         self.rows = rows
-        self.spin_s = spin_s
         self.update = 0
         self._settled = 0
         for module in (agent._critic, agent._critic_target, agent.actor):
@@ -120,7 +118,7 @@ class CriticProcess:
             target=_serve,
             # The child's intra-op threads: the parent's, which the trainer has set per pass.
             args=(side, self._inputs, self._control, self._wake_child, self._wake_parent, child_errors, os.getpid(),
-                  spin_s, torch.get_num_threads()),
+                  torch.get_num_threads()),
             name="sac-critic",
             daemon=True,
         )
@@ -223,8 +221,7 @@ class CriticProcess:
 
     def _wait(self, slot: int, value: int) -> None:
         flags = self._flags
-        if not _wait_until(lambda: flags[slot] == value, flags, self._wake_parent, self._process.is_alive,
-                           self.spin_s):
+        if not _wait_until(lambda: flags[slot] == value, flags, self._wake_parent, self._process.is_alive):
             self._settled = self.update  # nothing more will come of it
             hint = ""
             if self.update == 1:
@@ -251,11 +248,11 @@ def _shared_adam_state(opt: torch.optim.Optimizer, param: nn.Parameter) -> dict[
     return state
 
 
-def _wait_until(ready, flags, wake, other_alive, spin_s: float) -> bool:
+def _wait_until(ready, flags, wake, other_alive) -> bool:
     """Until ``ready()``: poll, then sleep on ``wake``. False if the stop flag is set or ``other_alive()`` turns
     false first. The flags are the truth; ``wake`` only cuts a sleep short. Each hand-off releases it, also those
     that polling saw, so before sleeping the surplus is drained: otherwise the sleep would return at once."""
-    deadline = time.perf_counter() + spin_s
+    deadline = time.perf_counter() + SPIN_S
     while not ready():
         if flags[_STOP]:
             return False
@@ -280,7 +277,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _serve(
-    side: _CriticSide, inputs, control, wake_child, wake_parent, errors, parent_pid: int, spin_s: float, threads: int
+    side: _CriticSide, inputs, control, wake_child, wake_parent, errors, parent_pid: int, threads: int
 ) -> None:
     """The child's loop: one critic pass per update the parent submits, until told to stop or orphaned."""
     from robot_sac.sac import critic_loss_backward, soft_td_target, step_critics
@@ -300,7 +297,7 @@ def _serve(
     done = 0
     while True:
         # Past the last one done, not the next number: an interrupted submit may have skipped one.
-        if not _wait_until(lambda: flags[_GO] > done, flags, wake_child, parent_alive, spin_s):
+        if not _wait_until(lambda: flags[_GO] > done, flags, wake_child, parent_alive):
             return
         done = int(flags[_GO])
         rows = int(flags[_ROWS])
@@ -322,7 +319,7 @@ def _serve(
                 x["out"][1] = q.detach().mean()
                 flags[_LOSSES] = done
                 wake_parent.release()
-                if not _wait_until(lambda: abs(flags[_RELEASED]) == done, flags, wake_child, parent_alive, spin_s):
+                if not _wait_until(lambda: abs(flags[_RELEASED]) == done, flags, wake_child, parent_alive):
                     return
                 if flags[_RELEASED] == done:
                     step_critics(opt, params, target_params, cfg.tau)

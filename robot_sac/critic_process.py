@@ -156,7 +156,8 @@ class CriticProcess:
         self._wait(_ACTOR_FREE, self.update)
 
     def losses(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The submitted update's critic loss and mean Q-value, computed before the critics' step."""
+        """The submitted update's critic loss and mean Q-value. The child publishes them before its backward pass
+        and step, so an error in those reaches the caller at the next ``settle``."""
         self._wait(_LOSSES, self.update)
         if self._flags[_FAILED] == self.update:
             self.settle()  # raises the child's error
@@ -280,7 +281,7 @@ def _serve(
     side: _CriticSide, inputs, control, wake_child, wake_parent, errors, parent_pid: int, threads: int
 ) -> None:
     """The child's loop: one critic pass per update the parent submits, until told to stop or orphaned."""
-    from robot_sac.sac import critic_loss_backward, soft_td_target, step_critics
+    from robot_sac.sac import critic_loss, critic_loss_backward, soft_td_target, step_critics
 
     # Ctrl-C reaches the whole process group; the parent handles it and finishes or skips the step.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -314,11 +315,13 @@ def _serve(
                     cfg, side.critic_target, x["reward"], x["terminated"], x["alpha"],
                     slice(None) if all_members else x["members"], next_sample, x["next_critic_obs"],
                 )
-                loss = critic_loss_backward(opt, q, target_q)
+                loss = critic_loss(q, target_q)
+                # Published before the backward pass: the parent waits for them once its actor has stepped.
                 x["out"][0] = loss.detach()
                 x["out"][1] = q.detach().mean()
                 flags[_LOSSES] = done
                 wake_parent.release()
+                critic_loss_backward(opt, loss)
                 if not _wait_until(lambda: abs(flags[_RELEASED]) == done, flags, wake_child, parent_alive):
                     return
                 if flags[_RELEASED] == done:

@@ -391,7 +391,8 @@ class SAC:
         step here, split as ``_grads_on_two_threads`` splits them except that the child samples the next actions.
         The actor steps while the child may still be stepping the critics, so unlike on the thread an error in
         the child's pass leaves the actor stepped and the critics not. This returns once the critic loss is known;
-        the critics' step goes on in the child (``settle``)."""
+        the critics' backward pass (when the actor's was quicker) and step go on in the child (``settle``), and an
+        error there is raised by the next ``settle``."""
         rows = critic_inputs[0].action.shape[0]
         process = self._critic_process
         if process is None or not process.alive or rows > process.rows:
@@ -515,7 +516,9 @@ class SAC:
         return self._critic_step(*result)
 
     def _critic_backward(self, q: torch.Tensor, target_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return critic_loss_backward(self._critic_opt, q, target_q), q
+        loss = critic_loss(q, target_q)
+        critic_loss_backward(self._critic_opt, loss)
+        return loss, q
 
     def _critic_step(self, critic_loss: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
         step_critics(self._critic_opt, self._critic_params, self._target_params, self.cfg.tau)
@@ -597,13 +600,15 @@ def soft_td_target(cfg: SACConfig, critic_target, reward, terminated, alpha, mem
     return cfg.reward_scale * reward + cfg.gamma * (1.0 - terminated) * next_q
 
 
-def critic_loss_backward(critic_opt: torch.optim.Optimizer, q: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
-    """The critic loss, its gradient in the critics' ``.grad``: the sum over critics of each one's mean squared
-    error, as one reduction."""
-    critic_loss = 0.5 * q.shape[0] * F.mse_loss(q, target_q.expand_as(q))
+def critic_loss(q: torch.Tensor, target_q: torch.Tensor) -> torch.Tensor:
+    """The sum over critics of each one's mean squared TD error, as one reduction."""
+    return 0.5 * q.shape[0] * F.mse_loss(q, target_q.expand_as(q))
+
+
+def critic_loss_backward(critic_opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """The critic loss's gradient in the critics' ``.grad``, replacing what was there."""
     critic_opt.zero_grad(set_to_none=True)
-    critic_loss.backward()
-    return critic_loss
+    loss.backward()
 
 
 def step_critics(critic_opt: torch.optim.Optimizer, params: list, target_params: list, tau: float) -> None:

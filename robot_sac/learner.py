@@ -22,6 +22,7 @@ import json
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from robot_sac.export import (
     to_onnx,
     verify,
 )
-from robot_sac.learner_link import LearnerLink, RobotRecord
+from robot_sac.learner_link import HISTORY_KEPT, LearnerLink, RobotRecord
 from robot_sac.real_transitions import TransitionScorer
 from robot_sac.replay import Batch, ReplayBuffer
 from robot_sac.sac import SAC, configure_torch_threads, select_device
@@ -149,10 +150,12 @@ class Learner:
             self._start_from_sim(self.from_dir / "checkpoints" / "last.pt")
         self.link = LearnerLink(bind, self.layout, self.interface_hash, TransitionScorer(self.task, self.robot_spec),
                                 robots, str(keys_dir) if keys_dir else None)  # fmt: skip
-        self.exports: list[tuple[int, float]] = []
-        """(version, seconds the export took) of every actor sent."""
-        self.push_failures: list[tuple[int, str]] = []
-        """(update count, why) of every push whose export failed its checks; nothing was sent."""
+        self.exports: deque[tuple[int, float]] = deque(maxlen=HISTORY_KEPT)
+        """(version, seconds the export took) of the newest actors sent."""
+        self.export_count = 0
+        self.push_failures: deque[tuple[int, str]] = deque(maxlen=HISTORY_KEPT)
+        """(update count, why) of the newest pushes whose export failed its checks; nothing was sent."""
+        self.push_failure_count = 0
         self.checkpoints = 0
         self._writer = None
         self.last_info: dict[str, float] = {}
@@ -305,6 +308,7 @@ class Learner:
         except Exception as exc:  # noqa: BLE001 - reported in push_failures, never a reason to stop learning
             reason = str(exc) if isinstance(exc, ExportError) else f"{type(exc).__name__}: {exc}"
             self.push_failures.append((self.updates, reason))
+            self.push_failure_count += 1
 
     def push(self) -> int:
         """Export the actor as it is now and send it to every robot; returns its version."""
@@ -322,6 +326,7 @@ class Learner:
         recent = (self.real.pos - 1 - np.arange(min(64, len(self.real)))) % self.real.capacity
         verify(data, TorchPolicy(actor, normalizer), {"real": self.real.obs[recent]}, self.robot_spec, self.task)
         self.exports.append((version, time.perf_counter() - t0))
+        self.export_count += 1
         self.link.publish(version, data)
         return version
 
@@ -391,8 +396,9 @@ class Learner:
             "alpha": self.agent.alpha,
             "checkpoints": self.checkpoints,
             "policy_exports": [[v, round(s, 3)] for v, s in self.exports],
-            "push_failures": [[updates, why] for updates, why in self.push_failures[-10:]],
-            "push_failure_count": len(self.push_failures),
+            "policy_export_count": self.export_count,
+            "push_failures": [[updates, why] for updates, why in list(self.push_failures)[-10:]],
+            "push_failure_count": self.push_failure_count,
             "device": str(self.device),
             "link": dict(self.link.counts),
             "link_errors": list(self.link.errors),

@@ -51,6 +51,11 @@ RESEND_POLICY_AFTER_S = 5.0
 MAX_CONFLICTS_LISTED = 256
 """Distinct (robot, spool) name conflicts listed in the errors; all are counted."""
 
+HISTORY_KEPT = 100
+"""Per robot, the newest episode returns and policy versions sent and accepted that are kept. A learner runs for
+days, and a record is copied with every batch taken in and written with every checkpoint, so these stay bounded;
+the episodes are counted in full."""
+
 
 @dataclass
 class RobotRecord:
@@ -71,11 +76,15 @@ class RobotRecord:
     """Rows scored but not stored: they spanned another time than the control period."""
     safety_stops: int = 0
     policy_versions_sent: list[int] = field(default_factory=list)
+    """The newest ``HISTORY_KEPT`` versions sent, oldest first; a result for an older one counts as unknown."""
     policy_versions_accepted: list[int] = field(default_factory=list)
+    """The newest ``HISTORY_KEPT`` versions the robot reported running."""
     policy_refusals: list[tuple[int, list[str]]] = field(default_factory=list)
     running_version: int = -1
     episode_returns: list[float] = field(default_factory=list)
-    """Real-world returns (the task's reward) of the episodes that ended, newest last."""
+    """Real-world returns (the task's reward) of the newest ``HISTORY_KEPT`` episodes that ended, newest last."""
+    episodes: int = 0
+    """Episodes that ended with a known return, all of them."""
     episodes_unscored: int = 0
     """Episodes with any row that could not be scored (non-finite or unscorable): their return is unknown, so it
     is not in ``episode_returns``."""
@@ -90,10 +99,10 @@ class RobotRecord:
 
     _KEPT = ("robot", "spool", "received", "durable", "transitions", "duplicates", "gaps", "lost", "non_finite",
              "unscorable", "off_period", "safety_stops", "policy_versions_sent", "policy_versions_accepted",
-             "running_version", "episode_returns", "episodes_unscored", "episode_return", "key")
+             "running_version", "episode_returns", "episodes", "episodes_unscored", "episode_return", "key")
 
     _COUNTED = ("transitions", "duplicates", "gaps", "lost", "non_finite", "unscorable", "off_period", "safety_stops",
-                "episode_returns", "episodes_unscored", "episode_return")
+                "episode_returns", "episodes", "episodes_unscored", "episode_return")
     """What moves with the transitions taken in. A checkpoint saves these as they were when the last batch it
     holds was taken, not as the link has them now: the link may have taken more since, which a restarted
     learner gets again from the robot and must count only once."""
@@ -111,7 +120,10 @@ class RobotRecord:
 
     @classmethod
     def from_checkpoint(cls, state: dict) -> RobotRecord:
-        state = {**cls._ADDED, **state}
+        # Checkpoints from before the histories were bounded hold every episode's return and no count.
+        state = {**cls._ADDED, "episodes": len(state["episode_returns"]), **state}
+        for key in ("episode_returns", "policy_versions_sent", "policy_versions_accepted"):
+            state[key] = state[key][-HISTORY_KEPT:]
         return cls(**{key: state[key] for key in cls._KEPT})
 
     def report(self) -> dict:
@@ -125,7 +137,7 @@ class RobotRecord:
             "durable_through": self.durable, "policy_versions_sent": list(self.policy_versions_sent),
             "policy_versions_accepted": list(self.policy_versions_accepted),
             "policy_refusals": [[v, p] for v, p in self.policy_refusals], "running_version": self.running_version,
-            "episodes": len(self.episode_returns), "episodes_unscored": self.episodes_unscored,
+            "episodes": self.episodes, "episodes_unscored": self.episodes_unscored,
             "episode_return_last10": float(np.mean(self.episode_returns[-10:])) if self.episode_returns else None,
         }  # fmt: skip
 
@@ -136,7 +148,8 @@ class RobotRecord:
                 if np.isnan(self.episode_return):
                     self.episodes_unscored += 1
                 else:
-                    self.episode_returns.append(self.episode_return)
+                    self.episodes += 1
+                    _append_bounded(self.episode_returns, self.episode_return)
                 self.episode_return = 0.0
 
 
@@ -287,7 +300,7 @@ class LearnerLink:
         if rec.running_version >= version or any(v == version for v, _ in rec.policy_refusals):
             return
         if self._send(sock, rec, frames):
-            rec.policy_versions_sent.append(version)
+            _append_bounded(rec.policy_versions_sent, version)
             rec.last_push = (version, time.monotonic())
 
     def _drop(self, kind: str, reason: str) -> None:
@@ -377,7 +390,7 @@ class LearnerLink:
             self._drop("unknown_policy", f"{rec.robot}: a result for policy {result.version}, which was not sent to it")
             return
         if result.accepted:
-            rec.policy_versions_accepted.append(result.version)
+            _append_bounded(rec.policy_versions_accepted, result.version)
             rec.running_version = max(rec.running_version, result.version)
         else:
             rec.policy_refusals.append((result.version, result.problems))
@@ -414,3 +427,8 @@ class LearnerLink:
         rec.received = batch.last_seq
         self.ingest.put(Ingested(rec.robot, rec.spool, batch.last_seq, scored, rec.counted_state()))
         self._ack(sock, rec)
+
+
+def _append_bounded(history: list, value) -> None:
+    history.append(value)
+    del history[:-HISTORY_KEPT]

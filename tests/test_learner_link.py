@@ -28,7 +28,7 @@ from firmware_bridge.transitions import Event
 from learner_helpers import batch, tick
 from policy_files import write_policy
 from robot_sac import learner_link
-from robot_sac.learner_link import MAX_REFUSALS_KEPT, LearnerLink, RobotRecord
+from robot_sac.learner_link import HISTORY_KEPT, MAX_REFUSALS_KEPT, LearnerLink, RobotRecord
 from robot_sac.real_transitions import TransitionScorer
 from sim.task import TaskSpec
 
@@ -176,6 +176,40 @@ def test_a_result_for_a_policy_never_sent_is_dropped_and_refusals_kept_are_bound
     while link.counts["unknown_policy"] < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert link.counts["unknown_policy"] == 2 and len(record.policy_refusals) == MAX_REFUSALS_KEPT
+
+    # The versions sent and accepted are bounded the same way.
+    record.policy_versions_sent[:] = range(10, 10 + HISTORY_KEPT)
+    results = [*range(10, 10 + HISTORY_KEPT), *range(10, 15)]
+    for version in results:
+        dealer.send_multipart(encode_policy_result(PolicyResult("claw-1", version, sha, True)))
+    dealer.send_multipart(encode_policy_result(PolicyResult("claw-1", 9, sha, True)))  # not among those kept
+    deadline = time.monotonic() + 5
+    while link.counts["unknown_policy"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert link.counts["unknown_policy"] == 3
+    assert record.policy_versions_accepted == results[-HISTORY_KEPT:]
+    assert record.running_version == 10 + HISTORY_KEPT - 1
+
+
+def test_a_long_running_record_keeps_the_newest_returns_and_counts_every_episode():
+    scorer = TransitionScorer(TaskSpec.load("claw_turn"), SPEC)
+    b = batch(LAYOUT, 2 * (HISTORY_KEPT + 5), 0, ("valve_angle", "valve_velocity"), interface_hash=HASH)
+    b.arrays["time_limit"][1::2] = 1  # episodes of two rows
+    scored = scorer.score(b)
+    returns = (scored.row_reward[0::2] + scored.row_reward[1::2]).tolist()
+    rec = RobotRecord(robot="claw-1", spool="00")
+    rec.add_rewards(scored)
+    assert rec.episodes == HISTORY_KEPT + 5 and rec.report()["episodes"] == HISTORY_KEPT + 5
+    assert rec.episode_returns == pytest.approx(returns[5:])
+    state = rec.checkpoint_state(through=b.last_seq)
+    again = RobotRecord.from_checkpoint(state)
+    assert (again.episodes, again.episode_returns) == (rec.episodes, rec.episode_returns)
+    # A checkpoint from before the bound holds every return and no count: all are counted, the newest kept.
+    old = {key: value for key, value in state.items() if key != "episodes"}
+    old.update(episode_returns=returns, policy_versions_sent=list(range(HISTORY_KEPT + 3)))
+    loaded = RobotRecord.from_checkpoint(old)
+    assert loaded.episodes == HISTORY_KEPT + 5 and loaded.episode_returns == pytest.approx(returns[5:])
+    assert loaded.policy_versions_sent == list(range(3, HISTORY_KEPT + 3))
 
 
 def test_rows_are_scored_by_the_task_code_and_non_finite_rows_dropped(link, dealer):

@@ -78,7 +78,7 @@ def test_a_checkpoint_counts_what_its_replay_holds_not_what_the_link_took_since(
     spool = "00aa11bb22cc33dd"
     learner = Learner(claw_run, tmp_path / "out", CFG, bind="tcp://127.0.0.1:*")
     counted = {**RobotRecord("claw-1").counted_state(), "transitions": 10, "episode_returns": [1.5],
-               "episode_return": 0.25}  # fmt: skip
+               "episodes": 1, "episode_return": 0.25}  # fmt: skip
     learner.link.ingest.put(Ingested("claw-1", spool, 9, scored(10, 0, learner.layout.obs_dim), counted))
     learner.run(threading.Event(), max_updates=1)
     # Five more taken by the link and not yet drained when the learner dies: its live record counts them.

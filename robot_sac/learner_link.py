@@ -188,7 +188,8 @@ class LearnerLink:
         self.context = context or zmq.Context.instance()
         self.ingest: queue.Queue[Ingested] = queue.Queue()
         self.counts = dict.fromkeys(("messages", "malformed", "oversized", "wrong_interface", "impersonation",
-                                     "name_conflict", "unknown_robot", "unknown_policy", "unreachable"), 0)  # fmt: skip
+                                     "name_conflict", "unknown_robot", "unknown_policy", "wrong_connection",
+                                     "unreachable"), 0)  # fmt: skip
         self.errors: deque[str] = deque(maxlen=20)
         """The latest reasons for dropped messages."""
         widest = max(layout.obs_dim, layout.act_dim, MAX_EXTRAS, 6)
@@ -324,7 +325,7 @@ class LearnerLink:
             elif kind is MessageType.HELLO:
                 self._on_hello(sock, decode_hello(header), routing_id, key)
             elif kind is MessageType.POLICY_RESULT:
-                self._on_policy_result(decode_policy_result(header), key)
+                self._on_policy_result(decode_policy_result(header), routing_id, key)
             else:
                 raise WireError("type", f"{kind.value} is not sent to a learner")
         except WireError as exc:
@@ -381,10 +382,15 @@ class LearnerLink:
                                                 time.monotonic() - sent_at > RESEND_POLICY_AFTER_S):  # fmt: skip
             self._push(sock, rec)
 
-    def _on_policy_result(self, result, key: str | None) -> None:
+    def _on_policy_result(self, result, routing_id: bytes, key: str | None) -> None:
         rec = self.robots.get(result.robot)
         if rec is None or (key is not None and rec.key != key):
             self._drop("unknown_robot", f"policy result from {result.robot!r}")
+            return
+        if routing_id != rec.routing_id:
+            # A robot answers on the connection its policy came over, which its hellos keep current; another
+            # connection (without CURVE, anyone) must not claim a version for it.
+            self._drop("wrong_connection", f"policy result for {rec.robot} from a connection that is not its own")
             return
         if result.version not in rec.policy_versions_sent:
             self._drop("unknown_policy", f"{rec.robot}: a result for policy {result.version}, which was not sent to it")

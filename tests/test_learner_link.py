@@ -191,6 +191,29 @@ def test_a_result_for_a_policy_never_sent_is_dropped_and_refusals_kept_are_bound
     assert record.running_version == 10 + HISTORY_KEPT - 1
 
 
+def test_a_policy_result_from_another_connection_than_the_robots_is_dropped(link, dealer):
+    exchange(dealer, 0)
+    record = link.robots["claw-1"]
+    record.policy_versions_sent.append(7)
+    sha = "0" * 64
+    other = _connect(link)
+    try:
+        other.send_multipart(encode_policy_result(PolicyResult("claw-1", 7, sha, True)))
+        deadline = time.monotonic() + 5
+        while link.counts["wrong_connection"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert link.counts["wrong_connection"] == 1
+        assert (record.policy_versions_accepted, record.running_version) == ([], -1)
+    finally:
+        other.close()
+    # The robot's own connection is heard.
+    dealer.send_multipart(encode_policy_result(PolicyResult("claw-1", 7, sha, True)))
+    deadline = time.monotonic() + 5
+    while record.running_version != 7 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (record.policy_versions_accepted, record.running_version) == ([7], 7)
+
+
 def test_a_long_running_record_keeps_the_newest_returns_and_counts_every_episode():
     scorer = TransitionScorer(TaskSpec.load("claw_turn"), SPEC)
     b = batch(LAYOUT, 2 * (HISTORY_KEPT + 5), 0, ("valve_angle", "valve_velocity"), interface_hash=HASH)

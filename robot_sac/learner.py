@@ -124,12 +124,10 @@ class Learner:
         configure_torch_threads(cfg.torch_threads, self.agent.two_threads)
         self.real = ReplayBuffer(obs_dim, act_dim, cfg.real_buffer_size, self.device)
         self.sim: ReplayBuffer | None = None
+        sim_state = None
         if cfg.seed_replay:
             self.sim = ReplayBuffer(obs_dim, act_dim, self.train_cfg.buffer_size, self.device)
-            sim_checkpoints = self.from_dir / "checkpoints"
-            # Our own file on local disk (trainer.py): it names the replay file written with it.
-            sim_state = torch.load(sim_checkpoints / "last.pt", map_location="cpu", weights_only=False)
-            self.sim.load(saved_replay(sim_checkpoints, sim_state))
+            sim_state = _load_sim_checkpoint(self.from_dir / "checkpoints", self.sim, self.device)
         self.rng = np.random.default_rng(self.train_cfg.seed + 7)
 
         self.transitions = 0
@@ -147,7 +145,8 @@ class Learner:
         if (self.ckpt_dir / "last.pt").exists():
             robots = self._resume(self.ckpt_dir / "last.pt")
         else:
-            self._start_from_sim(self.from_dir / "checkpoints" / "last.pt")
+            # The checkpoint the simulation replay came from, when it was loaded: the run may have moved on since.
+            self._start_from_sim(sim_state or _read_sim_checkpoint(self.from_dir / "checkpoints", self.device))
         self.link = LearnerLink(bind, self.layout, self.interface_hash, TransitionScorer(self.task, self.robot_spec),
                                 robots, str(keys_dir) if keys_dir else None)  # fmt: skip
         self.exports: deque[tuple[int, float]] = deque(maxlen=HISTORY_KEPT)
@@ -162,9 +161,7 @@ class Learner:
 
     # -- starting points ----------------------------------------------------------------------------
 
-    def _start_from_sim(self, path: Path) -> None:
-        # Our own file on local disk (trainer.py), never bytes from the network.
-        state = torch.load(path, map_location=self.device, weights_only=False)
+    def _start_from_sim(self, state: dict) -> None:
         self.agent.load_state_dict(state["agent"])
         # Versions continue past the simulation run's (exported with its step count as version).
         self.base_version = int(state["counters"]["step"]) + 1
@@ -411,3 +408,28 @@ class Learner:
         summary = self.report()
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+SIM_CHECKPOINT_TRIES = 3
+
+
+def _read_sim_checkpoint(ckpt_dir: Path, device: torch.device) -> dict:
+    # Our own file on local disk (trainer.py), never bytes from the network.
+    return torch.load(ckpt_dir / "last.pt", map_location=device, weights_only=False)
+
+
+def _load_sim_checkpoint(ckpt_dir: Path, replay: ReplayBuffer, device: torch.device) -> dict:
+    """The simulation run's ``last.pt``, with the replay written with it loaded into ``replay``. A run still
+    training writes a newer pair and removes the older replay, possibly between the two reads: then the newer
+    ``last.pt`` is read again."""
+    for _ in range(SIM_CHECKPOINT_TRIES):
+        state = _read_sim_checkpoint(ckpt_dir, device)
+        try:
+            replay.load(saved_replay(ckpt_dir, state))
+        except FileNotFoundError:
+            continue
+        return state
+    raise FileNotFoundError(
+        f"{ckpt_dir}: the replay file named by last.pt was gone {SIM_CHECKPOINT_TRIES} times in a row; is something "
+        "removing it?"
+    )

@@ -1,6 +1,7 @@
 """Where the learner starts: the simulation run's networks, optimizers and temperature; then its own
 checkpoint, with the real replay buffer and the per-robot sequence numbers that go with it."""
 
+import shutil
 import threading
 import time
 
@@ -12,6 +13,7 @@ from firmware_bridge.policy_contract import Mismatch
 from firmware_bridge.policy_runtime import PolicyRejectedError
 from learner_helpers import make_claw_run
 from robot_sac.export import ExportError, TorchPolicy, verify
+from robot_sac import learner as learner_module
 from robot_sac.learner import Learner, LearnerConfig
 from robot_sac.learner_link import Ingested, RobotRecord
 from robot_sac.real_transitions import Scored
@@ -35,6 +37,37 @@ def test_a_new_learner_continues_the_simulation_run(tmp_path, claw_run):
     assert len(learner.sim) == 60 and len(learner.real) == 0
     assert learner.next_version == 61  # past the simulation run's step count, the version its export carries
     assert Learner(claw_run, tmp_path / "out2", LearnerConfig(device="cpu", seed_replay=False)).sim is None
+
+
+def test_a_learner_started_while_the_run_checkpoints_takes_a_consistent_pair(tmp_path, claw_run, monkeypatch):
+    """A run still training writes a newer last.pt and removes the replay file the older one named; a learner that
+    read the older last.pt just before reads the newer one again, and starts from it with its replay."""
+    run = tmp_path / "run"
+    shutil.copytree(claw_run, run)
+    ckpt = run / "checkpoints"
+    read, names = learner_module._read_sim_checkpoint, []
+
+    def read_then_the_run_checkpoints(ckpt_dir, device):
+        state = read(ckpt_dir, device)
+        names.append(state["replay_file"])
+        if len(names) == 1:
+            (ckpt / state["replay_file"]).rename(ckpt / "replay.61.npz")
+            torch.save({**state, "replay_file": "replay.61.npz", "counters": {**state["counters"], "step": 61}},
+                       ckpt / "last.pt")  # fmt: skip
+        return state
+
+    monkeypatch.setattr(learner_module, "_read_sim_checkpoint", read_then_the_run_checkpoints)
+    learner = Learner(run, tmp_path / "out", CFG, bind="tcp://127.0.0.1:*")
+    assert names == ["replay.60.npz", "replay.61.npz"]
+    assert len(learner.sim) == 60 and learner.next_version == 62  # the newer checkpoint's step count + 1
+
+
+def test_a_replay_file_that_is_always_gone_is_reported_by_name(tmp_path, claw_run, monkeypatch):
+    read = learner_module._read_sim_checkpoint
+    monkeypatch.setattr(learner_module, "_read_sim_checkpoint",
+                        lambda ckpt_dir, device: {**read(ckpt_dir, device), "replay_file": "replay.gone.npz"})
+    with pytest.raises(FileNotFoundError, match=r"checkpoints: the replay file named by last.pt was gone 3 times"):
+        Learner(claw_run, tmp_path / "out", CFG, bind="tcp://127.0.0.1:*")
 
 
 def scored(n, start, obs_dim):

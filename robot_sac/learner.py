@@ -422,14 +422,15 @@ def _load_sim_checkpoint(ckpt_dir: Path, replay: ReplayBuffer, device: torch.dev
     """The simulation run's ``last.pt``, with the replay written with it loaded into ``replay``. A run still
     training writes a newer pair and removes the older replay, possibly between the two reads: then the newer
     ``last.pt`` is read again."""
-    for _ in range(SIM_CHECKPOINT_TRIES):
+    for attempt in range(1, SIM_CHECKPOINT_TRIES + 1):
         state = _read_sim_checkpoint(ckpt_dir, device)
+        path = saved_replay(ckpt_dir, state)
         try:
-            replay.load(saved_replay(ckpt_dir, state))
-        except FileNotFoundError:
-            continue
-        return state
-    raise FileNotFoundError(
-        f"{ckpt_dir}: the replay file named by last.pt was gone {SIM_CHECKPOINT_TRIES} times in a row; is something "
-        "removing it?"
-    )
+            replay.load(path)
+            return state
+        except FileNotFoundError as exc:
+            if attempt == SIM_CHECKPOINT_TRIES:
+                raise FileNotFoundError(
+                    f"{path}: the replay file named by {ckpt_dir / 'last.pt'} is missing (read {attempt} times; a "
+                    "run still training replaces both at each checkpoint); --empty-replay starts without it"
+                ) from exc

@@ -76,7 +76,8 @@ class RobotRecord:
     """Rows scored but not stored: they spanned another time than the control period."""
     safety_stops: int = 0
     policy_versions_sent: list[int] = field(default_factory=list)
-    """The newest ``HISTORY_KEPT`` versions sent, oldest first; a result for an older one counts as unknown."""
+    """The newest ``HISTORY_KEPT`` versions sent, oldest first (a version sent again is listed once); a result for
+    an older one counts as unknown."""
     policy_versions_accepted: list[int] = field(default_factory=list)
     """The newest ``HISTORY_KEPT`` versions the robot reported running."""
     policy_refusals: list[tuple[int, list[str]]] = field(default_factory=list)
@@ -111,7 +112,8 @@ class RobotRecord:
         return {key: copy.copy(getattr(self, key)) for key in self._COUNTED}
 
     def checkpoint_state(self, through: int) -> dict:
-        state = {key: getattr(self, key) for key in self._KEPT}
+        # Copies: the link thread trims these lists while the training thread writes the checkpoint.
+        state = {key: copy.copy(getattr(self, key)) for key in self._KEPT}
         state["received"] = state["durable"] = through
         return state
 
@@ -301,7 +303,8 @@ class LearnerLink:
         if rec.running_version >= version or any(v == version for v, _ in rec.policy_refusals):
             return
         if self._send(sock, rec, frames):
-            _append_bounded(rec.policy_versions_sent, version)
+            if version not in rec.policy_versions_sent[-1:]:  # sent again to a robot still announcing an older one
+                _append_bounded(rec.policy_versions_sent, version)
             rec.last_push = (version, time.monotonic())
 
     def _drop(self, kind: str, reason: str) -> None:

@@ -214,6 +214,25 @@ def test_a_policy_result_from_another_connection_than_the_robots_is_dropped(link
     assert (record.policy_versions_accepted, record.running_version) == ([7], 7)
 
 
+def test_the_versions_pushed_to_a_robot_are_bounded_and_a_version_sent_again_listed_once():
+    class Socket:  # stands in for the ROUTER socket: what _push sends, kept
+        def __init__(self):
+            self.sent = []
+
+        def send_multipart(self, frames, flags=0):
+            self.sent.append(frames)
+
+    link = LearnerLink("tcp://127.0.0.1:*", LAYOUT, HASH, TransitionScorer(TaskSpec.load("claw_turn"), SPEC))
+    rec = RobotRecord("claw-1", routing_id=b"claw-1's connection")
+    sock = Socket()
+    for version in range(HISTORY_KEPT + 5):
+        link._latest_policy = (version, [b"policy %d" % version])
+        link._push(sock, rec)
+    link._push(sock, rec)  # the robot still announces an older version: the newest is sent again
+    assert len(sock.sent) == HISTORY_KEPT + 6 and sock.sent[-1] == [b"claw-1's connection", b"policy 104"]
+    assert rec.policy_versions_sent == list(range(5, HISTORY_KEPT + 5))
+
+
 def test_a_long_running_record_keeps_the_newest_returns_and_counts_every_episode():
     scorer = TransitionScorer(TaskSpec.load("claw_turn"), SPEC)
     b = batch(LAYOUT, 2 * (HISTORY_KEPT + 5), 0, ("valve_angle", "valve_velocity"), interface_hash=HASH)

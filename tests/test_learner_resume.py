@@ -66,7 +66,8 @@ def test_a_replay_file_that_is_always_gone_is_reported_by_name(tmp_path, claw_ru
     read = learner_module._read_sim_checkpoint
     monkeypatch.setattr(learner_module, "_read_sim_checkpoint",
                         lambda ckpt_dir, device: {**read(ckpt_dir, device), "replay_file": "replay.gone.npz"})
-    with pytest.raises(FileNotFoundError, match=r"checkpoints: the replay file named by last.pt was gone 3 times"):
+    missing = r"replay.gone.npz: the replay file named by .*last.pt is missing \(read 3 times"
+    with pytest.raises(FileNotFoundError, match=missing):
         Learner(claw_run, tmp_path / "out", CFG, bind="tcp://127.0.0.1:*")
 
 
@@ -122,6 +123,7 @@ def test_a_checkpoint_counts_what_its_replay_holds_not_what_the_link_took_since(
     again = Learner(claw_run, tmp_path / "out", CFG, bind="tcp://127.0.0.1:*")
     record = again.link.robots["claw-1"]
     assert (record.received, record.transitions, record.episode_returns, record.episode_return) == (9, 10, [1.5], 0.25)
+    assert record.episodes == 1
     assert len(again.real) == 10
 
 

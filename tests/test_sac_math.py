@@ -362,6 +362,22 @@ def test_a_critic_process_that_dies_is_reported_and_replaced():
     assert agent.updates == 2
 
 
+def test_a_failure_after_the_critic_loss_is_published_is_raised_by_the_next_settle():
+    agent = _agent()
+    agent.update(_batch())
+    agent.settle()
+    process = agent._critic_process
+    next_noise, members, _ = agent._draws(4, True)
+    batch = _batch()
+    process.submit(batch, batch.obs, batch.next_obs, batch.next_obs, torch.tensor(1.0), next_noise, members)
+    loss, _ = process.losses()  # published; the child goes on to its backward pass, then waits for the release
+    assert torch.isfinite(loss)
+    os.kill(process._process.pid, signal.SIGKILL)
+    # The next reader of the critics (here a checkpoint) hears of it.
+    with pytest.raises(CriticProcessError, match=r"\(pid \d+\) exited with code -9 during update 2"):
+        agent.state_dict()
+
+
 def test_close_stops_the_critic_process_and_the_next_update_starts_another():
     agent = _agent()
     agent.update(_batch())

@@ -322,7 +322,8 @@ class SAC:
 
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient step on the critics, and (every ``actor_update_every``) on the actor and alpha. With the
-        critic process, the critics' step may still be under way when this returns (``settle``)."""
+        critic process, the critics' backward pass and step may still be under way when this returns
+        (``settle``)."""
         self.settle()
         actor_due = (self.updates + 1) % self.cfg.actor_update_every == 0
         if self._graphed is not None:

@@ -51,6 +51,10 @@ RESEND_POLICY_AFTER_S = 5.0
 MAX_CONFLICTS_LISTED = 256
 """Distinct (robot, spool) name conflicts listed in the errors; all are counted."""
 
+MAX_ROBOTS = 1024
+"""Robot records a learner keeps; each id ever heard from has one. Without CURVE anyone who can reach the port can
+name a robot, so an id beyond this is refused (counted ``too_many_robots``) rather than kept for good."""
+
 HISTORY_KEPT = 100
 """Per robot, the newest episode returns and policy versions sent and accepted that are kept. A learner runs for
 days, and a record is copied with every batch taken in and written with every checkpoint, so these stay bounded;
@@ -190,8 +194,8 @@ class LearnerLink:
         self.context = context or zmq.Context.instance()
         self.ingest: queue.Queue[Ingested] = queue.Queue()
         self.counts = dict.fromkeys(("messages", "malformed", "oversized", "wrong_interface", "impersonation",
-                                     "name_conflict", "unknown_robot", "unknown_policy", "wrong_connection",
-                                     "unreachable"), 0)  # fmt: skip
+                                     "name_conflict", "too_many_robots", "unknown_robot", "unknown_policy",
+                                     "wrong_connection", "unreachable"), 0)  # fmt: skip
         self.errors: deque[str] = deque(maxlen=20)
         """The latest reasons for dropped messages."""
         widest = max(layout.obs_dim, layout.act_dim, MAX_EXTRAS, 6)
@@ -340,7 +344,15 @@ class LearnerLink:
         if interface_hash != self.interface_hash:
             self._drop("wrong_interface", f"{robot}: interface {interface_hash[:12]}, learner {self.interface_hash[:12]}")
             return None
-        rec = self.robots.setdefault(robot, RobotRecord(robot))
+        rec = self.robots.get(robot)
+        if rec is None:
+            if len(self.robots) >= MAX_ROBOTS:
+                self.counts["too_many_robots"] += 1
+                if self.counts["too_many_robots"] == 1:  # listed once: a flood would push every other reason out
+                    self.errors.append(f"too_many_robots: {robot}: the learner keeps {MAX_ROBOTS} robot records (one "
+                                       "per id ever heard from); messages naming a new id are refused")  # fmt: skip
+                return None
+            rec = self.robots[robot] = RobotRecord(robot)
         rebinding = key is not None and key != rec.key
         if rebinding and rec.key in self._allowed:
             self._drop("impersonation", f"{robot}: spoken for by key {rec.key[:8]}..., not {key[:8]}... (to move the "

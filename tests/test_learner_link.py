@@ -122,6 +122,22 @@ def test_a_second_spool_under_a_live_robot_id_is_refused_until_the_first_goes_qu
         sock.close()
 
 
+def test_robot_records_are_bounded_and_a_new_id_beyond_the_bound_is_refused(monkeypatch):
+    monkeypatch.setattr(learner_link, "MAX_ROBOTS", 2)
+    link = LearnerLink("tcp://127.0.0.1:*", LAYOUT, HASH, TransitionScorer(TaskSpec.load("claw_turn"), SPEC))
+    for n in (1, 2):
+        assert link._record(f"claw-{n}", "00aa11bb22cc33dd", f"robot {n}".encode(), None, HASH) is not None
+    for n in (3, 4):
+        assert link._record(f"claw-{n}", "00aa11bb22cc33dd", f"robot {n}".encode(), None, HASH) is None
+    assert link.counts["too_many_robots"] == 2 and set(link.robots) == {"claw-1", "claw-2"}
+    assert [e for e in link.errors if "too_many_robots" in e] == [
+        "too_many_robots: claw-3: the learner keeps 2 robot records (one per id ever heard from); messages naming a "
+        "new id are refused"
+    ]
+    # The robots it keeps are served as before.
+    assert link._record("claw-1", "00aa11bb22cc33dd", b"robot 1", None, HASH) is link.robots["claw-1"]
+
+
 def test_a_message_refused_for_its_spool_does_not_bind_the_id_to_its_key():
     # A released id (robot-sac learner --release-robot), held for its checkpoint's spool after the restart.
     link = LearnerLink("tcp://127.0.0.1:*", LAYOUT, HASH, TransitionScorer(TaskSpec.load("claw_turn"), SPEC),

@@ -89,11 +89,12 @@ def test_chunks_stay_small_so_compressing_one_never_stalls_the_loop_for_long(tmp
     # Compressing a chunk holds the interpreter lock: a 1 MiB chunk took 17 ms here, 64 KiB 0.5 ms.
     log = TickLog(tmp_path / "big.mcap", {"robot": SPEC.name, "joint_names": SPEC.joint_names})
     rng = np.random.default_rng(0)
-    state = RobotState(0.0, rng.random(8), rng.random(8), rng.random(8))
+    joints, obs_dim = SPEC.num_joints, ObservationBuilder(SPEC, TASK).dim
+    state = RobotState(0.0, rng.random(joints), rng.random(joints), rng.random(joints))
     timings = {"period_error": 1.0, "read": 0.0, "policy": 90.0, "write": 800.0, "latency": 950.0}
     for k in range(400):
-        log.handle(Transition(k, k * 1e-3, state, rng.random(29).astype(np.float32), rng.random(8), rng.random(8), 1,
-                              timings))  # fmt: skip
+        obs = rng.random(obs_dim).astype(np.float32)
+        log.handle(Transition(k, k * 1e-3, state, obs, rng.random(joints), rng.random(joints), 1, timings))
     log.close()
     with open(tmp_path / "big.mcap", "rb") as f:
         chunks = make_reader(f).get_summary().chunk_indexes

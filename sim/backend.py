@@ -18,10 +18,8 @@ import numpy as np
 
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.state import RobotState
+from sim.frozen_sensors import FrozenSensors
 from sim.randomization import DynamicsParams
-
-# Sensors ``drop_sensor`` accepts besides ``joint:<joint name>``.
-DROPPABLE_SENSORS = ("imu", "valve_encoder", "joint_encoders")
 
 
 class Backend(ABC):
@@ -32,6 +30,7 @@ class Backend(ABC):
     """Bodies whose masses ``DynamicsParams.mass_scale`` scales, in order; the first is the base."""
     physics_steps: int
     """Physics steps taken since construction (benchmarks compare env time to raw engine time)."""
+    _frozen: FrozenSensors
 
     @abstractmethod
     def reset(self, params: DynamicsParams, joint_pos: np.ndarray | None = None) -> RobotState:
@@ -95,9 +94,18 @@ class Backend(ABC):
     def stick_motor(self, joint: int) -> None:
         """Motor ``joint`` holds its current position whatever it is commanded (a jammed gearbox)."""
 
-    @abstractmethod
     def drop_sensor(self, sensor: str) -> None:
-        """Freeze a sensor at its current reading: one of ``DROPPABLE_SENSORS`` or ``joint:<joint name>``."""
+        """Freeze a sensor at its current reading: one of ``sim.frozen_sensors.DROPPABLE_SENSORS`` or
+        ``joint:<joint name>``."""
+        self._frozen.drop(sensor, self.state())
+
+    def check_sensor(self, sensor: str) -> None:
+        """Raise ``ValueError``, naming what this robot has, unless ``drop_sensor`` can freeze ``sensor``."""
+        self._frozen.check(sensor)
+
+    def sensor_dropped_at(self, sensor: str) -> float | None:
+        """The simulated time (``time``) at which ``drop_sensor`` froze ``sensor``; None while it reports."""
+        return self._frozen.since(sensor)
 
     @abstractmethod
     def clear_perturbations(self) -> None:

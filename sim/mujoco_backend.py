@@ -11,7 +11,8 @@ import numpy as np
 
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.state import RobotState
-from sim.backend import DROPPABLE_SENSORS, Backend
+from sim.backend import Backend
+from sim.frozen_sensors import FrozenSensors
 from sim.randomization import DynamicsParams, nominal
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -81,7 +82,7 @@ class MujocoBackend(Backend):
         self._safe_mode: str | None = None
         self._safe_kd = 0.0
         self._forces: list[tuple[int, np.ndarray, float, float]] = []
-        self._frozen: dict[str, object] = {}
+        self._frozen = FrozenSensors(robot_spec)
         self._time0 = 0.0
         self._renderer: mujoco.Renderer | None = None
         self.reset(self.params)
@@ -207,21 +208,7 @@ class MujocoBackend(Backend):
             imu=imu,
             extras=extras,
         )
-        if self._frozen:
-            self._apply_frozen(state)
-        return state
-
-    def _apply_frozen(self, state: RobotState) -> None:
-        for sensor, value in self._frozen.items():
-            if sensor == "imu":
-                state.imu = value.copy()
-            elif sensor == "valve_encoder":
-                state.extras.update(value)
-            elif sensor == "joint_encoders":
-                state.joint_pos, state.joint_vel = value[0].copy(), value[1].copy()
-            else:
-                index = self.robot_spec.joint_names.index(sensor.split(":", 1)[1])
-                state.joint_pos[index], state.joint_vel[index] = value
+        return self._frozen.apply(state) if self._frozen else state
 
     def set_gains(self, kp: np.ndarray, kd: np.ndarray) -> None:
         n = self.robot_spec.num_joints
@@ -260,27 +247,9 @@ class MujocoBackend(Backend):
         # A jammed gearbox: the joint's limits close in on where it is now.
         self.model.jnt_range[j] = (q - 1e-3, q + 1e-3)
 
-    def drop_sensor(self, sensor: str) -> None:
-        state = self.state()
-        if sensor == "imu":
-            self._frozen[sensor] = state.imu.copy()
-        elif sensor == "valve_encoder":
-            if "valve_angle" not in state.extras:
-                raise ValueError(f"drop_sensor: robot {self.robot_spec.name} has no valve encoder")
-            self._frozen[sensor] = {k: state.extras[k] for k in ("valve_angle", "valve_velocity")}
-        elif sensor == "joint_encoders":
-            self._frozen[sensor] = (state.joint_pos.copy(), state.joint_vel.copy())
-        elif sensor.startswith("joint:") and sensor[6:] in self.robot_spec.joint_names:
-            index = self.robot_spec.joint_names.index(sensor[6:])
-            self._frozen[sensor] = (state.joint_pos[index], state.joint_vel[index])
-        else:
-            raise ValueError(
-                f"drop_sensor: unknown sensor {sensor!r} (known: {', '.join(DROPPABLE_SENSORS)}, joint:<name>)"
-            )
-
     def clear_perturbations(self) -> None:
         self._forces = []
-        self._frozen = {}
+        self._frozen.clear()
         self._strength_factor = np.ones(self.robot_spec.num_joints)
         self.model.jnt_range[:] = self._range0
         self.data.xfrc_applied[:] = 0.0

@@ -118,7 +118,7 @@ class PybulletBackend(Backend):
         self._safe_kd = 0.0
         self._pushes: list[_Push] = []
         self._stuck: set[int] = set()
-        self._frozen = FrozenSensors(robot_spec.joint_names, robot_spec.name)
+        self._frozen = FrozenSensors(robot_spec)
         self._steps_since_reset = 0
         self._motor_torque = np.zeros(n)
         self._camera: tuple[np.ndarray, np.ndarray, int, np.ndarray] | None = None
@@ -506,9 +506,6 @@ class PybulletBackend(Backend):
         # A jammed gearbox: the joint's friction motor brakes it where it is with all the torque it needs.
         self._stuck.add(int(self._spec_dofs[self._joint_index(joint)]))
         self._set_joint_friction()
-
-    def drop_sensor(self, sensor: str) -> None:
-        self._frozen.drop(sensor, self.state())
 
     def clear_perturbations(self) -> None:
         self._pushes = []

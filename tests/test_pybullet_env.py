@@ -113,7 +113,7 @@ def test_dropped_sensors_freeze_and_clear(quadruped, claw):
     assert state.joint_pos[5] == pytest.approx(1.4, abs=0.05)
     with pytest.raises(ValueError, match="drop_sensor: unknown sensor 'lidar'"):
         claw.drop_sensor("lidar")
-    with pytest.raises(ValueError, match="no valve encoder"):
+    with pytest.raises(ValueError, match="robot quadruped has no valve_encoder"):
         quadruped.drop_sensor("valve_encoder")
 
 

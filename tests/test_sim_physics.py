@@ -130,9 +130,12 @@ def test_stuck_motor_ignores_commands(claw):
 
 
 def test_dropped_sensors_freeze(quadruped, claw):
+    quadruped.step(quadruped.robot_spec.start, 0.1)
     imu0 = quadruped.state().imu
+    assert quadruped.sensor_dropped_at("imu") is None
     quadruped.drop_sensor("imu")
-    quadruped.apply_force("base", np.array([0.0, 200.0, 300.0]), 0.0, 0.05)
+    assert quadruped.sensor_dropped_at("imu") == pytest.approx(quadruped.time) == pytest.approx(0.1)
+    quadruped.apply_force("base", np.array([0.0, 200.0, 300.0]), quadruped.time, 0.05)
     state = quadruped.step(quadruped.robot_spec.start, 0.2)
     np.testing.assert_array_equal(state.imu, imu0)
     assert np.linalg.norm(quadruped.data.qvel[3:6]) > 0.1  # the body did turn; the IMU just does not say so
@@ -142,3 +145,9 @@ def test_dropped_sensors_freeze(quadruped, claw):
     assert state.joint_pos[3] == pytest.approx(claw.robot_spec.start[3] + 0.3, abs=0.05)
     with pytest.raises(ValueError, match=r"drop_sensor: unknown sensor 'lidar'"):
         claw.drop_sensor("lidar")
+    with pytest.raises(ValueError, match=r"robot claw has no imu \(its sensors: joint_encoders, joint_currents"):
+        claw.drop_sensor("imu")
+    with pytest.raises(ValueError, match=r"robot claw has no joint 'f9_tip'"):
+        claw.drop_sensor("joint:f9_tip")
+    quadruped.clear_perturbations()
+    assert quadruped.sensor_dropped_at("imu") is None

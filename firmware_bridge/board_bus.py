@@ -40,6 +40,7 @@ _BOARD_FAULTS = (
     (int(FaultFlags.WATCHDOG), int(Fault.WATCHDOG)),
     (int(FaultFlags.UNDERVOLTAGE), int(Fault.UNDERVOLTAGE)),
     (int(FaultFlags.OVERTEMPERATURE), int(Fault.OVERTEMPERATURE)),
+    (int(FaultFlags.IMU_STALE), int(Fault.SENSOR_TIMEOUT)),
 )
 _MOTOR_FAULTS = (
     (int(MotorStatus.OVERCURRENT), int(Fault.OVERCURRENT)),

@@ -28,7 +28,7 @@ import numpy as np
 from firmware_bridge.action import ActionMapper, NonFiniteActionError
 from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus, MotorFault, ReplyLate
 from firmware_bridge.observation import ObservationBuilder
-from firmware_bridge.safety import SafetyMonitor, SafetyStop, StopReason, describe_faults
+from firmware_bridge.safety import SafetyMonitor, SafetyStop, StopReason, fault_stop
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.state import RobotState
 from firmware_bridge.timing import MAX_TIMER_SLACK_NS, DeadlineClock, TickTimings, clock, set_timer_slack, timer_slack
@@ -359,7 +359,7 @@ class ControlLoop:
             if fresh:
                 answer = self._tolerate_timeout(bus.exchange, monitor, report, command)
                 if answer is not None and answer.faults:
-                    raise SafetyStop(StopReason.MOTOR_FAULT, f"the motors report {describe_faults(answer.faults)}")
+                    raise fault_stop(answer.faults)
             else:
                 # The reply is collected at the next tick's start: the round trip overlaps the wait.
                 pending = self._tolerate_timeout(self._send_command, monitor, report, command) is not None

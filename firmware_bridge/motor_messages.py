@@ -54,6 +54,7 @@ class FaultFlags(enum.IntFlag):
     UNDERVOLTAGE = 0x0004
     OVERTEMPERATURE = 0x0008
     BAD_COMMAND = 0x0010  # a command for the wrong number of motors was refused
+    IMU_STALE = 0x0020  # the IMU has delivered no new sample within the board's IMU timeout; clears when it does
 
 
 class MotorStatus(enum.IntFlag):

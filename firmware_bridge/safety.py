@@ -22,6 +22,7 @@ class StopReason(str, enum.Enum):
     STALE_STATE = "stale state"
     BUS_ERROR = "bus error"
     MOTOR_FAULT = "motor fault"
+    SENSOR_FAULT = "sensor fault"
     MISSED_DEADLINES = "too many missed deadlines"
 
 
@@ -40,6 +41,15 @@ def describe_faults(bits: int) -> str:
     if unknown:
         names.append(f"0x{unknown:x}")
     return "|".join(n for n in names if n)
+
+
+def fault_stop(faults: int) -> SafetyStop:
+    """The stop for a state's fault bits: a sensor fault when only sensors stopped delivering, else a motor
+    fault (the board's or a motor's)."""
+    if not faults & ~int(Fault.SENSOR_TIMEOUT):
+        return SafetyStop(StopReason.SENSOR_FAULT, f"the board reports {describe_faults(faults)}: a sensor "
+                                                   "has stopped delivering new samples")  # fmt: skip
+    return SafetyStop(StopReason.MOTOR_FAULT, f"the motors report {describe_faults(faults)}")
 
 
 class SafetyMonitor:
@@ -68,9 +78,9 @@ class SafetyMonitor:
         self._last_advance = 0.0
 
     def check_state(self, state: RobotState, now: float) -> None:
-        """Motor faults, and a state timestamp that has stopped advancing (``now``: the loop clock)."""
+        """Fault bits, and a state timestamp that has stopped advancing (``now``: the loop clock)."""
         if state.faults:
-            raise SafetyStop(StopReason.MOTOR_FAULT, f"the motors report {describe_faults(state.faults)}")
+            raise fault_stop(state.faults)
         if self._last_timestamp is None or state.timestamp != self._last_timestamp:
             self._last_timestamp = state.timestamp
             self._last_advance = now

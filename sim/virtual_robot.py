@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -45,14 +45,24 @@ class VirtualRobot:
         *,
         rng: np.random.Generator | None = None,
         watchdog_s: float = 0.1,
+        imu_timeout_s: float = 0.01,
+        sensor_drops: Iterable[tuple[float, str]] = (),
         lockstep: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``sensor_drops``: fault drills, ``(board seconds, sensor)``: each sensor freezes
+        (``Backend.drop_sensor``) once the board's clock reaches its time."""
         if watchdog_s < 0:
             raise ValueError(f"watchdog_s: must be >= 0 (0 switches it off), got {watchdog_s}")
+        if imu_timeout_s <= 0:
+            raise ValueError(f"imu_timeout_s: must be positive, got {imu_timeout_s}")
         self.spec = spec
         self.backend = backend
         self.watchdog_s = watchdog_s
+        self.imu_timeout_s = imu_timeout_s
+        self._sensor_drops = sorted((float(at), sensor) for at, sensor in sensor_drops)
+        for _, sensor in self._sensor_drops:
+            backend.check_sensor(sensor)
         self.lockstep = lockstep
         self.clock = clock
         self.counters = DeviceCounters()
@@ -67,6 +77,14 @@ class VirtualRobot:
         self.motor_faults = np.zeros(spec.num_joints, dtype=np.uint8)
         """Per-joint ``MotorStatus`` fault bits the drivers report (set by fault drills and tests)."""
         backend.set_safe_state("torque_off")
+
+    @property
+    def imu_stale(self) -> bool:
+        """Whether the board's IMU has delivered no new sample for ``imu_timeout_s`` of simulated time: a
+        dropped IMU (``backend.drop_sensor("imu")``, a fault drill) stops its samples, as a hung IMU stops the
+        sample counter a board watches, so its frozen reading is flagged rather than passed on as news."""
+        dropped = self.backend.sensor_dropped_at("imu")
+        return dropped is not None and self.backend.time - dropped >= self.imu_timeout_s
 
     @property
     def board_time_us(self) -> int:
@@ -128,6 +146,8 @@ class VirtualRobot:
             lag = (now - self._start) - self.backend.time
             if lag >= self.backend.physics_dt:
                 self._state = self.backend.step(self._targets, lag)
+        while self._sensor_drops and self.backend.time >= self._sensor_drops[0][0]:
+            self.backend.drop_sensor(self._sensor_drops.pop(0)[1])
         if (
             self.watchdog_s > 0
             and self.mode is BoardMode.ARMED

@@ -33,8 +33,8 @@ from sim.virtual_robot import VirtualRobot
 
 FIRMWARE_VERSION = (1, 0, 0)
 MOTOR_MODEL = 0x0001  # the board's only motor driver type
-_WATCHDOG, _BAD_COMMAND, _MOTOR_FAULT = (int(f) for f in (FaultFlags.WATCHDOG, FaultFlags.BAD_COMMAND,
-                                                           FaultFlags.MOTOR_FAULT))  # fmt: skip
+_WATCHDOG, _BAD_COMMAND, _MOTOR_FAULT, _IMU_STALE = (int(f) for f in (
+    FaultFlags.WATCHDOG, FaultFlags.BAD_COMMAND, FaultFlags.MOTOR_FAULT, FaultFlags.IMU_STALE))  # fmt: skip
 
 
 class BoardDevice:
@@ -113,5 +113,7 @@ class BoardDevice:
             faults |= _BAD_COMMAND
         if robot.motor_faults.any():
             faults |= _MOTOR_FAULT
+        if robot.imu_stale:
+            faults |= _IMU_STALE
         return self._writer.body(reply_seq, seq, int(robot.mode), faults)
 

@@ -24,7 +24,7 @@ import select
 import threading
 import time
 import tty
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +212,7 @@ def build_robot(
     task: TaskSpec | None = None,
     seed: int = 0,
     watchdog_s: float | None = None,
+    sensor_drops: Iterable[tuple[float, str]] = (),
     lockstep: bool = False,
 ) -> VirtualRobot:
     """A virtual robot with the task's randomized dynamics and sensor noise (seeded) or, without a task, the
@@ -225,7 +226,9 @@ def build_robot(
     n_bodies, n_joints = len(backend.body_names), spec.num_joints
     rng = np.random.default_rng(seed)
     params = nominal(n_bodies, n_joints) if task is None else sample(task.randomization, n_bodies, n_joints, rng)
-    return VirtualRobot(spec, backend, params, rng=rng, watchdog_s=watchdog_s, lockstep=lockstep)
+    return VirtualRobot(
+        spec, backend, params, rng=rng, watchdog_s=watchdog_s, sensor_drops=sensor_drops, lockstep=lockstep
+    )
 
 
 def make_server(robot: VirtualRobot, *, serial: bool, zmq_address: str | None = None, link: str | None = None):

@@ -22,6 +22,7 @@ from firmware_bridge.serial_framing import encode_frame
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.state import Fault
 from firmware_bridge.typed_yaml import ConfigError
+from robot_sac.cli import main as robot_sac_main
 from sim.mujoco_backend import MujocoBackend
 from sim.task import TaskSpec
 from sim.virtual_robot_server import build_robot, make_server, serving
@@ -90,6 +91,23 @@ def test_same_task_and_seed_give_the_same_trajectory_in_lockstep():
     a, b, c = trajectory(1), trajectory(1), trajectory(2)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-4
+
+
+def test_a_dropped_imu_is_flagged_stale_by_the_board_until_it_reports_again():
+    with _virtual(lockstep=True, watchdog_s=0) as server:
+        with open_bus(SPEC, port=server.path, timeout_s=0.5) as bus:
+            with bus.armed():
+                live = [bus.exchange(SPEC.start) for _ in range(3)]
+                server.robot.backend.drop_sensor("imu")  # lockstep: the board is idle between exchanges
+                frozen = [bus.exchange(SPEC.start) for _ in range(3)]
+                server.robot.backend.clear_perturbations()
+                back = bus.exchange(SPEC.start)
+    assert [s.faults for s in live] == [0, 0, 0]
+    # One control period (20 ms) passes the board's 10 ms IMU timeout: every reply after the drop says so.
+    assert [s.faults for s in frozen] == [int(Fault.SENSOR_TIMEOUT)] * 3
+    assert all(np.array_equal(s.imu, frozen[0].imu) for s in frozen)
+    assert [s.joint_pos.tolist() for s in frozen][0] != [s.joint_pos.tolist() for s in frozen][-1]
+    assert back.faults == 0 and not np.array_equal(back.imu, frozen[0].imu)
 
 
 def test_a_silent_board_raises_bus_timeout_naming_the_request_and_port():
@@ -279,15 +297,15 @@ def test_virtual_robot_command_links_a_pty_and_prints_counters_on_sigterm(tmp_pa
     link = tmp_path / "ttyQUAD"
     proc = subprocess.Popen(
         [sys.executable, "-m", "robot_sac.cli", "virtual-robot", "--robot", "quadruped", "--serial",
-         "--link", str(link), "--lockstep", "--watchdog-ms", "0"],
+         "--link", str(link), "--lockstep", "--watchdog-ms", "0", "--drop-sensor", "imu@0.05"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         first = proc.stdout.readline()
-        assert "virtual quadruped (framed_serial, lockstep, mujoco) on /dev/pts/" in first and str(link) in first
+        assert "virtual quadruped (framed_serial, lockstep, mujoco, drops imu at 0.05 s) on /dev/pts/" in first
+        assert str(link) in first
         with open_bus(SPEC, port=str(link), timeout_s=1.0) as bus, bus.armed():
-            for _ in range(5):
-                bus.exchange(SPEC.start)
+            states = [bus.exchange(SPEC.start) for _ in range(5)]
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
     finally:
@@ -296,3 +314,17 @@ def test_virtual_robot_command_links_a_pty_and_prints_counters_on_sigterm(tmp_pa
     assert counters["frames"] == 8 and counters["bad_frames"] == 0  # arm, 5 commands, damp, torque off
     assert counters["device_commands"] == 5
     assert proc.returncode == 0 and not link.exists()
+    # Lockstep, 20 ms a command: the drill freezes the IMU at the 4th command (0.06 s), flagged from its reply.
+    assert [s.faults for s in states] == [0, 0, 0, int(Fault.SENSOR_TIMEOUT), int(Fault.SENSOR_TIMEOUT)]
+    assert np.array_equal(states[3].imu, states[4].imu)
+
+
+@pytest.mark.parametrize("drop, error", [
+    ("imu", "--drop-sensor 'imu': expected SENSOR@SECONDS with SECONDS >= 0, e.g. imu@5"),
+    ("imu@-1", "--drop-sensor 'imu@-1': expected SENSOR@SECONDS"),
+    ("lidar@2", "drop_sensor: unknown sensor 'lidar'"),
+    ("valve_encoder@2", "drop_sensor: robot quadruped has no valve_encoder"),
+])  # fmt: skip
+def test_virtual_robot_command_refuses_a_drill_it_cannot_run(drop, error, capsys):
+    assert robot_sac_main(["virtual-robot", "--robot", "quadruped", "--serial", "--drop-sensor", drop]) == 2
+    assert error in capsys.readouterr().err

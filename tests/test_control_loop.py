@@ -160,6 +160,29 @@ def test_a_motor_fault_reported_by_the_board_stops_the_loop(tmp_path):
     assert 10 <= report.ticks <= 14 and report.safe_state_reached  # within a few ticks of the fault
 
 
+@pytest.mark.parametrize("source", ["reply", "fresh"])
+def test_an_imu_that_stops_delivering_mid_run_is_a_sensor_fault_stop(tmp_path, source):
+    robot = build_robot(SPEC, MujocoBackend(SPEC))
+    server = make_server(robot, serial=True)
+    feed, dropped_at = server.endpoint.feed, []
+
+    def feed_then_drop(data):  # on the server's thread, so the drop never races its physics
+        replies = feed(data)
+        if robot.counters.commands >= 40 and not dropped_at:
+            robot.backend.drop_sensor("imu")
+            dropped_at.append(robot.counters.commands)
+        return replies
+
+    server.endpoint.feed = feed_then_drop
+    with serving(server):
+        with open_bus(SPEC, port=server.path, timeout_s=0.05) as bus:
+            report = _loop(bus, _policy(tmp_path), duration_s=3.0, state_source=source).run()
+    assert robot.mode is BoardMode.DISARMED and report.safe_state_reached
+    assert report.stop_reason is StopReason.SENSOR_FAULT and "SENSOR_TIMEOUT" in report.safety_stop
+    # The board flags its IMU 10 ms after the last sample, so the next reply or the one after carries it.
+    assert dropped_at and robot.counters.commands - dropped_at[0] <= 2
+
+
 @pytest.mark.parametrize("reply_wait, timeout_s", [(0.5, 0.1), (0.5, 0.02), (None, 0.1)])
 def test_a_late_reply_costs_no_deadline_the_tick_runs_on_an_older_state(tmp_path, reply_wait, timeout_s):
     robot = build_robot(SPEC, MujocoBackend(SPEC))

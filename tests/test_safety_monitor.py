@@ -29,6 +29,19 @@ def test_motor_fault_bits_stop_and_are_named():
     assert describe_faults(0x100 | int(Fault.WATCHDOG)) == "WATCHDOG|0x100"
 
 
+def test_a_sensor_that_stopped_delivering_is_a_sensor_fault_unless_a_motor_fault_comes_with_it():
+    monitor = _monitor()
+    with pytest.raises(SafetyStop) as stop:
+        monitor.check_state(_state(0.0, int(Fault.SENSOR_TIMEOUT)), now=0.0)
+    assert stop.value.reason is StopReason.SENSOR_FAULT
+    assert str(stop.value) == (
+        "sensor fault: the board reports SENSOR_TIMEOUT: a sensor has stopped delivering new samples"
+    )
+    with pytest.raises(SafetyStop) as stop:
+        monitor.check_state(_state(0.0, int(Fault.SENSOR_TIMEOUT | Fault.OVERCURRENT)), now=0.0)
+    assert stop.value.reason is StopReason.MOTOR_FAULT and "OVERCURRENT|SENSOR_TIMEOUT" in str(stop.value)
+
+
 def test_a_state_whose_timestamp_stops_advancing_is_stale():
     monitor = _monitor(stale_after_s=0.05)
     for k in range(5):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
@@ -31,6 +32,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="go safe after this long without a command (0: off; default 100, or 3 control periods if longer)",
     )
+    parser.add_argument(
+        "--drop-sensor",
+        action="append",
+        default=[],
+        metavar="SENSOR@SECONDS",
+        help="fault drill: freeze SENSOR (imu, joint_encoders, valve_encoder or joint:<name>) once the board's "
+        "clock reaches SECONDS; a frozen IMU raises the board's IMU_STALE flag (repeatable)",
+    )
+
+
+def parse_drop(text: str) -> tuple[float, str]:
+    """``SENSOR@SECONDS`` as ``(seconds, sensor)``."""
+    sensor, _, seconds = text.rpartition("@")
+    try:
+        when = float(seconds)
+    except ValueError:
+        when = math.nan
+    if not sensor or not math.isfinite(when) or when < 0:
+        raise ValueError(f"--drop-sensor {text!r}: expected SENSOR@SECONDS with SECONDS >= 0, e.g. imu@5")
+    return when, sensor
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
     if args.link and not args.serial:
         print("robot-sac virtual-robot: error: --link needs --serial", file=sys.stderr)
         return 2
+    try:
+        drops = [parse_drop(text) for text in args.drop_sensor]
+    except ValueError as exc:
+        print(f"robot-sac virtual-robot: error: {exc}", file=sys.stderr)
+        return 2
     task = TaskSpec.load(args.task) if args.task else None
     spec = RobotSpec.load(resolve_robot(args.robot))
     if task is not None and task.load_robot().name != spec.name:
@@ -48,23 +74,26 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     backend = make_backend(args.backend, spec)
-    robot = build_robot(
-        spec,
-        backend,
-        task=task,
-        seed=args.seed,
-        watchdog_s=None if args.watchdog_ms is None else args.watchdog_ms / 1000.0,
-        lockstep=args.lockstep,
-    )
     try:
+        robot = build_robot(
+            spec,
+            backend,
+            task=task,
+            seed=args.seed,
+            watchdog_s=None if args.watchdog_ms is None else args.watchdog_ms / 1000.0,
+            sensor_drops=drops,
+            lockstep=args.lockstep,
+        )
         server = make_server(robot, serial=args.serial, zmq_address=args.zmq, link=args.link)
     except ValueError as exc:
+        backend.close()
         print(f"robot-sac virtual-robot: error: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     mode = ("lockstep" if args.lockstep else "real time") + f", {args.backend}"
+    mode += "".join(f", drops {sensor} at {at:g} s" for at, sensor in drops)
     where = f"{server.path} (link {args.link})" if args.link else server.address
     print(f"virtual {spec.name} ({spec.bus.kind if args.serial else 'zmq'}, {mode}) on {where}", flush=True)
     try:

@@ -34,6 +34,7 @@ import yaml
 from firmware_bridge.learner_wire import TransitionLayout
 from firmware_bridge.observation import ObservationBuilder
 from firmware_bridge.typed_yaml import ConfigError, to_mapping
+from robot_sac.checkpoint_io import atomic_torch_save, restore_rng_states, rng_states
 from robot_sac.config import load_run_config
 from robot_sac.envs import make_env
 from robot_sac.export import (
@@ -49,7 +50,7 @@ from robot_sac.learner_link import HISTORY_KEPT, LearnerLink, RobotRecord
 from robot_sac.real_transitions import TransitionScorer
 from robot_sac.replay import Batch, ReplayBuffer
 from robot_sac.sac import SAC, configure_torch_threads, select_device
-from robot_sac.trainer import _atomic_torch_save, saved_replay
+from robot_sac.trainer import saved_replay
 
 LEARNER_CHECKPOINT_VERSION = 1
 
@@ -183,12 +184,7 @@ class Learner:
         self.ingested = {robot: (r["spool"], r["received"]) for robot, r in state["robots"].items()}
         records = {robot: RobotRecord.from_checkpoint(r) for robot, r in state["robots"].items()}
         self.counted = {robot: record.counted_state() for robot, record in records.items()}
-        self.rng.bit_generator.state = state["rng"]["numpy"]
-        # map_location moved the RNG state to the training device too; torch takes it only on the CPU.
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        cuda_rng = state["rng"].get("cuda")  # checkpoints from before it was saved have none
-        if cuda_rng is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in cuda_rng])
+        restore_rng_states(self.rng, state["rng"])
         return records
 
     def release_robot(self, robot: str) -> None:
@@ -349,14 +345,10 @@ class Learner:
                          "next_version": self.next_version},  # fmt: skip
             "robots": robots,
             "replay_generation": generation,
-            "rng": {
-                "numpy": self.rng.bit_generator.state,
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
+            "rng": rng_states(self.rng),
         }
         path = self.ckpt_dir / "last.pt"
-        _atomic_torch_save(state, path)
+        atomic_torch_save(state, path)
         old = self.ckpt_dir / f"real_replay.{self.replay_generation}.npz"
         old.unlink(missing_ok=True)
         self.replay_generation = generation

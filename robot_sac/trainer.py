@@ -22,7 +22,8 @@ from robot_sac.config import TrainConfig, load_run_config
 from robot_sac.envs import episode_success, make_env
 from robot_sac.evaluation import run_episodes
 from robot_sac.plots import plot_learning_curve
-from robot_sac.replay import ReplayBuffer, durable_flush, sync_directory
+from robot_sac.checkpoint_io import atomic_torch_save, restore_rng_states, rng_states
+from robot_sac.replay import ReplayBuffer
 from robot_sac.sac import SAC, configure_torch_threads, select_device
 
 CHECKPOINT_VERSION = 1
@@ -289,7 +290,7 @@ class Trainer:
             "actor": self.agent.policy_actor.state_dict(),
             "normalizer": self.agent.normalizer.state_dict(),
         }
-        _atomic_torch_save(state, path)
+        atomic_torch_save(state, path)
 
     def save_checkpoint(self) -> Path:
         """The replay under a name of its own, then ``last.pt`` naming it, then older replay files removed: a
@@ -315,14 +316,10 @@ class Trainer:
             "evals": self.evals,
             "tape": self.tape.state_dict(),
             "replay_file": replay_file,
-            "rng": {
-                "numpy": self.rng.bit_generator.state,
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
+            "rng": rng_states(self.rng),
         }
         path = self.ckpt_dir / "last.pt"
-        _atomic_torch_save(state, path)
+        atomic_torch_save(state, path)
         for old in self.ckpt_dir.glob("replay*.npz*"):  # with what a crash mid-write left (.npz.tmp)
             if old.name != replay_file:
                 old.unlink(missing_ok=True)
@@ -347,12 +344,7 @@ class Trainer:
         self.obs, info = self.tape.replay(self.env, self.cfg.seed, state["tape"])
         self.privileged = self._privileged(info)
         self.ep_return, self.ep_len = c["ep_return"], c["ep_len"]
-        rng = state["rng"]
-        self.rng.bit_generator.state = rng["numpy"]
-        # map_location moved the RNG states to the training device too; torch takes them only on the CPU.
-        torch.set_rng_state(rng["torch"].cpu())
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        restore_rng_states(self.rng, state["rng"])
 
 
 def eval_rank(result: dict[str, float]) -> tuple[float, float]:
@@ -366,12 +358,3 @@ def saved_replay(ckpt_dir: Path, state: dict) -> Path:
     """The replay file a ``last.pt`` state was written with (``replay.npz`` for runs from before they were named
     by step)."""
     return ckpt_dir / state.get("replay_file", "replay.npz")
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        durable_flush(f)
-    tmp.replace(path)
-    sync_directory(path.parent)

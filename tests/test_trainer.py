@@ -90,7 +90,7 @@ def test_a_crash_between_writing_the_replay_and_last_pt_resumes_from_the_last_co
     def killed(obj, path):  # the process dies after the step-230 replay is on disk, before last.pt names it
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("robot_sac.trainer._atomic_torch_save", killed)
+    monkeypatch.setattr("robot_sac.trainer.atomic_torch_save", killed)
     with pytest.raises(KeyboardInterrupt):
         first.train(until=230)
     monkeypatch.undo()

@@ -193,8 +193,10 @@ def bench_push(pushes: int, tmp: Path) -> dict:
     uplink.close()
     link.stop()
     ms = np.array(latencies) * 1e3
-    return {"pushes": len(latencies), "policy_bytes": len(files[1]), "push_to_first_use_ms_p50": round(float(np.median(ms)), 1),
-            "push_to_first_use_ms_max": round(float(ms.max()), 1), "export_s_median": round(float(np.median(export_s)), 2),
+    return {"pushes": len(latencies), "policy_bytes": len(files[1]),
+            "push_to_first_use_ms_p50": round(float(np.median(ms)), 1),
+            "push_to_first_use_ms_max": round(float(ms.max()), 1),
+            "export_s_median": round(float(np.median(export_s)), 2),
             "accepted": uplink.counters()["policies_accepted"]}  # fmt: skip
 
 

@@ -161,7 +161,8 @@ def main() -> int:
             ok50 = r["p50_vs_numpy"] <= 1.5
             ok99 = r["p99_us"] < 30.0
             print(f"{r['actor']}: runtime p50 {r['p50_vs_numpy']:.2f}x numpy "
-                  f"({'meets' if ok50 else 'misses'} <= 1.5x), p99 {r['p99_us']:.1f} us ({'meets' if ok99 else 'misses'} < 30 us); "
+                  f"({'meets' if ok50 else 'misses'} <= 1.5x), p99 {r['p99_us']:.1f} us "
+                  f"({'meets' if ok99 else 'misses'} < 30 us); "
                   f"runtime's own figures {r['runtime_own_latency_us']}")
     return 0
 

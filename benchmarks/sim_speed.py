@@ -126,7 +126,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="report the fastest of this many runs")
     parser.add_argument("--backend", choices=list(RAW), default="mujoco")
     args = parser.parse_args()
-    header = f"{'env':36s} {'substeps':>8s} {'env steps/s':>12s} {'env us/step':>12s} {'raw us/step':>12s} {'ratio':>6s}"
+    header = (
+        f"{'env':36s} {'substeps':>8s} {'env steps/s':>12s} {'env us/step':>12s} "
+        f"{'raw us/step':>12s} {'ratio':>6s}"
+    )
     print(header + "   (CPU time)")
     for env_id in ENV_IDS:
         runs = [measure(env_id, args.steps, seed, args.backend) for seed in range(args.repeats)]

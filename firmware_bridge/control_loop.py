@@ -286,7 +286,9 @@ class ControlLoop:
             monitor.check_deadlines(tick.missed)
             if self.stop.is_set():
                 return None
-            reply = self._tolerate_timeout(self.bus.exchange, monitor, report, q0 + (self.spec.start - q0) * (i / steps))
+            reply = self._tolerate_timeout(
+                self.bus.exchange, monitor, report, q0 + (self.spec.start - q0) * (i / steps)
+            )
             if reply is not None:
                 last = (reply, clock())
                 monitor.check_state(reply, last[1])
@@ -375,7 +377,9 @@ class ControlLoop:
             if sinks:
                 timings = {"period_error": period_error, "read": read_us, "policy": policy_us, "write": write_us,
                            "latency": latency_us}  # fmt: skip
-                item = Transition(report.ticks, tick.started, state, obs, action, command, version, timings, tick.missed)
+                item = Transition(
+                    report.ticks, tick.started, state, obs, action, command, version, timings, tick.missed
+                )
                 for sink in sinks:
                     sink.offer(item)
             report.ticks += 1

@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--keys", metavar="DIR", help="CURVE keys from `robot-sac keys` (server.key, clients/)")
     group.add_argument("--key-name", default="client", help="this robot's key pair under DIR/clients (default client)")
     group.add_argument("--robot-id", help="this robot's id at the learner (default: <robot>-<hostname>)")
-    group.add_argument("--spool", metavar="DIR", help="unacknowledged transitions (default ~/.cache/robot-sac/spool/ID)")
+    group.add_argument(
+        "--spool", metavar="DIR", help="unacknowledged transitions (default ~/.cache/robot-sac/spool/ID)"
+    )
 
 
 def uplink_from_args(args: argparse.Namespace, builder, policy, goals: dict[str, float]):

@@ -240,7 +240,9 @@ class LearnerUplink:
                     self._take(item)
                 now = time.monotonic()
                 while self._rows and (
-                    len(self._rows) >= self.config.batch_size or now - self._rows_since >= self.config.flush_s or closing
+                    len(self._rows) >= self.config.batch_size
+                    or now - self._rows_since >= self.config.flush_s
+                    or closing
                 ):
                     self._seal()
                 while sock.poll(0):
@@ -250,7 +252,9 @@ class LearnerUplink:
                     next_hello = now + self.config.heartbeat_s
                 self._resend_if_silent(now)
                 self._send(sock, now)
-                if closing and (self._received >= self.spool.next_seq - 1 or now - closing_since > self.config.close_timeout_s):
+                if closing and (
+                    self._received >= self.spool.next_seq - 1 or now - closing_since > self.config.close_timeout_s
+                ):
                     break
                 sock.poll(10)
         except BaseException as exc:  # noqa: BLE001 - kept for close(); the loop must never see it

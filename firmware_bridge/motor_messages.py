@@ -211,7 +211,9 @@ class StateWriter:
         self._imu = np.frombuffer(self.buffer, "<i2", 6, _STATE_PREFIX.size)
         self._records = np.frombuffer(self.buffer, STATE_MOTOR, n, _STATE_PREFIX.size + IMU.size)
         self._values = np.empty(3 * n + 6)
-        self._scales = np.repeat([POSITION_SCALE, VELOCITY_SCALE, CURRENT_SCALE, *IMU_SCALES], [n, n, n, 1, 1, 1, 1, 1, 1])
+        self._scales = np.repeat(
+            [POSITION_SCALE, VELOCITY_SCALE, CURRENT_SCALE, *IMU_SCALES], [n, n, n, 1, 1, 1, 1, 1, 1]
+        )
         self._counts = np.empty(3 * n + 6, np.int16)
         self.board_time_us = 0
 
@@ -224,7 +226,9 @@ class StateWriter:
                 raise MessageError(f"{name}: {np.size(field)} values for {n} motors")
             v[k * n : (k + 1) * n] = field
         if np.size(orientation) + np.size(gyro) != 6:
-            raise MessageError(f"imu: expected 3 orientation and 3 gyro values, got {np.size(orientation) + np.size(gyro)}")
+            raise MessageError(
+                f"imu: expected 3 orientation and 3 gyro values, got {np.size(orientation) + np.size(gyro)}"
+            )
         v[3 * n : 3 * n + 3] = orientation
         v[3 * n + 3 :] = gyro
         if not np.isfinite(v).all():
@@ -246,7 +250,8 @@ class StateWriter:
     def body(self, seq: int, last_command_seq: int, mode: int, faults: int) -> bytes:
         """The last sample as a STATE body with these header fields."""
         _STATE_PREFIX.pack_into(self.buffer, 0, PROTOCOL_VERSION, MessageType.STATE, seq & 0xFFFF,
-                                self.board_time_us & 0xFFFFFFFF, last_command_seq & 0xFFFF, mode, faults, self.n)  # fmt: skip
+                                self.board_time_us & 0xFFFFFFFF, last_command_seq & 0xFFFF, mode, faults,
+                                self.n)  # fmt: skip
         return bytes(self.buffer)
 
 

@@ -189,5 +189,7 @@ def apply_overrides(mapping: dict[str, Any], overrides: typing.Iterable[str]) ->
         try:
             node[parts[-1]] = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+            raise ConfigError(
+                f"--set {key}: value {raw!r} is not valid YAML ({getattr(exc, 'problem', None) or exc})"
+            ) from None
     return mapping

@@ -10,7 +10,10 @@ from firmware_bridge.subcommands import run_command
 # Subcommand -> module holding ``add_arguments(parser)`` and ``run(args) -> int``.
 SUBCOMMANDS = {
     "train": ("robot_sac.commands.train", "train a SAC policy in simulation or on any Gymnasium env"),
-    "virtual-robot": ("robot_sac.commands.virtual_robot", "simulated robot hardware on a pseudo-terminal or ZMQ socket"),
+    "virtual-robot": (
+        "robot_sac.commands.virtual_robot",
+        "simulated robot hardware on a pseudo-terminal or ZMQ socket",
+    ),
     "robustness": ("robot_sac.commands.robustness", "run a policy.onnx through a grid of perturbations and report"),
     "export": ("robot_sac.commands.export", "export a run's actor to a self-checked policy.onnx"),
     "eval": ("robot_sac.commands.eval", "run a policy.onnx in simulation through the robot's PolicyRuntime"),

@@ -342,7 +342,9 @@ class LearnerLink:
         """The robot's record, or None when this message must be dropped (wrong layout, wrong key, another live
         spool)."""
         if interface_hash != self.interface_hash:
-            self._drop("wrong_interface", f"{robot}: interface {interface_hash[:12]}, learner {self.interface_hash[:12]}")
+            self._drop(
+                "wrong_interface", f"{robot}: interface {interface_hash[:12]}, learner {self.interface_hash[:12]}"
+            )
             return None
         rec = self.robots.get(robot)
         if rec is None:

@@ -58,7 +58,11 @@ class Backend(ABC):
 
     @abstractmethod
     def step(
-        self, targets: np.ndarray, duration: float, previous_targets: np.ndarray | None = None, switch_after: float = 0.0
+        self,
+        targets: np.ndarray,
+        duration: float,
+        previous_targets: np.ndarray | None = None,
+        switch_after: float = 0.0,
     ) -> RobotState:
         """Hold position targets (n,) [rad] for ``duration`` seconds, rounded to whole physics steps (at least
         one), and return the state at the end. With ``previous_targets`` (n,), those are held for the first

@@ -61,7 +61,9 @@ class MujocoBackend(Backend):
         self._base_body = int(m.jnt_bodyid[free[0]]) if free else None
         valve = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, VALVE_JOINT)
         if "valve_encoder" in robot_spec.sensors and valve < 0:
-            raise ValueError(f"{path}: robot {robot_spec.name} lists a valve_encoder but the model has no joint 'valve'")
+            raise ValueError(
+                f"{path}: robot {robot_spec.name} lists a valve_encoder but the model has no joint 'valve'"
+            )
         self.valve_qpos_id = int(m.jnt_qposadr[valve]) if valve >= 0 else None
         self.valve_dof_id = int(m.jnt_dofadr[valve]) if valve >= 0 else None
         if "imu" in robot_spec.sensors and self._free_qpos is None:
@@ -146,7 +148,11 @@ class MujocoBackend(Backend):
         return self.state()
 
     def step(
-        self, targets: np.ndarray, duration: float, previous_targets: np.ndarray | None = None, switch_after: float = 0.0
+        self,
+        targets: np.ndarray,
+        duration: float,
+        previous_targets: np.ndarray | None = None,
+        switch_after: float = 0.0,
     ) -> RobotState:
         m, d = self.model, self.data
         n = max(1, int(round(duration / self.physics_dt)))

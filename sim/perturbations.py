@@ -78,7 +78,9 @@ def _drop(backend: Backend, severity: float, rng: np.random.Generator) -> None:
     if not severity:
         return
     sensors = backend.robot_spec.sensors
-    backend.drop_sensor("valve_encoder" if "valve_encoder" in sensors else "imu" if "imu" in sensors else "joint_encoders")
+    backend.drop_sensor(
+        "valve_encoder" if "valve_encoder" in sensors else "imu" if "imu" in sensors else "joint_encoders"
+    )
 
 
 def _noise(params: DynamicsParams, severity: float, rng: np.random.Generator) -> DynamicsParams:
@@ -118,7 +120,8 @@ PERTURBATIONS: dict[str, Perturbation] = {
     ),
     "friction": Perturbation("sliding friction of every contact (ground, feet, fingertips, valve) x SEVERITY",
                              params=_scaled("friction_scale")),
-    "motor_strength": Perturbation("every motor's torque (and torque limit) x SEVERITY", params=_scaled("motor_strength")),
+    "motor_strength": Perturbation("every motor's torque (and torque limit) x SEVERITY",
+                                   params=_scaled("motor_strength")),
     "joint_damping": Perturbation("every actuated joint's viscous damping x SEVERITY", params=_scaled("damping_scale")),
     "control_rate": Perturbation("control rate x SEVERITY (0.5: each action held for two nominal periods)",
                                  params=_control_rate),

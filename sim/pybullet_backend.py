@@ -394,7 +394,11 @@ class PybulletBackend(Backend):
         return np.array(pos), orn
 
     def step(
-        self, targets: np.ndarray, duration: float, previous_targets: np.ndarray | None = None, switch_after: float = 0.0
+        self,
+        targets: np.ndarray,
+        duration: float,
+        previous_targets: np.ndarray | None = None,
+        switch_after: float = 0.0,
     ) -> RobotState:
         n = max(1, int(round(duration / self.physics_dt)))
         n_previous = int(round(switch_after / self.physics_dt)) if previous_targets is not None else 0

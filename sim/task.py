@@ -55,7 +55,9 @@ class RandomizationSpec:
         for name in ("obs_noise", "obs_bias"):
             unknown = sorted(set(getattr(self, name)) - set(NOISY_SENSORS))
             if unknown:
-                raise ConfigError(f"randomization.{name}.{unknown[0]}: unknown sensor (known: {', '.join(NOISY_SENSORS)})")
+                raise ConfigError(
+                    f"randomization.{name}.{unknown[0]}: unknown sensor (known: {', '.join(NOISY_SENSORS)})"
+                )
         for f in self.__dataclass_fields__:
             value = getattr(self, f)
             if isinstance(value, tuple) and value[0] > value[1]:

@@ -85,7 +85,10 @@ def test_low_baud_and_return_delay_on_a_dynamixel_warn(capsys):
     warnings = {f["message"]: f["fix"] for f in report["findings"] if f["level"] == "warn"}
     assert code == 0
     assert warnings["id 21: return delay time 250 (= 500 us per reply)"].startswith("with torque off, write 0")
-    assert warnings["port opened at 57600 baud, below the spec's 1000000"] == "use --baud 1000000 (and set the devices to it)"
+    assert (
+        warnings["port opened at 57600 baud, below the spec's 1000000"]
+        == "use --baud 1000000 (and set the devices to it)"
+    )
     assert len(warnings) == 2
 
 

@@ -165,7 +165,9 @@ def test_a_failed_export_is_counted_and_the_learner_keeps_training(tmp_path, cla
     assert report["updates"] == 3 and report["policy_exports"] == [] and report["push_failure_count"] == 3
     reasons = [why for _, why in report["push_failures"]]
     assert reasons[0] == "onnxruntime differs from torch by 0.5 (tolerance 1e-4)"
-    assert reasons[1].startswith("PolicyRejectedError: policy.onnx: policy refused") and "running it fails" in reasons[1]
+    assert (
+        reasons[1].startswith("PolicyRejectedError: policy.onnx: policy refused") and "running it fails" in reasons[1]
+    )
     assert reasons[2] == "RuntimeError: out of disk space"
 
 

@@ -62,7 +62,8 @@ def claw_runs(tmp_path_factory):
     dim = ObservationBuilder(spec, task).dim
     rng = np.random.default_rng(SEED)
     path = write_policy(tmp_path_factory.mktemp("lockstep") / "claw.onnx", spec, task,
-                        weights=rng.normal(0, 0.1, (dim, spec.num_joints)), bias=rng.normal(0, 0.5, spec.num_joints))  # fmt: skip
+                        weights=rng.normal(0, 0.1, (dim, spec.num_joints)),
+                        bias=rng.normal(0, 0.5, spec.num_joints))  # fmt: skip
 
     # robot-sac eval --nominal --episodes 1 --seed SEED, recording what the policy saw and did.
     env = make_task_env("claw_turn", randomize=False)

@@ -151,7 +151,9 @@ def _model(body: str) -> mujoco.MjModel:
 
 def test_features_urdf_cannot_carry_are_refused_by_name():
     with pytest.raises(ValueError, match=r"geom 'egg' of body 'b': type .* has no URDF twin"):
-        urdf_trees(_model('<body name="b"><joint type="hinge"/><geom name="egg" type="ellipsoid" size="1 2 3"/></body>'))
+        urdf_trees(
+            _model('<body name="b"><joint type="hinge"/><geom name="egg" type="ellipsoid" size="1 2 3"/></body>')
+        )
     with pytest.raises(ValueError, match=r"joint 'j' of body 'b': type .* has no URDF twin"):
         urdf_trees(_model('<body name="b"><joint name="j" type="ball"/><geom size="1"/></body>'))
     with pytest.raises(ValueError, match=r"body 'b': 2 joints"):

@@ -52,7 +52,9 @@ def test_a_task_missing_from_the_suite_sweeps_its_own_grid():
 
 
 def test_rerunning_gives_the_same_cells_with_any_number_of_workers(tmp_path):
-    rng_policy = linear_policy(tmp_path / "p.onnx", "claw_turn", weight=np.random.default_rng(1).normal(0, 0.5, (24, 9)))
+    rng_policy = linear_policy(
+        tmp_path / "p.onnx", "claw_turn", weight=np.random.default_rng(1).normal(0, 0.5, (24, 9))
+    )
     suite = Suite(episodes=2, tasks={"claw_turn": {"push": [0.3], "obs_noise": [0.1]}})
     one = run_study([rng_policy], "claw_turn", ["mujoco"], suite, seed=5, workers=1, progress=False)
     two = run_study([rng_policy], "claw_turn", ["mujoco"], suite, seed=5, workers=2, progress=False)

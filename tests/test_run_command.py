@@ -226,7 +226,9 @@ def test_a_robot_that_stops_answering_is_reported_and_its_watchdog_takes_over(tm
 
 
 def test_a_policy_for_another_robot_is_refused_before_anything_is_armed(tmp_path, virtual_robots):
-    claw_policy = write_policy(tmp_path / "claw.onnx", RobotSpec.load(resolve_robot("claw")), TaskInterface.load("claw_turn"))
+    claw_policy = write_policy(
+        tmp_path / "claw.onnx", RobotSpec.load(resolve_robot("claw")), TaskInterface.load("claw_turn")
+    )
     robot_file, _ = robot_at_rate(tmp_path, "quadruped")
     device = virtual_robots(robot_file)
     proc = bridge("--policy", str(claw_policy), "--robot", str(robot_file), "--port", device.port)

@@ -64,7 +64,15 @@ def test_claw_reward_terms_on_hand_made_states():
     assert terms["effort"] == pytest.approx(-0.0125)
     assert total == pytest.approx(sum(terms.values()))
     # Across the +/-pi seam the error is the short way round.
-    t = Transition(state(3.0), state(-3.0), np.zeros(9), np.zeros(9), {"valve_angle": 3.1}, robot, Criteria(success_tolerance_deg=10.0))
+    t = Transition(
+        state(3.0),
+        state(-3.0),
+        np.zeros(9),
+        np.zeros(9),
+        {"valve_angle": 3.1},
+        robot,
+        Criteria(success_tolerance_deg=10.0),
+    )
     assert reward(t)[1]["angle_error"] == pytest.approx(-2.0 * (2 * np.pi - 6.1))
     # near_goal pays out to three tolerances (30 degrees here), not beyond; within_tolerance only inside one.
     for error_deg, near, within in ((25.0, 3.0, 0.0), (35.0, 0.0, 0.0), (5.0, 3.0, 5.0)):

@@ -37,7 +37,9 @@ def logged_run(tmp_path_factory):
                                                               "rate_hz": SPEC.control_rate_hz}))  # fmt: skip
     robot = build_robot(SPEC, MujocoBackend(SPEC))
     with serving(make_server(robot, serial=True)) as server, open_bus(SPEC, port=server.path) as bus:
-        loop = ControlLoop(bus, builder, ActionMapper(SPEC), policy, 7, LoopConfig(rate_hz=50, duration_s=0.6), sinks=[sink])
+        loop = ControlLoop(
+            bus, builder, ActionMapper(SPEC), policy, 7, LoopConfig(rate_hz=50, duration_s=0.6), sinks=[sink]
+        )
         report = loop.run()
     sink.close()
     return tmp / "run.mcap", report
@@ -50,7 +52,9 @@ def test_every_tick_is_in_the_log_with_its_timings(logged_run):
     assert data.joint_pos.shape == data.command.shape == (report.ticks, SPEC.num_joints)
     assert set(data.policy_version) == {7}
     assert np.all(np.diff(data.time_s) > 0.01)  # 20 ms apart, give or take the VM
-    np.testing.assert_allclose(np.median(data.timings_us["latency"]), report.timings.histograms["latency"].percentile(50), rtol=0.2)
+    np.testing.assert_allclose(
+        np.median(data.timings_us["latency"]), report.timings.histograms["latency"].percentile(50), rtol=0.2
+    )
     assert [e["kind"] for e in data.events][-1] == "safe_state"
 
 

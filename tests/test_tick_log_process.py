@@ -25,7 +25,8 @@ def transition(k: int, rng: np.random.Generator) -> Transition:
         faults=int(Fault.SENSOR_TIMEOUT) if k % 2 else 0,
     )
     return Transition(k, 100.0 + 0.01 * k, state, rng.normal(size=31).astype(np.float32),
-                      rng.uniform(-1, 1, 9).astype(np.float32), rng.normal(size=9), 4, dict(TIMINGS), missed=k % 3)  # fmt: skip
+                      rng.uniform(-1, 1, 9).astype(np.float32), rng.normal(size=9), 4, dict(TIMINGS),
+                      missed=k % 3)  # fmt: skip
 
 
 def test_a_packed_tick_decodes_to_the_same_transition():

@@ -75,7 +75,12 @@ def test_an_events_only_sink_is_never_handed_a_tick():
     assert all(sink.offer(tick) for _ in range(50))
     sink.offer(Event(1.0, "safety_stop", "nan action"))
     sink.close()
-    assert [type(item) for item in gate.items] == [Event] and sink.counters() == {"offered": 1, "handled": 1, "dropped": 0, "pending": 0}
+    assert [type(item) for item in gate.items] == [Event] and sink.counters() == {
+        "offered": 1,
+        "handled": 1,
+        "dropped": 0,
+        "pending": 0,
+    }
 
 
 class Slow:

@@ -59,7 +59,10 @@ def test_read_and_write_registers_with_the_manuals_rules(claw):
     )
     # Read-only register, a value out of range, an address past the table: each refused with its error byte.
     assert ph.write2ByteTxRx(port, IDS[0], XM430.PRESENT_CURRENT.value.address, 5) == (COMM_SUCCESS, StatusError.ACCESS)
-    assert ph.write1ByteTxRx(port, IDS[0], XM430.OPERATING_MODE.value.address, 2) == (COMM_SUCCESS, StatusError.DATA_RANGE)
+    assert ph.write1ByteTxRx(port, IDS[0], XM430.OPERATING_MODE.value.address, 2) == (
+        COMM_SUCCESS,
+        StatusError.DATA_RANGE,
+    )
     assert ph.readTxRx(port, IDS[0], 146, 4)[1:] == (COMM_SUCCESS, StatusError.ACCESS)
     assert ph.write1ByteTxRx(port, IDS[0], XM430.ID.value.address, 5) == (COMM_SUCCESS, StatusError.ACCESS)
     # EEPROM is writable with torque off and locked with torque on.
@@ -201,7 +204,9 @@ def test_a_hardware_error_alert_is_a_motor_fault_naming_the_motor(claw):
     bus = DynamixelBus(SPEC, port)
     bus.arm()
     server.robot.motor_faults[4] = MotorStatus.OVERCURRENT
-    with pytest.raises(MotorFault, match=r"dynamixel id 21 reports a hardware error \(HARDWARE_ERROR_STATUS: OVERLOAD\)"):
+    with pytest.raises(
+        MotorFault, match=r"dynamixel id 21 reports a hardware error \(HARDWARE_ERROR_STATUS: OVERLOAD\)"
+    ):
         bus.exchange(SPEC.start)
     _, result, error = ph.read1ByteTxRx(port, IDS[4], XM430.HARDWARE_ERROR_STATUS.value.address)
     assert result == COMM_SUCCESS and error == ALERT  # the instruction worked; the alert flags the motor

@@ -83,7 +83,9 @@ def test_lockstep_advances_exactly_one_control_period_per_applied_command():
         robot.command(SPEC.start)
     assert robot.board_time_us - t0 == pytest.approx(5 * SPEC.control_period * 1e6, abs=1)
     robot.disarm(torque_off=False)
-    assert robot.command(SPEC.start) is False and robot.board_time_us - t0 == pytest.approx(5e6 * SPEC.control_period, abs=1)
+    assert robot.command(SPEC.start) is False and robot.board_time_us - t0 == pytest.approx(
+        5e6 * SPEC.control_period, abs=1
+    )
 
 
 def test_a_task_adds_its_seeded_sensor_noise_and_nominal_reports_the_physics_exactly():

@@ -175,7 +175,9 @@ def main() -> None:
     results = collect(Path(sys.argv[1]))
     text = json.dumps(results, indent=1)
     # one line per list of per-episode returns
-    text = re.sub(r"\[\s*([-0-9.,\s]+?)\s*\]", lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",") + "]", text)
+    text = re.sub(
+        r"\[\s*([-0-9.,\s]+?)\s*\]", lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",") + "]", text
+    )
     (HERE / "results.json").write_text(text + "\n")
     print(tables(results))
     print(gaps(results))

@@ -311,7 +311,9 @@ def run(args: argparse.Namespace) -> int:
             timeout_s=args.bus_timeout_ms / 1e3,
             calibration=calibration,
         ) as bus:
-            loop = ControlLoop(bus, builder, mapper, policy, policy.version, config, goals=goals, sinks=sinks, stop=stop)
+            loop = ControlLoop(
+                bus, builder, mapper, policy, policy.version, config, goals=goals, sinks=sinks, stop=stop
+            )
             if uplink is not None:
                 uplink.attach(loop.swap_policy)
             print(f"{spec.name}: policy {args.policy} (version {policy.version}) at {rate:g} Hz on "
@@ -392,6 +394,8 @@ def _print(summary: dict, out) -> None:
     if summary["safety_stop"]:
         lines.append(f"SAFETY STOP: {summary['safety_stop']}")
     lines.append(
-        "robot in its safe state" if summary["safe_state_reached"] else f"SAFE STOP FAILED: {summary['safe_stop_error']}"
+        "robot in its safe state"
+        if summary["safe_state_reached"]
+        else f"SAFE STOP FAILED: {summary['safe_stop_error']}"
     )
     print("\n".join(lines), file=out)

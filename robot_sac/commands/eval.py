@@ -14,7 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="task name or task file (claw_turn, configs/tasks/x.yaml), or a Gymnasium id (Pendulum-v1)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="episode i is reset with seed S + i")
-    p.add_argument("--backend", choices=["mujoco", "pybullet"], help="physics backend for a robot task (default mujoco)")
+    p.add_argument("--backend", choices=["mujoco", "pybullet"],
+                   help="physics backend for a robot task (default mujoco)")
     p.add_argument("--nominal", action="store_true", help="no dynamics randomization (the task's nominal model)")
     p.add_argument("--out", type=Path, help="directory for summary.json (default: print only)")
 

@@ -59,7 +59,9 @@ def _draw_rows(ax, rows: list[tuple[str, list[float | None], str, tuple[float, f
 
 def _studies(summary: dict[str, Any]) -> list[tuple[str, list[dict]]]:
     studies = [(summary["policy"], summary["cells"])] + [(c["policy"], c["cells"]) for c in summary["compare"]]
-    return [(f"P{i}: {Path(p).name}" if len(studies) > 1 else Path(p).name, cells) for i, (p, cells) in enumerate(studies)]
+    return [
+        (f"P{i}: {Path(p).name}" if len(studies) > 1 else Path(p).name, cells) for i, (p, cells) in enumerate(studies)
+    ]
 
 
 def perturbation_heatmap(summary: dict[str, Any], name: str, path: Path) -> None:

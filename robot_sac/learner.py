@@ -10,10 +10,10 @@ global tracing state that a concurrent optimizer step corrupts (seen as ``KeyErr
 The output directory holds ``config.yaml`` (the sim run's training config and this learner's config),
 ``checkpoints/last.pt`` (agent with optimizers and temperature, counters, per-robot sequence numbers,
 RNG states) with ``checkpoints/real_replay.<generation>.npz`` beside it, TensorBoard events in ``tb/`` and
-``summary.json``. A checkpoint
-names its replay generation and is replaced atomically, so a learner killed at any moment restarts from a
-consistent pair: the replay holds exactly the transitions up to the per-robot numbers in ``last.pt``, and
-robots still hold everything after them (a robot deletes only what a checkpoint covers).
+``summary.json``. A checkpoint names its replay generation and is replaced atomically, so a learner killed
+at any moment restarts from a consistent pair: the replay holds exactly the transitions up to the per-robot
+numbers in ``last.pt``, and robots still hold everything after them (a robot deletes only what a checkpoint
+covers).
 """
 
 from __future__ import annotations

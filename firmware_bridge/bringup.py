@@ -20,6 +20,7 @@ from firmware_bridge.dynamixel_bus import DynamixelBus
 from firmware_bridge.dynamixel_table import XM430, BaudRate
 from firmware_bridge.motor_bus import MotorBus, MotorInfo
 from firmware_bridge.spec import RobotSpec
+from firmware_bridge.state import Fault
 
 USB_SERIAL_SYSFS = Path("/sys/bus/usb-serial/devices")
 # Models whose control table is the XM430's (dynamixel_table): XM430-W350, XM430-W210.
@@ -65,6 +66,33 @@ def check_limits(spec: RobotSpec, joint_pos: np.ndarray) -> list[Finding]:
         else:
             fix = "move it inside by hand, or recalibrate (--calibrate) if the reading is wrong"
             out.append(Finding("fail", "limits", f"{j.name} at {q:+.3f} rad, outside [{j.lower}, {j.upper}]", fix))
+    return out
+
+
+# What each fault flag a state can carry means at bring-up, and what to do about it.
+_FAULT_FIXES = {
+    Fault.OVERCURRENT: "a motor drew too much current: look for a jammed joint or a short, then power-cycle",
+    Fault.OVERTEMPERATURE: "let the motors cool; check the load on them and how long they were held",
+    Fault.ENCODER: "check the encoder's cable and magnet on the motor named by the board",
+    Fault.WATCHDOG: "latched by a session that stopped commanding without disarming; the next ARM clears it",
+    Fault.SENSOR_TIMEOUT: "the IMU delivers no samples: check its cable and power; the bridge will not run on it",
+    Fault.UNDERVOLTAGE: "charge or replace the battery, or check the supply",
+}
+
+
+def check_faults(faults: int) -> list[Finding]:
+    """The fault flags of a state read before arming: a latched watchdog warns, anything else fails."""
+    if not faults:
+        return [Finding("ok", "faults", "no fault flags set")]
+    out = []
+    for fault in Fault:
+        if faults & fault:
+            level = "warn" if fault is Fault.WATCHDOG else "fail"
+            out.append(Finding(level, "faults", f"{fault.name} set", _FAULT_FIXES[fault]))
+    unknown = faults & ~sum(Fault)
+    if unknown:
+        out.append(Finding("fail", "faults", f"unknown fault bits 0x{unknown:x} set", "compare the board's firmware "
+                           "version with the protocol this bridge speaks (docs/protocol.md)"))  # fmt: skip
     return out
 
 

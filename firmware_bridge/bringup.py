@@ -77,6 +77,10 @@ _FAULT_FIXES = {
     Fault.WATCHDOG: "latched by a session that stopped commanding without disarming; the next ARM clears it",
     Fault.SENSOR_TIMEOUT: "the IMU delivers no samples: check its cable and power; the bridge will not run on it",
     Fault.UNDERVOLTAGE: "charge or replace the battery, or check the supply",
+    Fault.MOTOR_FAILED: "a motor's driver stopped it: read the board's own log, then power-cycle",
+    Fault.BAD_COMMAND: "the board refused a command for another motor count: check the robot spec's motors",
+    Fault.UNKNOWN: "the board set a fault bit this bridge has no name for: compare the board's firmware with "
+    "docs/protocol.md",
 }
 
 
@@ -84,16 +88,11 @@ def check_faults(faults: int) -> list[Finding]:
     """The fault flags of a state read before arming: a latched watchdog warns, anything else fails."""
     if not faults:
         return [Finding("ok", "faults", "no fault flags set")]
-    out = []
-    for fault in Fault:
-        if faults & fault:
-            level = "warn" if fault is Fault.WATCHDOG else "fail"
-            out.append(Finding(level, "faults", f"{fault.name} set", _FAULT_FIXES[fault]))
-    unknown = faults & ~sum(Fault)
-    if unknown:
-        out.append(Finding("fail", "faults", f"unknown fault bits 0x{unknown:x} set", "compare the board's firmware "
-                           "version with the protocol this bridge speaks (docs/protocol.md)"))  # fmt: skip
-    return out
+    return [
+        Finding("warn" if fault is Fault.WATCHDOG else "fail", "faults", f"{fault.name} set", _FAULT_FIXES[fault])
+        for fault in Fault
+        if faults & fault
+    ]
 
 
 def check_latency_timer(port: str, sysfs: Path = USB_SERIAL_SYSFS) -> list[Finding]:

@@ -14,7 +14,7 @@ from firmware_bridge.cli import main
 from firmware_bridge.config_paths import resolve_robot
 from firmware_bridge.dynamixel_bus import DynamixelPort
 from firmware_bridge.dynamixel_table import XM430
-from firmware_bridge.motor_messages import MotorStatus
+from firmware_bridge.motor_messages import BoardMode, MotorStatus
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.typed_yaml import ConfigError, load_yaml
 from sim.mujoco_backend import MujocoBackend
@@ -70,15 +70,19 @@ def test_joint_outside_its_limits_fails(capsys, tmp_path):
     ("imu", ("fail", "SENSOR_TIMEOUT set", "the IMU delivers no samples")),
     ("motor", ("fail", "OVERCURRENT set", "a motor drew too much current")),
 ])  # fmt: skip
-def test_fault_flags_read_before_arming_fail_the_check_with_the_fix(capsys, drill, expected):
+def test_fault_flags_read_before_arming_fail_the_check_with_the_fix_and_nothing_moves(capsys, drill, expected):
     # Real time, so that the board's clock runs past its 10 ms IMU timeout while the check reads.
     with _serve(QUADRUPED, watchdog_s=0, sensor_drops=[(0.0, "imu")] if drill == "imu" else ()) as server:
         if drill == "motor":
             server.robot.motor_faults[2] = MotorStatus.OVERCURRENT
-        code, report = _check(capsys, "--robot", "quadruped", "--port", server.path)
+        code, report = _check(capsys, "--robot", "quadruped", "--port", server.path, "--wiggle", "front_left_hip")
+        assert server.robot.counters.commands == 0 and server.robot.mode is BoardMode.DISARMED
     faults = [(f["level"], f["message"], f["fix"]) for f in report["findings"] if f["topic"] == "faults"]
-    assert code == 1 and not report["ok"]
+    assert code == 1 and not report["ok"] and "wiggle" not in report
     assert len(faults) == 1 and faults[0][:2] == expected[:2] and faults[0][2].startswith(expected[2])
+    assert ("warn", "front_left_hip: not moved, a check above failed") in [
+        (f["level"], f["message"]) for f in report["findings"] if f["topic"] == "wiggle"
+    ]
 
 
 def test_latency_timer_above_one_ms_warns_with_the_fix(tmp_path):

@@ -69,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
                 rt = summary["round_trip_us"]
                 text = f"state read p50 {rt['p50']:.0f} us, p99 {rt['p99']:.0f} us, max {rt['max']:.0f} us"
                 findings.append(bringup.Finding("ok", "round trip", text))
-                if args.wiggle:
+                if args.wiggle and any(f.level == "fail" for f in findings):
+                    findings.append(bringup.Finding("warn", "wiggle", f"{args.wiggle}: not moved, a check above "
+                                                    "failed"))  # fmt: skip
+                elif args.wiggle:
                     moved = bringup.wiggle(bus, args.wiggle)
                     summary["wiggle"] = {"joint": args.wiggle, **moved}
                     findings.append(_wiggle_finding(args.wiggle, moved))

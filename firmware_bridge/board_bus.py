@@ -36,17 +36,26 @@ from firmware_bridge.spec import RobotSpec
 from firmware_bridge.state import Fault, RobotState
 
 # As plain ints: this mapping runs on every reply, and enum flag arithmetic costs microseconds per bit.
+# MOTOR_FAULT is the summary of the motors' own status bits, which say what it is; a board or motor bit that has no
+# name here still fails closed (UNKNOWN, MOTOR_FAILED).
 _BOARD_FAULTS = (
     (int(FaultFlags.WATCHDOG), int(Fault.WATCHDOG)),
     (int(FaultFlags.UNDERVOLTAGE), int(Fault.UNDERVOLTAGE)),
     (int(FaultFlags.OVERTEMPERATURE), int(Fault.OVERTEMPERATURE)),
     (int(FaultFlags.IMU_STALE), int(Fault.SENSOR_TIMEOUT)),
+    (int(FaultFlags.BAD_COMMAND), int(Fault.BAD_COMMAND)),
 )
+_BOARD_NAMED = sum(flag for flag, _ in _BOARD_FAULTS) | int(FaultFlags.MOTOR_FAULT)
 _MOTOR_FAULTS = (
     (int(MotorStatus.OVERCURRENT), int(Fault.OVERCURRENT)),
     (int(MotorStatus.OVERTEMPERATURE), int(Fault.OVERTEMPERATURE)),
     (int(MotorStatus.ENCODER_FAULT), int(Fault.ENCODER)),
+    (int(MotorStatus.FAILED), int(Fault.MOTOR_FAILED)),
 )
+_MOTOR_NAMED = sum(flag for flag, _ in _MOTOR_FAULTS) | int(MotorStatus.ENABLED)
+_ENABLED, _MOTOR_FAULT = int(MotorStatus.ENABLED), int(FaultFlags.MOTOR_FAULT)
+_UNKNOWN, _MOTOR_FAILED = int(Fault.UNKNOWN), int(Fault.MOTOR_FAILED)
+_ANY_MOTOR_FAULT = sum(fault for _, fault in _MOTOR_FAULTS)
 
 
 class SerialLink:
@@ -263,10 +272,17 @@ class BoardBus(MotorBus):
             for flag, fault in _BOARD_FAULTS:
                 if board & flag:
                     faults |= fault
+            if board & ~_BOARD_NAMED:
+                faults |= _UNKNOWN
         status = int(np.bitwise_or.reduce(reply.status)) if n else 0
-        for flag, fault in _MOTOR_FAULTS:
-            if status & flag:
-                faults |= fault
+        if status & ~_ENABLED:
+            for flag, fault in _MOTOR_FAULTS:
+                if status & flag:
+                    faults |= fault
+            if status & ~_MOTOR_NAMED:
+                faults |= _MOTOR_FAILED
+        if board & _MOTOR_FAULT and not faults & _ANY_MOTOR_FAULT:
+            faults |= _MOTOR_FAILED
         if self._last_board_us is not None and reply.board_time_us < self._last_board_us:
             self._time_base_us += 1 << 32
         self._last_board_us = reply.board_time_us

@@ -47,8 +47,8 @@ def fault_stop(faults: int) -> SafetyStop:
     """The stop for a state's fault bits: a sensor fault when only sensors stopped delivering, else a motor
     fault (the board's or a motor's)."""
     if not faults & ~int(Fault.SENSOR_TIMEOUT):
-        return SafetyStop(StopReason.SENSOR_FAULT, f"the board reports {describe_faults(faults)}: a sensor "
-                                                   "has stopped delivering new samples")  # fmt: skip
+        return SafetyStop(StopReason.SENSOR_FAULT, f"the board reports {describe_faults(faults)}: its IMU has "
+                                                   "stopped delivering samples (IMU_STALE)")  # fmt: skip
     return SafetyStop(StopReason.MOTOR_FAULT, f"the motors report {describe_faults(faults)}")
 
 

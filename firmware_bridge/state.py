@@ -20,6 +20,12 @@ class Fault(IntFlag):
     WATCHDOG = 8
     SENSOR_TIMEOUT = 16
     UNDERVOLTAGE = 32
+    MOTOR_FAILED = 64
+    """A motor's driver stopped it, or the board reports a motor fault without saying which kind."""
+    BAD_COMMAND = 128
+    """The board refused a command (for the wrong number of motors)."""
+    UNKNOWN = 256
+    """Fault bits the board set that this bridge has no name for (a newer firmware's): treated as faults."""
 
 
 @dataclass

@@ -18,11 +18,11 @@ import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from firmware_bridge.typed_yaml import ConfigError, to_mapping
+from robot_sac.checkpoint_io import atomic_torch_save, restore_rng_states, rng_states
 from robot_sac.config import TrainConfig, load_run_config
 from robot_sac.envs import episode_success, make_env
 from robot_sac.evaluation import run_episodes
 from robot_sac.plots import plot_learning_curve
-from robot_sac.checkpoint_io import atomic_torch_save, restore_rng_states, rng_states
 from robot_sac.replay import ReplayBuffer
 from robot_sac.sac import SAC, configure_torch_threads, select_device
 

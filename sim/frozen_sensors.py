@@ -38,7 +38,8 @@ class FrozenSensors:
         """Raise ``ValueError`` unless ``sensor`` is one this robot has that ``drop`` can freeze."""
         if sensor.startswith("joint:"):
             if sensor[6:] not in self._joint_names:
-                raise ValueError(f"drop_sensor: robot {self._robot_name} has no joint {sensor[6:]!r}")
+                raise ValueError(f"drop_sensor: robot {self._robot_name} has no joint {sensor[6:]!r} (its joints: "
+                                 f"{', '.join(self._joint_names)})")  # fmt: skip
         elif sensor not in DROPPABLE_SENSORS:
             raise ValueError(
                 f"drop_sensor: unknown sensor {sensor!r} (known: {', '.join(DROPPABLE_SENSORS)}, joint:<name>)"

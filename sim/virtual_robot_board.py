@@ -31,7 +31,7 @@ from firmware_bridge.motor_messages import (
 )
 from sim.virtual_robot import VirtualRobot
 
-FIRMWARE_VERSION = (1, 0, 0)
+FIRMWARE_VERSION = (1, 1, 0)  # 1.1: the IMU_STALE fault bit
 MOTOR_MODEL = 0x0001  # the board's only motor driver type
 _WATCHDOG, _BAD_COMMAND, _MOTOR_FAULT, _IMU_STALE = (int(f) for f in (
     FaultFlags.WATCHDOG, FaultFlags.BAD_COMMAND, FaultFlags.MOTOR_FAULT, FaultFlags.IMU_STALE))  # fmt: skip

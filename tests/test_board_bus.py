@@ -17,7 +17,7 @@ from firmware_bridge.bus_factory import open_bus
 from firmware_bridge.calibration import Calibration, JointCalibration
 from firmware_bridge.config_paths import resolve_robot
 from firmware_bridge.motor_bus import BusError, BusTimeout, ReplyLate
-from firmware_bridge.motor_messages import BoardMode, State
+from firmware_bridge.motor_messages import BoardMode, FaultFlags, MotorStatus, State
 from firmware_bridge.serial_framing import encode_frame
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.state import Fault
@@ -41,7 +41,7 @@ def test_lockstep_exchange_advances_one_period_and_holds_the_pose(transport):
         where = {"port": server.path} if transport == "serial" else {"zmq_address": server.address}
         with open_bus(SPEC, timeout_s=0.5, **where) as bus:
             motors = bus.scan()
-            assert [m.motor_id for m in motors] == list(range(8)) and motors[0].firmware == "1.0.0"
+            assert [m.motor_id for m in motors] == list(range(8)) and motors[0].firmware == "1.1.0"
             with bus.armed() as start:
                 states = [bus.exchange(SPEC.start) for _ in range(10)]
             assert server.robot.mode is BoardMode.DISARMED  # damped, then torque off, on leaving the block
@@ -108,6 +108,26 @@ def test_a_dropped_imu_is_flagged_stale_by_the_board_until_it_reports_again():
     assert all(np.array_equal(s.imu, frozen[0].imu) for s in frozen)
     assert [s.joint_pos.tolist() for s in frozen][0] != [s.joint_pos.tolist() for s in frozen][-1]
     assert back.faults == 0 and not np.array_equal(back.imu, frozen[0].imu)
+
+
+@pytest.mark.parametrize("board_bits, motor_status, expected", [
+    (0, MotorStatus.ENABLED, Fault(0)),
+    (FaultFlags.MOTOR_FAULT, MotorStatus.ENABLED | MotorStatus.OVERCURRENT, Fault.OVERCURRENT),
+    (FaultFlags.MOTOR_FAULT, MotorStatus.ENABLED | MotorStatus.FAILED, Fault.MOTOR_FAILED),
+    (FaultFlags.MOTOR_FAULT, MotorStatus.ENABLED | 0x40, Fault.MOTOR_FAILED),  # a motor bit with no name here
+    (FaultFlags.MOTOR_FAULT, MotorStatus.ENABLED, Fault.MOTOR_FAILED),  # the summary alone still says a motor failed
+    (FaultFlags.BAD_COMMAND, MotorStatus.ENABLED, Fault.BAD_COMMAND),
+    (0x0400 | FaultFlags.UNDERVOLTAGE, MotorStatus.ENABLED, Fault.UNKNOWN | Fault.UNDERVOLTAGE),
+])  # fmt: skip
+def test_every_fault_bit_the_board_sets_reaches_the_state_none_is_dropped(board_bits, motor_status, expected):
+    with _virtual(lockstep=True, watchdog_s=0) as server:
+        writer = server.endpoint.board._writer
+        body = writer.body
+        writer.body = lambda reply_seq, seq, mode, faults: body(reply_seq, seq, mode, faults | int(board_bits))
+        with open_bus(SPEC, port=server.path, timeout_s=0.5) as bus, bus.armed():
+            server.robot.motor_faults[5] = int(motor_status) & ~MotorStatus.ENABLED
+            state = bus.exchange(SPEC.start)
+    assert Fault(state.faults) == expected
 
 
 def test_a_silent_board_raises_bus_timeout_naming_the_request_and_port():

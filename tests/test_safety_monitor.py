@@ -26,7 +26,7 @@ def test_motor_fault_bits_stop_and_are_named():
         monitor.check_state(_state(0.01, int(Fault.OVERCURRENT | Fault.ENCODER)), now=0.01)
     assert stop.value.reason is StopReason.MOTOR_FAULT
     assert "OVERCURRENT" in str(stop.value) and "ENCODER" in str(stop.value)
-    assert describe_faults(0x100 | int(Fault.WATCHDOG)) == "WATCHDOG|0x100"
+    assert describe_faults(0x1000 | int(Fault.WATCHDOG)) == "WATCHDOG|0x1000"
 
 
 def test_a_sensor_that_stopped_delivering_is_a_sensor_fault_unless_a_motor_fault_comes_with_it():
@@ -35,7 +35,7 @@ def test_a_sensor_that_stopped_delivering_is_a_sensor_fault_unless_a_motor_fault
         monitor.check_state(_state(0.0, int(Fault.SENSOR_TIMEOUT)), now=0.0)
     assert stop.value.reason is StopReason.SENSOR_FAULT
     assert str(stop.value) == (
-        "sensor fault: the board reports SENSOR_TIMEOUT: a sensor has stopped delivering new samples"
+        "sensor fault: the board reports SENSOR_TIMEOUT: its IMU has stopped delivering samples (IMU_STALE)"
     )
     with pytest.raises(SafetyStop) as stop:
         monitor.check_state(_state(0.0, int(Fault.SENSOR_TIMEOUT | Fault.OVERCURRENT)), now=0.0)

@@ -275,12 +275,14 @@ class BoardBus(MotorBus):
             if board & ~_BOARD_NAMED:
                 faults |= _UNKNOWN
         status = int(np.bitwise_or.reduce(reply.status)) if n else 0
+        detail = ""
         if status & ~_ENABLED:
             for flag, fault in _MOTOR_FAULTS:
                 if status & flag:
                     faults |= fault
             if status & ~_MOTOR_NAMED:
                 faults |= _MOTOR_FAILED
+            detail = self._motor_fault_detail(reply.status[j])
         if board & _MOTOR_FAULT and not faults & _ANY_MOTOR_FAULT:
             faults |= _MOTOR_FAILED
         if self._last_board_us is not None and reply.board_time_us < self._last_board_us:
@@ -293,4 +295,16 @@ class BoardBus(MotorBus):
             joint_current=current,
             imu=np.concatenate([reply.orientation, reply.gyro]),
             faults=faults,
+            fault_detail=detail,
         )
+
+    def _motor_fault_detail(self, status: np.ndarray) -> str:
+        """``joint: STATUS BITS`` for each motor (in joint order) whose status carries more than ENABLED."""
+        out = []
+        for name, bits in zip(self.spec.joint_names, status.tolist()):
+            bits &= ~_ENABLED
+            if bits:
+                names = [f.name for f in MotorStatus if bits & f]
+                unknown = bits & ~_MOTOR_NAMED
+                out.append(f"{name}: {'|'.join(names + ([f'0x{unknown:x}'] if unknown else []))}")
+        return ", ".join(out)

@@ -84,15 +84,18 @@ _FAULT_FIXES = {
 }
 
 
-def check_faults(faults: int) -> list[Finding]:
-    """The fault flags of a state read before arming: a latched watchdog warns, anything else fails."""
+def check_faults(faults: int, detail: str = "") -> list[Finding]:
+    """The fault flags of a state read before arming (and where they come from, ``RobotState.fault_detail``):
+    a latched watchdog warns, anything else fails."""
     if not faults:
         return [Finding("ok", "faults", "no fault flags set")]
+    where = f" ({detail})" if detail else ""
     return [
-        Finding("warn" if fault is Fault.WATCHDOG else "fail", "faults", f"{fault.name} set", _FAULT_FIXES[fault])
+        Finding("warn" if fault is Fault.WATCHDOG else "fail", "faults", f"{fault.name} set{where}",
+                _FAULT_FIXES[fault])
         for fault in Fault
         if faults & fault
-    ]
+    ]  # fmt: skip
 
 
 def check_latency_timer(port: str, sysfs: Path = USB_SERIAL_SYSFS) -> list[Finding]:

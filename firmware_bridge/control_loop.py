@@ -361,7 +361,7 @@ class ControlLoop:
             if fresh:
                 answer = self._tolerate_timeout(bus.exchange, monitor, report, command)
                 if answer is not None and answer.faults:
-                    raise fault_stop(answer.faults)
+                    raise fault_stop(answer.faults, answer.fault_detail)
             else:
                 # The reply is collected at the next tick's start: the round trip overlaps the wait.
                 pending = self._tolerate_timeout(self._send_command, monitor, report, command) is not None

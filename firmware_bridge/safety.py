@@ -43,13 +43,14 @@ def describe_faults(bits: int) -> str:
     return "|".join(n for n in names if n)
 
 
-def fault_stop(faults: int) -> SafetyStop:
-    """The stop for a state's fault bits: a sensor fault when only sensors stopped delivering, else a motor
-    fault (the board's or a motor's)."""
+def fault_stop(faults: int, detail: str = "") -> SafetyStop:
+    """The stop for a state's fault bits (and ``RobotState.fault_detail``): a sensor fault when only sensors
+    stopped delivering, else a motor fault (the board's or a motor's)."""
     if not faults & ~int(Fault.SENSOR_TIMEOUT):
         return SafetyStop(StopReason.SENSOR_FAULT, f"the board reports {describe_faults(faults)}: its IMU has "
                                                    "stopped delivering samples (IMU_STALE)")  # fmt: skip
-    return SafetyStop(StopReason.MOTOR_FAULT, f"the motors report {describe_faults(faults)}")
+    where = f" ({detail})" if detail else ""
+    return SafetyStop(StopReason.MOTOR_FAULT, f"the motors report {describe_faults(faults)}{where}")
 
 
 class SafetyMonitor:
@@ -80,7 +81,7 @@ class SafetyMonitor:
     def check_state(self, state: RobotState, now: float) -> None:
         """Fault bits, and a state timestamp that has stopped advancing (``now``: the loop clock)."""
         if state.faults:
-            raise fault_stop(state.faults)
+            raise fault_stop(state.faults, state.fault_detail)
         if self._last_timestamp is None or state.timestamp != self._last_timestamp:
             self._last_timestamp = state.timestamp
             self._last_advance = now

@@ -50,6 +50,8 @@ class RobotState:
     extras: dict[str, float] = field(default_factory=dict)
     faults: int = 0
     """``Fault`` bits."""
+    fault_detail: str = ""
+    """Where the faults come from, when the bus can tell: ``front_left_knee: OVERCURRENT``."""
 
     def __post_init__(self) -> None:
         self.joint_pos = np.asarray(self.joint_pos, dtype=np.float64)

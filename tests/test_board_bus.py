@@ -110,24 +110,25 @@ def test_a_dropped_imu_is_flagged_stale_by_the_board_until_it_reports_again():
     assert back.faults == 0 and not np.array_equal(back.imu, frozen[0].imu)
 
 
-@pytest.mark.parametrize("board_bits, motor_status, expected", [
-    (0, MotorStatus.ENABLED, Fault(0)),
-    (FaultFlags.MOTOR_FAULT, MotorStatus.ENABLED | MotorStatus.OVERCURRENT, Fault.OVERCURRENT),
-    (FaultFlags.MOTOR_FAULT, MotorStatus.ENABLED | MotorStatus.FAILED, Fault.MOTOR_FAILED),
-    (FaultFlags.MOTOR_FAULT, MotorStatus.ENABLED | 0x40, Fault.MOTOR_FAILED),  # a motor bit with no name here
-    (FaultFlags.MOTOR_FAULT, MotorStatus.ENABLED, Fault.MOTOR_FAILED),  # the summary alone still says a motor failed
-    (FaultFlags.BAD_COMMAND, MotorStatus.ENABLED, Fault.BAD_COMMAND),
-    (0x0400 | FaultFlags.UNDERVOLTAGE, MotorStatus.ENABLED, Fault.UNKNOWN | Fault.UNDERVOLTAGE),
+@pytest.mark.parametrize("board_bits, motor_status, expected, detail", [
+    (0, MotorStatus.ENABLED, Fault(0), ""),
+    (FaultFlags.MOTOR_FAULT, MotorStatus.ENABLED | MotorStatus.OVERCURRENT | MotorStatus.ENCODER_FAULT,
+     Fault.OVERCURRENT | Fault.ENCODER, "rear_left_knee: OVERCURRENT|ENCODER_FAULT"),
+    (FaultFlags.MOTOR_FAULT, MotorStatus.ENABLED | MotorStatus.FAILED, Fault.MOTOR_FAILED, "rear_left_knee: FAILED"),
+    (FaultFlags.MOTOR_FAULT, MotorStatus.ENABLED | 0x40, Fault.MOTOR_FAILED, "rear_left_knee: 0x40"),  # no name here
+    (FaultFlags.MOTOR_FAULT, MotorStatus.ENABLED, Fault.MOTOR_FAILED, ""),  # the summary alone: a motor failed
+    (FaultFlags.BAD_COMMAND, MotorStatus.ENABLED, Fault.BAD_COMMAND, ""),
+    (0x0400 | FaultFlags.UNDERVOLTAGE, MotorStatus.ENABLED, Fault.UNKNOWN | Fault.UNDERVOLTAGE, ""),
 ])  # fmt: skip
-def test_every_fault_bit_the_board_sets_reaches_the_state_none_is_dropped(board_bits, motor_status, expected):
+def test_every_fault_bit_the_board_sets_reaches_the_state_none_is_dropped(board_bits, motor_status, expected, detail):
     with _virtual(lockstep=True, watchdog_s=0) as server:
         writer = server.endpoint.board._writer
         body = writer.body
         writer.body = lambda reply_seq, seq, mode, faults: body(reply_seq, seq, mode, faults | int(board_bits))
         with open_bus(SPEC, port=server.path, timeout_s=0.5) as bus, bus.armed():
-            server.robot.motor_faults[5] = int(motor_status) & ~MotorStatus.ENABLED
+            server.robot.motor_faults[5] = int(motor_status) & ~int(MotorStatus.ENABLED)
             state = bus.exchange(SPEC.start)
-    assert Fault(state.faults) == expected
+    assert Fault(state.faults) == expected and state.fault_detail == detail
 
 
 def test_a_silent_board_raises_bus_timeout_naming_the_request_and_port():

@@ -68,7 +68,7 @@ def test_joint_outside_its_limits_fails(capsys, tmp_path):
 
 @pytest.mark.parametrize("drill, expected", [
     ("imu", ("fail", "SENSOR_TIMEOUT set", "the IMU delivers no samples")),
-    ("motor", ("fail", "OVERCURRENT set", "a motor drew too much current")),
+    ("motor", ("fail", "OVERCURRENT set (front_right_hip: OVERCURRENT)", "a motor drew too much current")),
 ])  # fmt: skip
 def test_fault_flags_read_before_arming_fail_the_check_with_the_fix_and_nothing_moves(capsys, drill, expected):
     # Real time, so that the board's clock runs past its 10 ms IMU timeout while the check reads.

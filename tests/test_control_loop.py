@@ -156,7 +156,8 @@ def test_a_motor_fault_reported_by_the_board_stops_the_loop(tmp_path):
         report = _loop(bus, _policy(tmp_path), duration_s=3.0, sinks=[sink]).run()
         assert robot.mode is BoardMode.DISARMED
     sink.close()
-    assert report.stop_reason is StopReason.MOTOR_FAULT and "OVERCURRENT" in report.safety_stop
+    assert report.stop_reason is StopReason.MOTOR_FAULT
+    assert report.safety_stop == "motor fault: the motors report OVERCURRENT (front_right_knee: OVERCURRENT)"
     assert 10 <= report.ticks <= 14 and report.safe_state_reached  # within a few ticks of the fault
 
 

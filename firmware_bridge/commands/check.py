@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
                     findings.append(bringup.Finding("ok", "calibration", f"wrote {args.calibrate}"))
                 state = bus.read_state()
                 summary["joint_pos"] = dict(zip(spec.joint_names, state.joint_pos.round(4).tolist()))
-                findings += bringup.check_limits(spec, state.joint_pos) + bringup.check_faults(state.faults)
+                findings += bringup.check_limits(spec, state.joint_pos)
+                findings += bringup.check_faults(state.faults, state.fault_detail)
                 summary["round_trip_us"] = bringup.round_trip(bus)
                 rt = summary["round_trip_us"]
                 text = f"state read p50 {rt['p50']:.0f} us, p99 {rt['p99']:.0f} us, max {rt['max']:.0f} us"

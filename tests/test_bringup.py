@@ -1,6 +1,7 @@
 """``firmware-bridge check`` against the virtual robots: findings, fixes, calibration, wiggle."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -71,10 +72,12 @@ def test_joint_outside_its_limits_fails(capsys, tmp_path):
     ("motor", ("fail", "OVERCURRENT set (front_right_hip: OVERCURRENT)", "a motor drew too much current")),
 ])  # fmt: skip
 def test_fault_flags_read_before_arming_fail_the_check_with_the_fix_and_nothing_moves(capsys, drill, expected):
-    # Real time, so that the board's clock runs past its 10 ms IMU timeout while the check reads.
+    # Real time: the board's clock runs on, and its polls (each control period) drop the IMU at once; 100 ms later it
+    # is well past its 10 ms IMU timeout when the check reads.
     with _serve(QUADRUPED, watchdog_s=0, sensor_drops=[(0.0, "imu")] if drill == "imu" else ()) as server:
         if drill == "motor":
             server.robot.motor_faults[2] = MotorStatus.OVERCURRENT
+        time.sleep(0.1)
         code, report = _check(capsys, "--robot", "quadruped", "--port", server.path, "--wiggle", "front_left_hip")
         assert server.robot.counters.commands == 0 and server.robot.mode is BoardMode.DISARMED
     faults = [(f["level"], f["message"], f["fix"]) for f in report["findings"] if f["topic"] == "faults"]

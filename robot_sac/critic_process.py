@@ -14,12 +14,14 @@ to it (tests/test_sac_math.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 import traceback
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing import spawn
 
 import torch
 import torch.multiprocessing as mp
@@ -122,7 +124,8 @@ class CriticProcess:
             name="sac-critic",
             daemon=True,
         )
-        self._process.start()
+        with _preparation_without_main_module():
+            self._process.start()
         child_errors.close()
 
     def submit(self, batch, critic_obs, next_obs, next_critic_obs, alpha, next_noise, members) -> None:
@@ -224,16 +227,36 @@ class CriticProcess:
         flags = self._flags
         if not _wait_until(lambda: flags[slot] == value, flags, self._wake_parent, self._process.is_alive):
             self._settled = self.update  # nothing more will come of it
-            hint = ""
-            if self.update == 1:
-                hint = (
-                    "; it starts by importing the main module, so a script must guard its entry point with "
-                    "`if __name__ == '__main__':` (or set sac.parallel_update: thread)"
-                )
+            hint = " (its traceback, if it printed one, is on stderr; sac.parallel_update: thread runs without it)"
             raise CriticProcessError(
                 f"the critic process (pid {self._process.pid}) exited with code {self._process.exitcode} "
-                f"during update {self.update}{hint}"
+                f"during update {self.update}{hint if self.update == 1 else ''}"
             )
+
+
+@contextlib.contextmanager
+def _preparation_without_main_module():
+    """Start a ``spawn`` or ``forkserver`` child without the parent's main module.
+
+    Such a child normally runs the parent's main script (or ``-m`` module) before its target, so that objects
+    defined there unpickle. The critic process needs nothing from it, and running it again can do harm: a script
+    without an ``if __name__ == "__main__":`` guard would build its environments, open its robot's port or bind its
+    learner's socket a second time in the child. multiprocessing reads what the child imports from
+    ``spawn.get_preparation_data`` when the process starts; for that moment it leaves the main module out.
+    """
+    original = spawn.get_preparation_data
+
+    def without_main(name):
+        data = original(name)
+        data.pop("init_main_from_name", None)
+        data.pop("init_main_from_path", None)
+        return data
+
+    spawn.get_preparation_data = without_main
+    try:
+        yield
+    finally:
+        spawn.get_preparation_data = original
 
 
 def _shared_adam_state(opt: torch.optim.Optimizer, param: nn.Parameter) -> dict[str, torch.Tensor]:

@@ -596,3 +596,37 @@ def test_the_critics_read_right_after_an_update_are_the_stepped_ones():
         torch.set_num_threads(threads)
     # Otherwise the reads above tested nothing: the child had always finished before them.
     assert caught_stepping > 0
+
+
+UNGUARDED_SCRIPT = """
+import sys
+import torch
+from robot_sac.replay import Batch
+from robot_sac.sac import SAC, SACConfig
+
+print("top level", flush=True)
+agent = SAC(obs_dim=3, act_dim=2, cfg=SACConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), batch_size=4))
+g = torch.Generator().manual_seed(0)
+for _ in range(3):
+    agent.update(Batch(obs=torch.randn(4, 3, generator=g), action=torch.rand(4, 2, generator=g) * 2 - 1,
+                       reward=torch.randn(4, generator=g), next_obs=torch.randn(4, 3, generator=g),
+                       terminated=torch.zeros(4)))
+agent.settle()
+print("updates", agent.updates, "in a child process", agent._critic_process is not None, flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["path", "module"])
+def test_a_script_without_a_main_guard_runs_once_beside_the_critic_process(tmp_path, how):
+    """The critic process does not run the parent's main module: an unguarded script (which would open its robot's
+    port a second time in a child that did) trains, and its top level runs once."""
+    import subprocess
+    import sys
+
+    (tmp_path / "unguarded_train.py").write_text(UNGUARDED_SCRIPT)
+    target = ["unguarded_train.py"] if how == "path" else ["-m", "unguarded_train"]
+    done = subprocess.run(
+        [sys.executable, *target], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["top level", "updates 3 in a child process True"]

@@ -38,6 +38,29 @@ class Backend(ABC):
         pose) at rest, the valve (if any) at ``params.valve_start_angle``; gains back to the spec's; targets at
         the pose. Returns the state there."""
 
+    def _init_motors(self) -> None:
+        """The motor state every backend keeps, as a fresh robot has it: the spec's gains, full strength, not in
+        a safe mode, every sensor reporting."""
+        self._kp, self._kd = self.robot_spec.kp, self.robot_spec.kd
+        self._strength_factor = np.ones(self.robot_spec.num_joints)
+        self._safe_mode: str | None = None
+        self._safe_kd = 0.0
+        self._frozen = FrozenSensors(self.robot_spec)
+
+    def _motor_gains(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(n,) each: the stiffness and damping the motors apply now (commanded gains, episode scales, strength;
+        or the safe mode's), and the torque scale (episode strength x perturbation factor)."""
+        p = self.params
+        strength = p.motor_strength * self._strength_factor
+        if self._safe_mode is None:
+            return strength * self._kp * p.kp_scale, strength * self._kd * p.kd_scale, strength
+        kd = np.full_like(strength, self._safe_kd if self._safe_mode == "damping" else 0.0)
+        return np.zeros_like(strength), kd, strength
+
+    @abstractmethod
+    def _motor_model_changed(self) -> None:
+        """Gains, safe mode or strength have changed: bring the engine's motors in line with ``_motor_gains``."""
+
     def _begin_reset(self, params: DynamicsParams, joint_pos: np.ndarray | None) -> np.ndarray:
         """What every ``reset`` does first: the spec's gains, no safe mode, no perturbations; returns the
         (n,) pose to start in, checked."""
@@ -72,13 +95,21 @@ class Backend(ABC):
     def state(self) -> RobotState:
         """The current sensor readings (dropped sensors frozen at their last value)."""
 
-    @abstractmethod
     def set_gains(self, kp: np.ndarray, kd: np.ndarray) -> None:
         """Commanded PD gains (n,) each, as a motor command would set them (episode scales still apply)."""
+        n = self.robot_spec.num_joints
+        kp, kd = np.asarray(kp, dtype=np.float64), np.asarray(kd, dtype=np.float64)
+        if kp.shape != (n,) or kd.shape != (n,):
+            raise ValueError(f"set_gains: expected kp and kd of shape ({n},), got {kp.shape} and {kd.shape}")
+        self._kp, self._kd = kp, kd
+        self._motor_model_changed()
 
-    @abstractmethod
     def set_safe_state(self, mode: str | None, kd: float = 0.0) -> None:
         """``"damping"``: no stiffness, torque = -kd * qd; ``"torque_off"``: no torque; None: back to PD control."""
+        if mode not in (None, "damping", "torque_off"):
+            raise ValueError(f"safe state mode {mode!r}: expected 'damping', 'torque_off' or None")
+        self._safe_mode, self._safe_kd = mode, kd
+        self._motor_model_changed()
 
     # Perturbation hooks.
 
@@ -90,9 +121,10 @@ class Backend(ABC):
         (a short duration is an impulse of force x duration); ``torque`` (3,) [N m, world frame], if given,
         twists it over the same interval (a hinged body such as the valve turns only under a torque)."""
 
-    @abstractmethod
     def set_motor_strength(self, joint: int, factor: float) -> None:
         """Scale motor ``joint``'s torque (on top of the episode's strength): 0.5 weak, 0 failed limp."""
+        self._strength_factor[self._joint_index(joint)] = factor
+        self._motor_model_changed()
 
     @abstractmethod
     def stick_motor(self, joint: int) -> None:

@@ -12,7 +12,6 @@ import numpy as np
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.state import RobotState
 from sim.backend import Backend
-from sim.frozen_sensors import FrozenSensors
 from sim.randomization import DynamicsParams, nominal
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -79,12 +78,8 @@ class MujocoBackend(Backend):
 
         n = robot_spec.num_joints
         self.params = nominal(len(self.body_names), n)
-        self._kp, self._kd = robot_spec.kp, robot_spec.kd
-        self._strength_factor = np.ones(n)
-        self._safe_mode: str | None = None
-        self._safe_kd = 0.0
+        self._init_motors()
         self._forces: list[tuple[int, np.ndarray, float, float]] = []
-        self._frozen = FrozenSensors(robot_spec)
         self._time0 = 0.0
         self._renderer: mujoco.Renderer | None = None
         self.reset(self.params)
@@ -114,15 +109,9 @@ class MujocoBackend(Backend):
         # Masses and armature feed constants MuJoCo precomputes (e.g. dof_invweight0).
         mujoco.mj_setConst(m, self.data)
 
-    def _apply_motor_model(self) -> None:
-        m, p, a = self.model, self.params, self.actuator_ids
-        strength = p.motor_strength * self._strength_factor
-        if self._safe_mode is None:
-            kp = strength * self._kp * p.kp_scale
-            kd = strength * self._kd * p.kd_scale
-        else:
-            kp = np.zeros_like(strength)
-            kd = np.full_like(strength, self._safe_kd if self._safe_mode == "damping" else 0.0)
+    def _motor_model_changed(self) -> None:
+        m, a = self.model, self.actuator_ids
+        kp, kd, strength = self._motor_gains()
         # MuJoCo position actuator: force = gain * ctrl + bias1 * q + bias2 * qd, clipped to forcerange.
         m.actuator_gainprm[a, 0] = kp
         m.actuator_biasprm[a, 1] = -kp
@@ -137,7 +126,7 @@ class MujocoBackend(Backend):
         m, d = self.model, self.data
         q = self._begin_reset(params, joint_pos)
         self._apply_params(params)
-        self._apply_motor_model()
+        self._motor_model_changed()
         mujoco.mj_resetData(m, d)
         d.qpos[self.qpos_ids] = q
         d.ctrl[self.actuator_ids] = q
@@ -216,20 +205,6 @@ class MujocoBackend(Backend):
         )
         return self._frozen.apply(state) if self._frozen else state
 
-    def set_gains(self, kp: np.ndarray, kd: np.ndarray) -> None:
-        n = self.robot_spec.num_joints
-        kp, kd = np.asarray(kp, dtype=np.float64), np.asarray(kd, dtype=np.float64)
-        if kp.shape != (n,) or kd.shape != (n,):
-            raise ValueError(f"set_gains: expected kp and kd of shape ({n},), got {kp.shape} and {kd.shape}")
-        self._kp, self._kd = kp, kd
-        self._apply_motor_model()
-
-    def set_safe_state(self, mode: str | None, kd: float = 0.0) -> None:
-        if mode not in (None, "damping", "torque_off"):
-            raise ValueError(f"safe state mode {mode!r}: expected 'damping', 'torque_off' or None")
-        self._safe_mode, self._safe_kd = mode, kd
-        self._apply_motor_model()
-
     def apply_force(
         self, body: str, force: np.ndarray, start: float, duration: float, torque: np.ndarray | None = None
     ) -> None:
@@ -243,10 +218,6 @@ class MujocoBackend(Backend):
         # xfrc_applied rows are (force, torque) at the body's centre of mass.
         self._forces.append((body_id, np.concatenate([force, torque]), float(start), float(start + duration)))
 
-    def set_motor_strength(self, joint: int, factor: float) -> None:
-        self._strength_factor[self._joint_index(joint)] = factor
-        self._apply_motor_model()
-
     def stick_motor(self, joint: int) -> None:
         j = self._joint_ids[self._joint_index(joint)]
         q = self.data.qpos[self.qpos_ids[joint]]
@@ -259,7 +230,7 @@ class MujocoBackend(Backend):
         self._strength_factor = np.ones(self.robot_spec.num_joints)
         self.model.jnt_range[:] = self._range0
         self.data.xfrc_applied[:] = 0.0
-        self._apply_motor_model()
+        self._motor_model_changed()
 
     @property
     def time(self) -> float:

@@ -30,7 +30,6 @@ import pybullet as p
 from firmware_bridge.spec import RobotSpec
 from firmware_bridge.state import RobotState
 from sim.backend import Backend
-from sim.frozen_sensors import FrozenSensors
 from sim.randomization import DynamicsParams, nominal
 from sim.urdf_from_mjcf import WORLD, collides, urdf_trees
 
@@ -112,13 +111,9 @@ class PybulletBackend(Backend):
 
         n = robot_spec.num_joints
         self.params = nominal(len(self.body_names), n)
-        self._kp, self._kd = robot_spec.kp, robot_spec.kd
-        self._strength_factor = np.ones(n)
-        self._safe_mode: str | None = None
-        self._safe_kd = 0.0
+        self._init_motors()
         self._pushes: list[_Push] = []
         self._stuck: set[int] = set()
-        self._frozen = FrozenSensors(robot_spec)
         self._steps_since_reset = 0
         self._motor_torque = np.zeros(n)
         self._camera: tuple[np.ndarray, np.ndarray, int, np.ndarray] | None = None
@@ -331,14 +326,10 @@ class PybulletBackend(Backend):
             p.changeDynamics(rotor, 0, localInertiaDiagonal=inertia, physicsClientId=self.client)
             p.changeConstraint(gear, maxForce=GEAR_TORQUE if armature else 0.0, physicsClientId=self.client)
 
-    def _gains(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p_, strength = self.params, self.params.motor_strength * self._strength_factor
-        if self._safe_mode is None:
-            kp, kd = strength * self._kp * p_.kp_scale, strength * self._kd * p_.kd_scale
-        else:
-            kp = np.zeros_like(strength)
-            kd = np.full_like(strength, self._safe_kd if self._safe_mode == "damping" else 0.0)
-        return kp, kd, strength * self.robot_spec.max_torque
+    def _motor_model_changed(self) -> None:
+        # The PD law runs here, at every physics step: it reads (kp, kd, torque limit) from this.
+        kp, kd, strength = self._motor_gains()
+        self._pd_gains = (kp, kd, strength * self.robot_spec.max_torque)
 
     def _set_joint_friction(self) -> None:
         """Bullet's velocity motors, kept only as the joints' dry friction, or as the brake of a stuck motor."""
@@ -403,7 +394,7 @@ class PybulletBackend(Backend):
         n = max(1, int(round(duration / self.physics_dt)))
         n_previous = int(round(switch_after / self.physics_dt)) if previous_targets is not None else 0
         n_previous = min(n_previous, n - 1)
-        gains = self._gains()
+        gains = self._pd_gains
         for i in range(n):
             self._physics_step(previous_targets if i < n_previous else targets, gains)
         self.physics_steps += n
@@ -477,18 +468,6 @@ class PybulletBackend(Backend):
         )
         return self._frozen.apply(state) if self._frozen else state
 
-    def set_gains(self, kp: np.ndarray, kd: np.ndarray) -> None:
-        n = self.robot_spec.num_joints
-        kp, kd = np.asarray(kp, dtype=np.float64), np.asarray(kd, dtype=np.float64)
-        if kp.shape != (n,) or kd.shape != (n,):
-            raise ValueError(f"set_gains: expected kp and kd of shape ({n},), got {kp.shape} and {kd.shape}")
-        self._kp, self._kd = kp, kd
-
-    def set_safe_state(self, mode: str | None, kd: float = 0.0) -> None:
-        if mode not in (None, "damping", "torque_off"):
-            raise ValueError(f"safe state mode {mode!r}: expected 'damping', 'torque_off' or None")
-        self._safe_mode, self._safe_kd = mode, kd
-
     def apply_force(
         self, body: str, force: np.ndarray, start: float, duration: float, torque: np.ndarray | None = None
     ) -> None:
@@ -503,9 +482,6 @@ class PybulletBackend(Backend):
         uid, link = self._link[body_id]
         self._pushes.append(_Push(uid, link, force, torque, float(start), float(start + duration)))
 
-    def set_motor_strength(self, joint: int, factor: float) -> None:
-        self._strength_factor[self._joint_index(joint)] = factor
-
     def stick_motor(self, joint: int) -> None:
         # A jammed gearbox: the joint's friction motor brakes it where it is with all the torque it needs.
         self._stuck.add(int(self._spec_dofs[self._joint_index(joint)]))
@@ -517,6 +493,7 @@ class PybulletBackend(Backend):
         self._strength_factor = np.ones(self.robot_spec.num_joints)
         self._stuck = set()
         self._set_joint_friction()
+        self._motor_model_changed()
 
     @property
     def time(self) -> float:

@@ -76,6 +76,13 @@ def alive(t: Transition) -> float:
     return 1.0
 
 
+def fallen(t: Transition) -> float:
+    """1 on the tick the robot falls (the episode's end by ``criteria``: tilt or base height), else 0. Weighted
+    negative, a fall costs more than the reward it forgoes; the forgone reward shrinks with the discount the
+    further off a fall is, this does not."""
+    return float(quadruped_fallen(t.state, t.criteria))
+
+
 def upright(t: Transition) -> float:
     """cos(roll) cos(pitch): 1 level, 0 on its side."""
     return float(np.cos(t.state.imu[0]) * np.cos(t.state.imu[1]))
@@ -173,6 +180,7 @@ TASK_KINDS: dict[str, TaskKind] = {
             "speed_tracking": speed_tracking,
             "lateral_velocity": lateral_velocity,
             "alive": alive,
+            "fallen": fallen,
             "upright": upright,
             "torque": torque,
             "action_smoothness": action_smoothness,

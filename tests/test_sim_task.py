@@ -110,6 +110,22 @@ def test_speed_tracking_peaks_at_the_goal_speed_and_needs_the_goal(tmp_path):
     assert TaskSpec.load(tmp_path / "walk.yaml").goals == {"forward_speed": 1.0}
 
 
+def test_the_fallen_term_pays_on_the_tick_the_quadruped_falls_only():
+    robot = RobotSpec.load("configs/robots/quadruped.yaml")
+    criteria = TaskSpec.load("quadruped_walk").criteria  # a fall: tilt past 40 degrees, or the base below 0.12 m
+    reward = Reward("quadruped_walk", {"fallen": -100.0, "alive": 0.2})
+
+    def terms(roll_deg, height):
+        imu = np.array([np.deg2rad(roll_deg), 0, 0, 0, 0, 0])
+        state = RobotState(0.0, np.zeros(8), np.zeros(8), np.zeros(8), imu=imu, extras={"base_height": height})
+        return reward(Transition(state, state, np.zeros(8), np.zeros(8), {}, robot, criteria))
+
+    assert terms(10.0, 0.2) == (pytest.approx(0.2), {"fallen": 0.0, "alive": pytest.approx(0.2)})
+    assert terms(39.0, 0.13)[1]["fallen"] == 0.0
+    assert terms(41.0, 0.2) == (pytest.approx(-99.8), {"fallen": -100.0, "alive": pytest.approx(0.2)})
+    assert terms(0.0, 0.11)[1]["fallen"] == -100.0
+
+
 def test_reward_refuses_unknown_weight():
     with pytest.raises(ValueError, match=r"reward.speed: unknown reward term for quadruped_walk"):
         Reward("quadruped_walk", {"speed": 1.0})

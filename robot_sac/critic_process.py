@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -242,21 +243,29 @@ def _preparation_without_main_module():
     defined there unpickle. The critic process needs nothing from it, and running it again can do harm: a script
     without an ``if __name__ == "__main__":`` guard would build its environments, open its robot's port or bind its
     learner's socket a second time in the child. multiprocessing reads what the child imports from
-    ``spawn.get_preparation_data`` when the process starts; for that moment it leaves the main module out.
+    ``spawn.get_preparation_data`` when the process starts; for that moment, and for this thread only, it leaves
+    the main module out. (A first start holds it for the fork server's start-up, about a second and a half: another
+    thread starting a process meanwhile gets the unchanged function.)
     """
-    original = spawn.get_preparation_data
+    with _PREPARATION_LOCK:
+        original = spawn.get_preparation_data
+        starter = threading.get_ident()
 
-    def without_main(name):
-        data = original(name)
-        data.pop("init_main_from_name", None)
-        data.pop("init_main_from_path", None)
-        return data
+        def without_main(name):
+            data = original(name)
+            if threading.get_ident() == starter:
+                data.pop("init_main_from_name", None)
+                data.pop("init_main_from_path", None)
+            return data
 
-    spawn.get_preparation_data = without_main
-    try:
-        yield
-    finally:
-        spawn.get_preparation_data = original
+        spawn.get_preparation_data = without_main
+        try:
+            yield
+        finally:
+            spawn.get_preparation_data = original
+
+
+_PREPARATION_LOCK = threading.Lock()
 
 
 def _shared_adam_state(opt: torch.optim.Optimizer, param: nn.Parameter) -> dict[str, torch.Tensor]:

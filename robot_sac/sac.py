@@ -70,8 +70,9 @@ class SACConfig:
     """Where the critics' pass runs while this thread runs the actor's, when the two run at once: a child process
     (the networks in shared memory; two threads of one interpreter slow each other down), or a second thread.
     Results are the same either way. Unlike a usual ``spawn`` or ``forkserver`` child, the critic process does not
-    run the main script, so a script needs no ``if __name__ == "__main__":`` guard for it. It takes the critic
-    optimizer's settings and this config when it starts. A daemonic process (which may not start
+    run the main script, so a script needs no ``if __name__ == "__main__":`` guard for it (and a config subclass
+    defined in the script cannot reach it: use the thread). It takes the critic optimizer's settings and this
+    config when it starts. A daemonic process (which may not start
     children), a platform without ``forkserver`` (Windows) or a CPU other than x86-64 uses the thread."""
     utd: int = 1
     """Update-to-data ratio: gradient updates per environment step."""

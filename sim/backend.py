@@ -143,9 +143,16 @@ class Backend(ABC):
         """The simulated time (``time``) at which ``drop_sensor`` froze ``sensor``; None while it reports."""
         return self._frozen.since(sensor)
 
-    @abstractmethod
     def clear_perturbations(self) -> None:
         """Remove pushes, motor faults and sensor drops (the episode's randomized parameters stay)."""
+        self._frozen.clear()
+        self._strength_factor = np.ones(self.robot_spec.num_joints)
+        self._clear_engine_perturbations()
+        self._motor_model_changed()
+
+    @abstractmethod
+    def _clear_engine_perturbations(self) -> None:
+        """Remove what the engine itself holds of pushes and jammed motors."""
 
     @property
     @abstractmethod

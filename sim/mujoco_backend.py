@@ -224,13 +224,10 @@ class MujocoBackend(Backend):
         # A jammed gearbox: the joint's limits close in on where it is now.
         self.model.jnt_range[j] = (q - 1e-3, q + 1e-3)
 
-    def clear_perturbations(self) -> None:
+    def _clear_engine_perturbations(self) -> None:
         self._forces = []
-        self._frozen.clear()
-        self._strength_factor = np.ones(self.robot_spec.num_joints)
         self.model.jnt_range[:] = self._range0
         self.data.xfrc_applied[:] = 0.0
-        self._motor_model_changed()
 
     @property
     def time(self) -> float:

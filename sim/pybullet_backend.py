@@ -487,13 +487,10 @@ class PybulletBackend(Backend):
         self._stuck.add(int(self._spec_dofs[self._joint_index(joint)]))
         self._set_joint_friction()
 
-    def clear_perturbations(self) -> None:
+    def _clear_engine_perturbations(self) -> None:
         self._pushes = []
-        self._frozen.clear()
-        self._strength_factor = np.ones(self.robot_spec.num_joints)
         self._stuck = set()
         self._set_joint_friction()
-        self._motor_model_changed()
 
     @property
     def time(self) -> float:

@@ -72,14 +72,14 @@ def lateral_velocity(t: Transition) -> float:
 
 
 def alive(t: Transition) -> float:
-    """1 per tick not fallen."""
+    """1 per tick (the tick of a fall included: it ends the episode, so no later tick pays)."""
     return 1.0
 
 
 def fallen(t: Transition) -> float:
-    """1 on the tick the robot falls (the episode's end by ``criteria``: tilt or base height), else 0. Weighted
-    negative, a fall costs more than the reward it forgoes; the forgone reward shrinks with the discount the
-    further off a fall is, this does not."""
+    """1 in a fallen state (tilt or base height past ``criteria``), else 0: in simulation the tick the episode ends
+    on; a robot's rows recorded while it lies fallen each count. Weighted negative, it is a fixed cost on top of the
+    reward that the rest of the episode would have paid."""
     return float(quadruped_fallen(t.state, t.criteria))
 
 

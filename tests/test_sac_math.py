@@ -630,3 +630,25 @@ def test_a_script_without_a_main_guard_runs_once_beside_the_critic_process(tmp_p
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["top level", "updates 3 in a child process True"]
+
+
+def test_only_the_critic_process_start_leaves_the_main_module_out(monkeypatch):
+    """Another thread starting a process meanwhile (a robustness pool, say) still gets the main module."""
+    import threading
+    from multiprocessing import spawn
+
+    from robot_sac.critic_process import _preparation_without_main_module
+
+    original = spawn.get_preparation_data
+    monkeypatch.setattr(spawn, "get_preparation_data", lambda name: {"init_main_from_path": "/x/train.py", "n": name})
+    patched = spawn.get_preparation_data
+    seen = {}
+    with _preparation_without_main_module():
+        seen["here"] = spawn.get_preparation_data("a")
+        other = threading.Thread(target=lambda: seen.update(there=spawn.get_preparation_data("b")))
+        other.start()
+        other.join()
+    assert seen == {"here": {"n": "a"}, "there": {"init_main_from_path": "/x/train.py", "n": "b"}}
+    assert spawn.get_preparation_data is patched
+    monkeypatch.undo()
+    assert spawn.get_preparation_data is original

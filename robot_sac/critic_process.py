@@ -14,20 +14,18 @@ to it (tests/test_sac_math.py).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import threading
 import time
 import traceback
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing import spawn
 
 import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from robot_sac.child_processes import without_main_module
 from robot_sac.networks import Actor, CriticEnsemble
 
 # Slots of the control block, an int64 tensor in shared memory.
@@ -125,7 +123,7 @@ class CriticProcess:
             name="sac-critic",
             daemon=True,
         )
-        with _preparation_without_main_module():
+        with without_main_module():
             self._process.start()
         child_errors.close()
 
@@ -233,39 +231,6 @@ class CriticProcess:
                 f"the critic process (pid {self._process.pid}) exited with code {self._process.exitcode} "
                 f"during update {self.update}{hint if self.update == 1 else ''}"
             )
-
-
-@contextlib.contextmanager
-def _preparation_without_main_module():
-    """Start a ``spawn`` or ``forkserver`` child without the parent's main module.
-
-    Such a child normally runs the parent's main script (or ``-m`` module) before its target, so that objects
-    defined there unpickle. The critic process needs nothing from it, and running it again can do harm: a script
-    without an ``if __name__ == "__main__":`` guard would build its environments, open its robot's port or bind its
-    learner's socket a second time in the child. multiprocessing reads what the child imports from
-    ``spawn.get_preparation_data`` when the process starts; for that moment, and for this thread only, it leaves
-    the main module out. (A first start holds it for the fork server's start-up, about a second and a half: another
-    thread starting a process meanwhile gets the unchanged function.)
-    """
-    with _PREPARATION_LOCK:
-        original = spawn.get_preparation_data
-        starter = threading.get_ident()
-
-        def without_main(name):
-            data = original(name)
-            if threading.get_ident() == starter:
-                data.pop("init_main_from_name", None)
-                data.pop("init_main_from_path", None)
-            return data
-
-        spawn.get_preparation_data = without_main
-        try:
-            yield
-        finally:
-            spawn.get_preparation_data = original
-
-
-_PREPARATION_LOCK = threading.Lock()
 
 
 def _shared_adam_state(opt: torch.optim.Optimizer, param: nn.Parameter) -> dict[str, torch.Tensor]:

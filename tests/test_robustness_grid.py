@@ -61,3 +61,31 @@ def test_rerunning_gives_the_same_cells_with_any_number_of_workers(tmp_path):
     assert one["cells"] == two["cells"] and one["verdicts"] == two["verdicts"]
     other = run_study([rng_policy], "claw_turn", ["mujoco"], suite, seed=6, workers=1, progress=False)
     assert other["cells"] != one["cells"]
+
+
+UNGUARDED_STUDY = """
+import sys
+from pathlib import Path
+
+sys.path.insert(0, {tests!r})
+from robustness_policies import linear_policy
+from robot_sac.robustness.study import run_study
+from robot_sac.robustness.suite import Suite
+
+print("top level", flush=True)
+policy = linear_policy(Path("p.onnx"), "claw_turn")
+suite = Suite(episodes=1, tasks={{"claw_turn": {{"push": [0.3]}}}})
+summary = run_study([policy], "claw_turn", ["mujoco"], suite, seed=5, workers=2, progress=False)
+print("cells", len(summary["cells"]), flush=True)
+"""
+
+
+def test_a_study_from_a_script_without_a_main_guard_runs_the_script_once(tmp_path):
+    """The spawned workers do not run the parent's main script, which would start the study again in each."""
+    import subprocess
+
+    (tmp_path / "study.py").write_text(UNGUARDED_STUDY.format(tests=str(Path(__file__).parent)))
+    done = subprocess.run([sys.executable, "study.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "top level" and lines.count("top level") == 1 and lines[-1].startswith("cells ")

@@ -637,13 +637,13 @@ def test_only_the_critic_process_start_leaves_the_main_module_out(monkeypatch):
     import threading
     from multiprocessing import spawn
 
-    from robot_sac.critic_process import _preparation_without_main_module
+    from robot_sac.child_processes import without_main_module
 
     original = spawn.get_preparation_data
     monkeypatch.setattr(spawn, "get_preparation_data", lambda name: {"init_main_from_path": "/x/train.py", "n": name})
     patched = spawn.get_preparation_data
     seen = {}
-    with _preparation_without_main_module():
+    with without_main_module():
         seen["here"] = spawn.get_preparation_data("a")
         other = threading.Thread(target=lambda: seen.update(there=spawn.get_preparation_data("b")))
         other.start()

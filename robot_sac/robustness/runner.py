@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from firmware_bridge.action import ActionMapper
 from firmware_bridge.policy_runtime import PolicyRuntime
 from firmware_bridge.spec import RobotSpec
+from robot_sac.child_processes import without_main_module
 from robot_sac.evaluation import make_task_env, run_episodes
 from robot_sac.robustness.grid import IDLE_POLICY, Job
 
@@ -119,7 +120,8 @@ def run_jobs(
             # spawn, not fork: the parent may already hold onnxruntime and MuJoCo state that must not be copied.
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(workers, context, _start_worker, (task, policies, randomize)) as pool:
-                futures = [pool.submit(_run_in_worker, i, job) for i, job in enumerate(jobs)]
+                with without_main_module():  # the workers are started by the first submits
+                    futures = [pool.submit(_run_in_worker, i, job) for i, job in enumerate(jobs)]
                 for future in as_completed(futures):
                     i, outcome = future.result()
                     outcomes[i] = outcome

@@ -226,10 +226,12 @@ class CriticProcess:
         flags = self._flags
         if not _wait_until(lambda: flags[slot] == value, flags, self._wake_parent, self._process.is_alive):
             self._settled = self.update  # nothing more will come of it
-            hint = " (its traceback, if it printed one, is on stderr; sac.parallel_update: thread runs without it)"
+            hint = ""
+            if self.update == 1:  # it died starting up
+                hint = " (its traceback, if it printed one, is on stderr; sac.parallel_update: thread runs without it)"
             raise CriticProcessError(
                 f"the critic process (pid {self._process.pid}) exited with code {self._process.exitcode} "
-                f"during update {self.update}{hint if self.update == 1 else ''}"
+                f"during update {self.update}{hint}"
             )
 
 

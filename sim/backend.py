@@ -39,8 +39,8 @@ class Backend(ABC):
         the pose. Returns the state there."""
 
     def _init_motors(self) -> None:
-        """The motor state every backend keeps, as a fresh robot has it: the spec's gains, full strength, not in
-        a safe mode, every sensor reporting."""
+        """The motor state a fresh robot has, and every reset restores: the spec's gains, full strength, not in a
+        safe mode, every sensor reporting."""
         self._kp, self._kd = self.robot_spec.kp, self.robot_spec.kd
         self._strength_factor = np.ones(self.robot_spec.num_joints)
         self._safe_mode: str | None = None
@@ -65,8 +65,7 @@ class Backend(ABC):
         """What every ``reset`` does first: the spec's gains, no safe mode, no perturbations; returns the
         (n,) pose to start in, checked."""
         self.params = params
-        self._kp, self._kd = self.robot_spec.kp, self.robot_spec.kd
-        self._safe_mode = None
+        self._init_motors()
         self.clear_perturbations()
         q = self.robot_spec.start if joint_pos is None else np.asarray(joint_pos, dtype=np.float64)
         if q.shape != (self.robot_spec.num_joints,):

@@ -78,7 +78,6 @@ class MujocoBackend(Backend):
 
         n = robot_spec.num_joints
         self.params = nominal(len(self.body_names), n)
-        self._init_motors()
         self._forces: list[tuple[int, np.ndarray, float, float]] = []
         self._time0 = 0.0
         self._renderer: mujoco.Renderer | None = None

@@ -111,7 +111,6 @@ class PybulletBackend(Backend):
 
         n = robot_spec.num_joints
         self.params = nominal(len(self.body_names), n)
-        self._init_motors()
         self._pushes: list[_Push] = []
         self._stuck: set[int] = set()
         self._steps_since_reset = 0

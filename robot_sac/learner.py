@@ -279,7 +279,7 @@ class Learner:
         if len(scored):
             self.real.add_batch(scored.obs, scored.action, scored.reward, scored.next_obs, scored.terminated)
             if self.train_cfg.sac.normalize_observations:
-                self.agent.normalizer.update(torch.as_tensor(scored.next_obs, device=self.device))
+                self.agent.normalizer.update(scored.next_obs)
         self.transitions += len(scored)
         self.ingested[item.robot] = (item.spool, item.last_seq)
         self.counted[item.robot] = item.counted

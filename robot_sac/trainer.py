@@ -183,9 +183,9 @@ class Trainer:
         next_privileged = self._privileged(info)
         self.buffer.add(self.obs, action, reward, next_obs, terminated, self.privileged, next_privileged)
         if cfg.sac.normalize_observations:
-            self.agent.normalizer.update(torch.as_tensor(next_obs, device=self.device).unsqueeze(0))
+            self.agent.normalizer.update(next_obs)
             if next_privileged is not None:
-                self.agent.privileged_normalizer.update(torch.as_tensor(next_privileged, device=self.device))
+                self.agent.privileged_normalizer.update(next_privileged)
         self.step += 1
         self.ep_return += float(reward)
         self.ep_len += 1

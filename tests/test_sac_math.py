@@ -484,6 +484,22 @@ def test_observation_normalizer_matches_numpy_statistics():
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_observation_normalizer_one_row_at_a_time_as_the_trainer_merges():
+    from robot_sac.networks import ObservationNormalizer
+
+    rng = np.random.default_rng(1)
+    data = rng.normal(-2.0, 5.0, size=(300, 3)).astype(np.float32)
+    norm = ObservationNormalizer(3)
+    for row in data:
+        norm.update(row)
+    np.testing.assert_allclose(norm.mean.numpy(), data.astype(np.float64).mean(0), rtol=1e-10)
+    np.testing.assert_allclose(norm.var.numpy(), data.astype(np.float64).var(0), rtol=1e-10)
+    assert norm.count.item() == 300 and norm.mean.dtype == torch.float64
+    np.testing.assert_array_equal(norm.inv_scale.numpy(), (1.0 / np.sqrt(norm.var.numpy() + 1e-8)).astype(np.float32))
+    with pytest.raises(ValueError, match="3 values expected, got shape \\(4,\\)"):
+        norm.update(np.zeros(4))
+
+
 def test_bfloat16_matmuls_keep_float32_losses_and_weights():
     agent = _agent(matmul_dtype="bfloat16")
     info = agent.update(_batch(n=16))

@@ -112,13 +112,29 @@ class Backend(ABC):
 
     # Perturbation hooks.
 
-    @abstractmethod
     def apply_force(
         self, body: str, force: np.ndarray, start: float, duration: float, torque: np.ndarray | None = None
     ) -> None:
         """Push ``body`` with ``force`` (3,) [N, world frame] from sim time ``start`` for ``duration`` seconds
         (a short duration is an impulse of force x duration); ``torque`` (3,) [N m, world frame], if given,
         twists it over the same interval (a hinged body such as the valve turns only under a torque)."""
+        handle = self._body_handle(body)
+        if handle is None:
+            raise ValueError(f"apply_force: no body {body!r} (bodies: {', '.join(self.body_names)})")
+        force = np.asarray(force, dtype=np.float64)
+        torque = np.zeros(3) if torque is None else np.asarray(torque, dtype=np.float64)
+        if force.shape != (3,) or torque.shape != (3,):
+            raise ValueError(f"apply_force: force and torque must have shape (3,), got {force.shape}, {torque.shape}")
+        self._schedule_push(handle, force, torque, float(start), float(start + duration))
+
+    @abstractmethod
+    def _body_handle(self, body: str):
+        """The engine's handle of the body named ``body``, or None where the engine has no such body to push."""
+
+    @abstractmethod
+    def _schedule_push(self, handle, force: np.ndarray, torque: np.ndarray, start: float, end: float) -> None:
+        """Apply ``force`` and ``torque`` (checked, (3,) each) to the body ``handle`` from sim time ``start`` to
+        ``end``."""
 
     def set_motor_strength(self, joint: int, factor: float) -> None:
         """Scale motor ``joint``'s torque (on top of the episode's strength): 0.5 weak, 0 failed limp."""

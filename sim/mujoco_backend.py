@@ -204,18 +204,13 @@ class MujocoBackend(Backend):
         )
         return self._frozen.apply(state) if self._frozen else state
 
-    def apply_force(
-        self, body: str, force: np.ndarray, start: float, duration: float, torque: np.ndarray | None = None
-    ) -> None:
+    def _body_handle(self, body: str) -> int | None:
         body_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, body)
-        if body_id < 0:
-            raise ValueError(f"apply_force: no body {body!r} (bodies: {', '.join(self.body_names)})")
-        force = np.asarray(force, dtype=np.float64)
-        torque = np.zeros(3) if torque is None else np.asarray(torque, dtype=np.float64)
-        if force.shape != (3,) or torque.shape != (3,):
-            raise ValueError(f"apply_force: force and torque must have shape (3,), got {force.shape}, {torque.shape}")
+        return body_id if body_id >= 0 else None
+
+    def _schedule_push(self, handle: int, force: np.ndarray, torque: np.ndarray, start: float, end: float) -> None:
         # xfrc_applied rows are (force, torque) at the body's centre of mass.
-        self._forces.append((body_id, np.concatenate([force, torque]), float(start), float(start + duration)))
+        self._forces.append((handle, np.concatenate([force, torque]), start, end))
 
     def stick_motor(self, joint: int) -> None:
         j = self._joint_ids[self._joint_index(joint)]

@@ -467,19 +467,16 @@ class PybulletBackend(Backend):
         )
         return self._frozen.apply(state) if self._frozen else state
 
-    def apply_force(
-        self, body: str, force: np.ndarray, start: float, duration: float, torque: np.ndarray | None = None
+    def _body_handle(self, body: str) -> tuple[int, int] | None:
+        """Bullet's (multibody, link) of an MJCF body; none for the world (body 0), which a push cannot move."""
+        body_id = mujoco.mj_name2id(self.description, mujoco.mjtObj.mjOBJ_BODY, body)
+        return self._link.get(body_id) if body_id > 0 else None
+
+    def _schedule_push(
+        self, handle: tuple[int, int], force: np.ndarray, torque: np.ndarray, start: float, end: float
     ) -> None:
-        m = self.description
-        body_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, body)
-        if body_id <= 0 or body_id not in self._link:
-            raise ValueError(f"apply_force: no body {body!r} (bodies: {', '.join(self.body_names)})")
-        force = np.asarray(force, dtype=np.float64)
-        torque = np.zeros(3) if torque is None else np.asarray(torque, dtype=np.float64)
-        if force.shape != (3,) or torque.shape != (3,):
-            raise ValueError(f"apply_force: force and torque must have shape (3,), got {force.shape}, {torque.shape}")
-        uid, link = self._link[body_id]
-        self._pushes.append(_Push(uid, link, force, torque, float(start), float(start + duration)))
+        uid, link = handle
+        self._pushes.append(_Push(uid, link, force, torque, start, end))
 
     def stick_motor(self, joint: int) -> None:
         # A jammed gearbox: the joint's friction motor brakes it where it is with all the torque it needs.

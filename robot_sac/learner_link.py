@@ -79,6 +79,8 @@ class RobotRecord:
     off_period: int = 0
     """Rows scored but not stored: they spanned another time than the control period."""
     safety_stops: int = 0
+    after_termination: int = 0
+    """Rows that started where the task had already ended the episode (lying where it fell): not stored."""
     policy_versions_sent: list[int] = field(default_factory=list)
     """The newest ``HISTORY_KEPT`` versions sent, oldest first (a version sent again is listed once); a result for
     an older one counts as unknown."""
@@ -103,11 +105,12 @@ class RobotRecord:
     last_push: tuple[int, float] = (-1, 0.0)
 
     _KEPT = ("robot", "spool", "received", "durable", "transitions", "duplicates", "gaps", "lost", "non_finite",
-             "unscorable", "off_period", "safety_stops", "policy_versions_sent", "policy_versions_accepted",
-             "running_version", "episode_returns", "episodes", "episodes_unscored", "episode_return", "key")
+             "unscorable", "off_period", "safety_stops", "after_termination", "policy_versions_sent",
+             "policy_versions_accepted", "running_version", "episode_returns", "episodes", "episodes_unscored",
+             "episode_return", "key")
 
     _COUNTED = ("transitions", "duplicates", "gaps", "lost", "non_finite", "unscorable", "off_period", "safety_stops",
-                "episode_returns", "episodes", "episodes_unscored", "episode_return")
+                "after_termination", "episode_returns", "episodes", "episodes_unscored", "episode_return")
     """What moves with the transitions taken in. A checkpoint saves these as they were when the last batch it
     holds was taken, not as the link has them now: the link may have taken more since, which a restarted
     learner gets again from the robot and must count only once."""
@@ -121,7 +124,7 @@ class RobotRecord:
         state["received"] = state["durable"] = through
         return state
 
-    _ADDED = {"off_period": 0, "episodes_unscored": 0, "episode_return": 0.0, "key": None}
+    _ADDED = {"off_period": 0, "episodes_unscored": 0, "episode_return": 0.0, "key": None, "after_termination": 0}
     """Counters added after checkpoints were first written, with the value an older checkpoint means."""
 
     @classmethod
@@ -139,6 +142,7 @@ class RobotRecord:
             "transitions_per_s": round(self.transitions / span, 1) if span > 0 else None,
             "gaps_refused": self.gaps, "lost": self.lost, "non_finite": self.non_finite,
             "unscorable": self.unscorable, "off_period": self.off_period, "safety_stops": self.safety_stops,
+            "after_termination": self.after_termination,
             "received_through": self.received,
             "durable_through": self.durable, "policy_versions_sent": list(self.policy_versions_sent),
             "policy_versions_accepted": list(self.policy_versions_accepted),
@@ -446,6 +450,7 @@ class LearnerLink:
         rec.unscorable += scored.unscorable
         rec.off_period += scored.off_period
         rec.safety_stops += scored.safety_stops
+        rec.after_termination += scored.after_termination
         rec.add_rewards(scored)
         rec.received = batch.last_seq
         self.ingest.put(Ingested(rec.robot, rec.spool, batch.last_seq, scored, rec.counted_state()))

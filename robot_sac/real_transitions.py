@@ -5,6 +5,11 @@ the simulated transitions the policy was trained on, so the critic sees one rewa
 cut and a safety stop both end an episode without terminating it: the state did not end, we stopped
 watching (or intervened), so the transition still bootstraps.
 
+A fall terminates the episode, and in simulation nothing follows it; a robot goes on sending rows while it lies
+where it fell. A row that starts in a state the task has already ended (``terminated`` holds for its first state)
+is no transition of the task: it is counted, not stored, and adds nothing to the robot's episode returns. The
+next row that starts upright starts the next episode.
+
 The policy was trained on steps of one control period. A row that spans another time (a tick that ran on a
 stale state merges two periods into one row) is a transition of another decision process: its progress terms
 are scaled and its dynamics ran longer. It still counts in the robot's episode return, but is not stored
@@ -52,6 +57,9 @@ class Scored:
     (terminations are stored whatever their ``dt``)."""
     safety_stops: int = 0
     terminations: int = 0
+    after_termination: int = 0
+    """Rows that start where the task had already ended the episode (a robot lying where it fell): not stored,
+    reward 0 in ``row_reward``, ending no episode."""
 
     def __len__(self) -> int:
         return int(self.reward.shape[0])
@@ -80,7 +88,7 @@ class TransitionScorer:
         rows, terminated = [], []
         row_reward = np.full(n - start, np.nan, dtype=np.float32)
         episode_end = (arr["time_limit"][start:] | arr["safety_stop"][start:]).astype(bool)
-        non_finite = unscorable = 0
+        non_finite = unscorable = after_termination = 0
         for i in range(start, n):
             if not finite[i]:
                 non_finite += 1
@@ -93,6 +101,11 @@ class TransitionScorer:
                 goals=goals, robot=self.robot, criteria=self.task.criteria,
             )  # fmt: skip
             try:
+                if self.kind.terminated(state, self.task.criteria):
+                    after_termination += 1
+                    row_reward[i - start] = 0.0
+                    episode_end[i - start] = False  # it ended at the row that terminated it
+                    continue
                 reward, _ = self.reward(transition)
                 done = self.kind.terminated(next_state, self.task.criteria)
             except (KeyError, ValueError) as exc:
@@ -118,5 +131,5 @@ class TransitionScorer:
             next_obs=arr["next_obs"][stored], terminated=np.asarray(terminated, dtype=np.float32)[keep],
             row_reward=row_reward, episode_end=episode_end, non_finite=non_finite, unscorable=unscorable,
             off_period=int((~keep).sum()), safety_stops=int(arr["safety_stop"][start:].sum()),
-            terminations=int(sum(terminated)),
+            terminations=int(sum(terminated)), after_termination=after_termination,
         )  # fmt: skip

@@ -332,6 +332,31 @@ def test_rows_off_the_control_period_count_in_the_return_but_are_not_stored():
     assert f"control period is {1e3 * period:.1f} ms" in scorer.last_off_period
 
 
+def test_rows_from_where_the_robot_fell_are_counted_not_stored_and_end_no_episode():
+    scorer = TransitionScorer(TaskSpec.load("claw_turn"), SPEC)
+    scorer.kind = dataclasses.replace(scorer.kind, terminated=lambda state, criteria: state.joint_pos[0] == 99)
+    b = batch(LAYOUT, 6, 0, ("valve_angle", "valve_velocity"), interface_hash=HASH)
+    # Row 1 falls; rows 2 and 3 start where it fell (the robot lies there); row 4 starts upright again.
+    b.arrays["next_state.joint_pos"][[1, 2], 0] = 99
+    b.arrays["state.joint_pos"][[2, 3], 0] = 99
+    b.arrays["time_limit"][5] = 1
+    scored = scorer.score(b)
+    assert (len(scored), scored.after_termination, scored.terminations) == (4, 2, 1)
+    np.testing.assert_array_equal(scored.obs, b.arrays["obs"][[0, 1, 4, 5]])
+    assert scored.terminated.tolist() == [0, 1, 0, 0]
+    assert scored.episode_end.tolist() == [False, True, False, False, False, True]
+    assert scored.row_reward[[2, 3]].tolist() == [0.0, 0.0] and np.isfinite(scored.row_reward).all()
+    rec = RobotRecord(robot="claw-1", spool="00")
+    rec.add_rewards(scored)
+    # The fall ends the first episode; the second is the rows from upright on, nothing from the ground between.
+    r = scored.row_reward
+    assert rec.episode_returns == pytest.approx([r[0] + r[1], r[4] + r[5]]) and rec.episodes_unscored == 0
+    # Records from checkpoints written before the count existed load with none.
+    state = rec.checkpoint_state(through=5)
+    del state["after_termination"]
+    assert RobotRecord.from_checkpoint(state).report()["after_termination"] == 0
+
+
 class FakeLearner:
     def __init__(self):
         self.sock = zmq.Context.instance().socket(zmq.ROUTER)

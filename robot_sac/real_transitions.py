@@ -101,12 +101,13 @@ class TransitionScorer:
                 goals=goals, robot=self.robot, criteria=self.task.criteria,
             )  # fmt: skip
             try:
+                # The reward first: its errors name the sensor or goal a row lacks.
+                reward, _ = self.reward(transition)
                 if self.kind.terminated(state, self.task.criteria):
                     after_termination += 1
                     row_reward[i - start] = 0.0
                     episode_end[i - start] = False  # it ended at the row that terminated it
                     continue
-                reward, _ = self.reward(transition)
                 done = self.kind.terminated(next_state, self.task.criteria)
             except (KeyError, ValueError) as exc:
                 unscorable += 1

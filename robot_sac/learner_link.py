@@ -96,6 +96,8 @@ class RobotRecord:
     """Episodes with any row that could not be scored (non-finite or unscorable): their return is unknown, so it
     is not in ``episode_returns``."""
     episode_return: float = 0.0
+    episode_rows: int = 0
+    """Rows in the episode still open: a row after a termination ends it only if it has some."""
     routing_id: bytes | None = None
     key: str | None = None
     """The CURVE public key the robot first spoke with; another key claiming this id is refused while this one is
@@ -107,10 +109,11 @@ class RobotRecord:
     _KEPT = ("robot", "spool", "received", "durable", "transitions", "duplicates", "gaps", "lost", "non_finite",
              "unscorable", "off_period", "safety_stops", "after_termination", "policy_versions_sent",
              "policy_versions_accepted", "running_version", "episode_returns", "episodes", "episodes_unscored",
-             "episode_return", "key")
+             "episode_return", "episode_rows", "key")
 
     _COUNTED = ("transitions", "duplicates", "gaps", "lost", "non_finite", "unscorable", "off_period", "safety_stops",
-                "after_termination", "episode_returns", "episodes", "episodes_unscored", "episode_return")
+                "after_termination", "episode_returns", "episodes", "episodes_unscored", "episode_return",
+                "episode_rows")
     """What moves with the transitions taken in. A checkpoint saves these as they were when the last batch it
     holds was taken, not as the link has them now: the link may have taken more since, which a restarted
     learner gets again from the robot and must count only once."""
@@ -124,7 +127,8 @@ class RobotRecord:
         state["received"] = state["durable"] = through
         return state
 
-    _ADDED = {"off_period": 0, "episodes_unscored": 0, "episode_return": 0.0, "key": None, "after_termination": 0}
+    _ADDED = {"off_period": 0, "episodes_unscored": 0, "episode_return": 0.0, "key": None, "after_termination": 0,
+              "episode_rows": 0}
     """Counters added after checkpoints were first written, with the value an older checkpoint means."""
 
     @classmethod
@@ -152,15 +156,19 @@ class RobotRecord:
         }  # fmt: skip
 
     def add_rewards(self, scored: Scored) -> None:
-        for reward, end in zip(scored.row_reward.tolist(), scored.episode_end.tolist()):
-            self.episode_return += reward  # a NaN (a row not scored) makes the episode's return unknown
-            if end:
+        rows = zip(scored.row_reward.tolist(), scored.episode_end.tolist(), scored.after_termination.tolist())
+        for reward, end, after_termination in rows:
+            if not after_termination:
+                self.episode_return += reward  # a NaN (a row not scored) makes the episode's return unknown
+                self.episode_rows += 1
+            # A row after a termination closes an episode still open: its terminating row could not be scored.
+            if (end or after_termination) and self.episode_rows:
                 if np.isnan(self.episode_return):
                     self.episodes_unscored += 1
                 else:
                     self.episodes += 1
                     _append_bounded(self.episode_returns, self.episode_return)
-                self.episode_return = 0.0
+                self.episode_return, self.episode_rows = 0.0, 0
 
 
 @dataclass
@@ -450,7 +458,7 @@ class LearnerLink:
         rec.unscorable += scored.unscorable
         rec.off_period += scored.off_period
         rec.safety_stops += scored.safety_stops
-        rec.after_termination += scored.after_termination
+        rec.after_termination += int(scored.after_termination.sum())
         rec.add_rewards(scored)
         rec.received = batch.last_seq
         self.ingest.put(Ingested(rec.robot, rec.spool, batch.last_seq, scored, rec.counted_state()))

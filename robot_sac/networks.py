@@ -212,13 +212,15 @@ class ObservationNormalizer(nn.Module):
         if not self.enabled:
             return
         if isinstance(batch, torch.Tensor):
-            batch = batch.detach().cpu().numpy()
+            batch = batch.detach().to("cpu", torch.float64).numpy()
         rows = np.asarray(batch, dtype=np.float64)
         dim = self.mean.shape[0]
         if rows.shape[-1:] != (dim,):
             raise ValueError(f"observation normalizer: observations of {dim} values expected, got shape {rows.shape}")
         rows = rows.reshape(-1, dim)
         n = rows.shape[0]
+        if n == 0:
+            return
         # Views of the buffers on the CPU, copies of them on a GPU.
         mean, var, count = self.mean.cpu().numpy(), self.var.cpu().numpy(), float(self.count)
         b_mean = rows.mean(0) if n > 1 else rows[0]
@@ -230,10 +232,13 @@ class ObservationNormalizer(nn.Module):
         self.mean.copy_(torch.from_numpy(new_mean))
         self.var.copy_(torch.from_numpy(new_var))
         self.count.fill_(total)
-        self._refresh()
+        self._set_applied(new_mean, new_var)
 
     def _refresh(self) -> None:
-        mean, var = self.mean.cpu().numpy(), self.var.cpu().numpy()
+        self._set_applied(self.mean.cpu().numpy(), self.var.cpu().numpy())
+
+    def _set_applied(self, mean: np.ndarray, var: np.ndarray) -> None:
+        """Write what forward applies from float64 statistics: in place, at the buffers' fixed addresses."""
         self.loc.copy_(torch.from_numpy(mean))
         self.inv_scale.copy_(torch.from_numpy(1.0 / np.sqrt(var + self.eps)))
 

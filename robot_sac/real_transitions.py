@@ -7,8 +7,8 @@ watching (or intervened), so the transition still bootstraps.
 
 A fall terminates the episode, and in simulation nothing follows it; a robot goes on sending rows while it lies
 where it fell. A row that starts in a state the task has already ended (``terminated`` holds for its first state)
-is no transition of the task: it is counted, not stored, and adds nothing to the robot's episode returns. The
-next row that starts upright starts the next episode.
+is no transition of the task: it is marked (``after_termination``), not stored, and adds nothing to the robot's
+episode returns. The next row that starts upright starts the next episode.
 
 The policy was trained on steps of one control period. A row that spans another time (a tick that ran on a
 stale state merges two periods into one row) is a transition of another decision process: its progress terms
@@ -44,10 +44,15 @@ class Scored:
     terminated: np.ndarray
     row_reward: np.ndarray
     """Per row of the batch from ``start``, in order: its reward, NaN where it could not be scored (non-finite
-    or unscorable): the robot's episode returns are summed from these."""
+    or unscorable) or is no transition of the task (``after_termination``): the robot's episode returns are
+    summed from these."""
     episode_end: np.ndarray
     """Per row from ``start``: the episode ended after it (time limit, safety stop or termination). A row that
     could not be scored still ends its episode by its flags, so the next episode's return starts afresh."""
+    after_termination: np.ndarray
+    """Per row from ``start``: it starts where the task had already ended the episode (a robot lying where it
+    fell). Not stored; it ends an episode still open (one whose terminating row could not be scored) and adds
+    nothing to any return."""
     non_finite: int = 0
     """Rows dropped for NaN or infinity anywhere in them."""
     unscorable: int = 0
@@ -57,9 +62,6 @@ class Scored:
     (terminations are stored whatever their ``dt``)."""
     safety_stops: int = 0
     terminations: int = 0
-    after_termination: int = 0
-    """Rows that start where the task had already ended the episode (a robot lying where it fell): not stored,
-    reward 0 in ``row_reward``, ending no episode."""
 
     def __len__(self) -> int:
         return int(self.reward.shape[0])
@@ -88,7 +90,8 @@ class TransitionScorer:
         rows, terminated = [], []
         row_reward = np.full(n - start, np.nan, dtype=np.float32)
         episode_end = (arr["time_limit"][start:] | arr["safety_stop"][start:]).astype(bool)
-        non_finite = unscorable = after_termination = 0
+        after_termination = np.zeros(n - start, dtype=bool)
+        non_finite = unscorable = 0
         for i in range(start, n):
             if not finite[i]:
                 non_finite += 1
@@ -104,9 +107,7 @@ class TransitionScorer:
                 # The reward first: its errors name the sensor or goal a row lacks.
                 reward, _ = self.reward(transition)
                 if self.kind.terminated(state, self.task.criteria):
-                    after_termination += 1
-                    row_reward[i - start] = 0.0
-                    episode_end[i - start] = False  # it ended at the row that terminated it
+                    after_termination[i - start] = True
                     continue
                 done = self.kind.terminated(next_state, self.task.criteria)
             except (KeyError, ValueError) as exc:

@@ -332,29 +332,53 @@ def test_rows_off_the_control_period_count_in_the_return_but_are_not_stored():
     assert f"control period is {1e3 * period:.1f} ms" in scorer.last_off_period
 
 
-def test_rows_from_where_the_robot_fell_are_counted_not_stored_and_end_no_episode():
+def test_rows_from_where_the_robot_fell_are_marked_not_stored_and_add_to_no_return():
     scorer = TransitionScorer(TaskSpec.load("claw_turn"), SPEC)
     scorer.kind = dataclasses.replace(scorer.kind, terminated=lambda state, criteria: state.joint_pos[0] == 99)
-    b = batch(LAYOUT, 6, 0, ("valve_angle", "valve_velocity"), interface_hash=HASH)
-    # Row 1 falls; rows 2 and 3 start where it fell (the robot lies there); row 4 starts upright again.
+    b = batch(LAYOUT, 7, 0, ("valve_angle", "valve_velocity"), interface_hash=HASH)
+    # Row 1 falls; rows 2 and 3 start where it fell (the robot lies there, the bridge's time limit comes on row 3);
+    # rows 4-6 start upright again.
     b.arrays["next_state.joint_pos"][[1, 2], 0] = 99
     b.arrays["state.joint_pos"][[2, 3], 0] = 99
-    b.arrays["time_limit"][5] = 1
+    b.arrays["time_limit"][[3, 6]] = 1
     scored = scorer.score(b)
-    assert (len(scored), scored.after_termination, scored.terminations) == (4, 2, 1)
-    np.testing.assert_array_equal(scored.obs, b.arrays["obs"][[0, 1, 4, 5]])
-    assert scored.terminated.tolist() == [0, 1, 0, 0]
-    assert scored.episode_end.tolist() == [False, True, False, False, False, True]
-    assert scored.row_reward[[2, 3]].tolist() == [0.0, 0.0] and np.isfinite(scored.row_reward).all()
+    assert (len(scored), scored.terminations) == (5, 1)
+    assert scored.after_termination.tolist() == [False, False, True, True, False, False, False]
+    np.testing.assert_array_equal(scored.obs, b.arrays["obs"][[0, 1, 4, 5, 6]])
+    assert scored.terminated.tolist() == [0, 1, 0, 0, 0]
     rec = RobotRecord(robot="claw-1", spool="00")
     rec.add_rewards(scored)
-    # The fall ends the first episode; the second is the rows from upright on, nothing from the ground between.
+    # The fall ends the first episode; the second is the rows from upright on; the rows on the ground and the
+    # time limit among them add no episode of their own.
     r = scored.row_reward
-    assert rec.episode_returns == pytest.approx([r[0] + r[1], r[4] + r[5]]) and rec.episodes_unscored == 0
-    # Records from checkpoints written before the count existed load with none.
-    state = rec.checkpoint_state(through=5)
-    del state["after_termination"]
+    assert rec.episode_returns == pytest.approx([r[0] + r[1], r[4] + r[5] + r[6]]) and rec.episodes_unscored == 0
+    # A fall row that could not be scored leaves its episode open, without a return: the first row on the ground
+    # ends it, so the episode after it keeps its own return.
+    b.arrays["next_obs"][1, 0] = np.nan
+    scored = scorer.score(b)
+    assert (scored.non_finite, int(scored.after_termination.sum())) == (1, 2)
+    rec = RobotRecord(robot="claw-1", spool="00")
+    rec.add_rewards(scored)
+    r = scored.row_reward
+    assert (rec.episodes, rec.episodes_unscored) == (1, 1)
+    assert rec.episode_returns == pytest.approx([r[4] + r[5] + r[6]])
+    # Records from checkpoints written before these counts existed load with none.
+    state = rec.checkpoint_state(through=6)
+    del state["after_termination"], state["episode_rows"]
     assert RobotRecord.from_checkpoint(state).report()["after_termination"] == 0
+
+
+def test_the_link_counts_the_rows_after_a_termination_per_robot(link, dealer):
+    fallen = lambda state, criteria: state.joint_pos[0] == 99  # noqa: E731
+    link.scorer.kind = dataclasses.replace(link.scorer.kind, terminated=fallen)
+    b = batch(LAYOUT, 5, 0, ("valve_angle", "valve_velocity"), interface_hash=HASH)
+    b.arrays["next_state.joint_pos"][[0, 1], 0] = 99
+    b.arrays["state.joint_pos"][[1, 2], 0] = 99
+    dealer.send_multipart(encode_transitions(b, LAYOUT))
+    assert dealer.poll(5000)
+    dealer.recv_multipart()
+    assert len(link.ingest.get(timeout=5).scored) == 3
+    assert link.robots["claw-1"].report()["after_termination"] == 2
 
 
 class FakeLearner:

@@ -76,7 +76,7 @@ def scored(n, start, obs_dim):
     obs[:, 0] = np.arange(start, start + n)
     return Scored(obs=obs, action=np.zeros((n, 9), np.float32), reward=np.ones(n, np.float32), next_obs=obs,
                   terminated=np.zeros(n, np.float32), row_reward=np.ones(n, np.float32),
-                  episode_end=np.zeros(n, bool))  # fmt: skip
+                  episode_end=np.zeros(n, bool), after_termination=np.zeros(n, bool))  # fmt: skip
 
 
 def test_a_restarted_learner_has_exactly_what_its_checkpoint_had(tmp_path, claw_run):

@@ -498,6 +498,12 @@ def test_observation_normalizer_one_row_at_a_time_as_the_trainer_merges():
     np.testing.assert_array_equal(norm.inv_scale.numpy(), (1.0 / np.sqrt(norm.var.numpy() + 1e-8)).astype(np.float32))
     with pytest.raises(ValueError, match="3 values expected, got shape \\(4,\\)"):
         norm.update(np.zeros(4))
+    # A bfloat16 tensor (what an autocast region holds) and an empty batch are taken too.
+    before = norm.mean.clone()
+    norm.update(torch.zeros(0, 3, dtype=torch.bfloat16))
+    assert torch.equal(norm.mean, before) and norm.count.item() == 300
+    norm.update(torch.ones(1, 3, dtype=torch.bfloat16))
+    assert norm.count.item() == 301
 
 
 def test_bfloat16_matmuls_keep_float32_losses_and_weights():

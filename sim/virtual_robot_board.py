@@ -56,8 +56,12 @@ class BoardDevice:
         state = robot.state()
         j = self._joint_of_slot
         enabled = np.uint8(MotorStatus.ENABLED if robot.mode is BoardMode.ARMED else 0)
+        # One read of the motors' faults (a test or a perturbation may set them from another thread): the reply's
+        # MOTOR_FAULT flag and the statuses it carries come from the same sample, as on a board.
+        motor_faults = robot.motor_faults.copy()
+        self._motor_fault = bool(motor_faults.any())
         self._writer.fill(robot.board_time_us, state.joint_pos[j], state.joint_vel[j], state.joint_current[j],
-                          robot.motor_faults[j] | enabled, state.imu[:3], state.imu[3:6])  # fmt: skip
+                          motor_faults[j] | enabled, state.imu[:3], state.imu[3:6])  # fmt: skip
 
     def handle(self, seq: int, msg: Message, reply_seq: int) -> bytes:
         """The reply body to one decoded host message."""
@@ -111,7 +115,7 @@ class BoardDevice:
             faults |= _WATCHDOG
         if self._bad_command:
             faults |= _BAD_COMMAND
-        if robot.motor_faults.any():
+        if self._motor_fault:
             faults |= _MOTOR_FAULT
         if robot.imu_stale:
             faults |= _IMU_STALE

@@ -96,3 +96,19 @@ def test_a_task_adds_its_seeded_sensor_noise_and_nominal_reports_the_physics_exa
     noisy = a.state().joint_pos
     assert 0 < np.abs(noisy - a.backend.state().joint_pos).max() < 0.1
     np.testing.assert_array_equal(noisy, b.state().joint_pos)
+
+
+def test_a_board_reply_flags_a_motor_fault_only_with_the_sample_that_carries_its_status():
+    # A fault set between two samples (from another thread, as a test or a drill does) must not reach the host as
+    # the board's MOTOR_FAULT flag with statuses that do not show it: the bridge would read "a motor failed".
+    from firmware_bridge.motor_messages import FaultFlags, Heartbeat, MotorStatus, decode_body
+    from sim.virtual_robot_board import BoardDevice
+
+    board = BoardDevice(_robot(ManualClock()))
+    board.robot.motor_faults[3] = MotorStatus.OVERCURRENT
+    _, before = decode_body(board.handle(1, Heartbeat(), 1))
+    assert not before.faults & FaultFlags.MOTOR_FAULT and not np.any(before.status & MotorStatus.OVERCURRENT)
+    board.sample()
+    _, after = decode_body(board.handle(2, Heartbeat(), 2))
+    assert after.faults & FaultFlags.MOTOR_FAULT
+    assert [int(s) & int(MotorStatus.OVERCURRENT) for s in after.status].count(int(MotorStatus.OVERCURRENT)) == 1

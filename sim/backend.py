@@ -78,7 +78,6 @@ class Backend(ABC):
             raise ValueError(f"joint index {joint} out of range for {self.robot_spec.num_joints} joints")
         return joint
 
-    @abstractmethod
     def step(
         self,
         targets: np.ndarray,
@@ -88,7 +87,19 @@ class Backend(ABC):
     ) -> RobotState:
         """Hold position targets (n,) [rad] for ``duration`` seconds, rounded to whole physics steps (at least
         one), and return the state at the end. With ``previous_targets`` (n,), those are held for the first
-        ``switch_after`` seconds of the period instead (a command arriving late within the tick)."""
+        ``switch_after`` seconds of the period instead (a command arriving late within the tick), but never the
+        whole period: the new targets always get its last physics step."""
+        n = max(1, int(round(duration / self.physics_dt)))
+        n_previous = 0 if previous_targets is None else min(max(0, int(round(switch_after / self.physics_dt))), n - 1)
+        if n_previous > 0:
+            self._hold(previous_targets, n_previous)
+        self._hold(targets, n - n_previous)
+        self.physics_steps += n
+        return self.state()
+
+    @abstractmethod
+    def _hold(self, targets: np.ndarray, n: int) -> None:
+        """Run ``n`` (>= 1) physics steps with the motors tracking ``targets`` (n,), pushes included."""
 
     @abstractmethod
     def state(self) -> RobotState:

@@ -135,26 +135,12 @@ class MujocoBackend(Backend):
         self._time0 = d.time
         return self.state()
 
-    def step(
-        self,
-        targets: np.ndarray,
-        duration: float,
-        previous_targets: np.ndarray | None = None,
-        switch_after: float = 0.0,
-    ) -> RobotState:
-        m, d = self.model, self.data
-        n = max(1, int(round(duration / self.physics_dt)))
-        n_previous = int(round(switch_after / self.physics_dt)) if previous_targets is not None else 0
-        for chunk_targets, chunk in ((previous_targets, min(n_previous, n - 1)), (targets, n - min(n_previous, n - 1))):
-            if chunk <= 0:
-                continue
-            d.ctrl[self.actuator_ids] = chunk_targets
-            if not self._forces:
-                mujoco.mj_step(m, d, nstep=chunk)
-            else:
-                self._step_with_forces(chunk)
-        self.physics_steps += n
-        return self.state()
+    def _hold(self, targets: np.ndarray, n: int) -> None:
+        self.data.ctrl[self.actuator_ids] = targets
+        if not self._forces:
+            mujoco.mj_step(self.model, self.data, nstep=n)
+        else:
+            self._step_with_forces(n)
 
     def _step_with_forces(self, n: int) -> None:
         m, d = self.model, self.data

@@ -383,21 +383,10 @@ class PybulletBackend(Backend):
         pos, orn = p.multiplyTransforms(com_pos, com_orn, inv_pos, inv_orn)
         return np.array(pos), orn
 
-    def step(
-        self,
-        targets: np.ndarray,
-        duration: float,
-        previous_targets: np.ndarray | None = None,
-        switch_after: float = 0.0,
-    ) -> RobotState:
-        n = max(1, int(round(duration / self.physics_dt)))
-        n_previous = int(round(switch_after / self.physics_dt)) if previous_targets is not None else 0
-        n_previous = min(n_previous, n - 1)
+    def _hold(self, targets: np.ndarray, n: int) -> None:
         gains = self._pd_gains
-        for i in range(n):
-            self._physics_step(previous_targets if i < n_previous else targets, gains)
-        self.physics_steps += n
-        return self.state()
+        for _ in range(n):
+            self._physics_step(targets, gains)
 
     def _physics_step(self, targets: np.ndarray, gains: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         c, dt = self.client, self.physics_dt

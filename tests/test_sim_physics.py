@@ -151,3 +151,37 @@ def test_dropped_sensors_freeze(quadruped, claw):
         claw.drop_sensor("joint:f9_tip")
     quadruped.clear_perturbations()
     assert quadruped.sensor_dropped_at("imu") is None
+
+
+@pytest.mark.parametrize("engine", ["mujoco", "pybullet"])
+def test_a_command_late_within_the_tick_holds_the_previous_targets_first(engine):
+    from sim.pybullet_backend import PybulletBackend
+
+    spec = RobotSpec.load(resolve_robot("claw"))
+    make = MujocoBackend if engine == "mujoco" else PybulletBackend
+    previous, targets = spec.start.copy(), spec.start.copy()
+    targets[:3] += [0.4, -0.3, 0.5]
+
+    def run(*steps):
+        backend = make(spec)
+        backend.reset(nominal(len(backend.body_names), 9))
+        for args, kwargs in steps:
+            state = backend.step(*args, **kwargs)
+        return state, backend.physics_steps
+
+    dt = make(spec).physics_dt
+    period = 20 * dt
+    late, n = run(((targets, period), {"previous_targets": previous, "switch_after": 7 * dt}))
+    split, _ = run(((previous, 7 * dt), {}), ((targets, 13 * dt), {}))
+    assert n == 20
+    np.testing.assert_array_equal(late.joint_pos, split.joint_pos)
+    # The new targets get the period's last physics step however late the command came.
+    very_late, _ = run(((targets, period), {"previous_targets": previous, "switch_after": 5 * period}))
+    last_only, _ = run(((previous, 19 * dt), {}), ((targets, dt), {}))
+    np.testing.assert_array_equal(very_late.joint_pos, last_only.joint_pos)
+    # A switch before the period's start is no switch.
+    early, _ = run(((targets, period), {"previous_targets": previous, "switch_after": -3 * dt}))
+    on_time, n = run(((targets, period), {}))
+    assert n == 20
+    np.testing.assert_array_equal(early.joint_pos, on_time.joint_pos)
+    assert not np.array_equal(late.joint_pos, on_time.joint_pos)

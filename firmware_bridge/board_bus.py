@@ -18,6 +18,7 @@ import zmq
 from firmware_bridge.calibration import Calibration
 from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus, MotorInfo, ReplyLate
 from firmware_bridge.motor_messages import (
+    BoardMode,
     Arm,
     CommandWriter,
     Disarm,
@@ -54,7 +55,7 @@ _MOTOR_FAULTS = (
 )
 _MOTOR_NAMED = sum(flag for flag, _ in _MOTOR_FAULTS) | int(MotorStatus.ENABLED)
 _ENABLED, _MOTOR_FAULT = int(MotorStatus.ENABLED), int(FaultFlags.MOTOR_FAULT)
-_UNKNOWN, _MOTOR_FAILED = int(Fault.UNKNOWN), int(Fault.MOTOR_FAILED)
+_UNKNOWN, _MOTOR_FAILED, _DISARMED = int(Fault.UNKNOWN), int(Fault.MOTOR_FAILED), int(Fault.DISARMED)
 _ANY_MOTOR_FAULT = sum(fault for _, fault in _MOTOR_FAULTS)
 
 
@@ -164,6 +165,8 @@ class BoardBus(MotorBus):
         self._last_board_us: int | None = None
         self._pending: tuple[int, float] | None = None
         """The sequence number and reply deadline of a command sent but not yet collected."""
+        self._armed = False
+        """Between an ARM and the next DISARM: every state must then show the board ARMED, every motor enabled."""
 
     def exchange(self, targets: np.ndarray) -> RobotState:
         self.send_command(targets)
@@ -196,12 +199,15 @@ class BoardBus(MotorBus):
         return self._state(self._send(Heartbeat()))
 
     def arm(self) -> RobotState:
+        self._armed = True  # so that a board refusing to arm shows in the ARM reply itself
         return self._state(self._send(Arm()))
 
     def damp(self) -> RobotState:
+        self._armed = False
         return self._state(self._send(Disarm(DisarmMode.DAMP)))
 
     def torque_off(self) -> RobotState:
+        self._armed = False
         return self._state(self._send(Disarm(DisarmMode.TORQUE_OFF)))
 
     def scan(self) -> list[MotorInfo]:
@@ -285,6 +291,13 @@ class BoardBus(MotorBus):
             detail = self._motor_fault_detail(reply.status[j])
         if board & _MOTOR_FAULT and not faults & _ANY_MOTOR_FAULT:
             faults |= _MOTOR_FAILED
+        if self._armed:
+            disabled = (reply.status[j] & _ENABLED) == 0
+            if reply.mode is not BoardMode.ARMED or disabled.any():
+                faults |= _DISARMED
+                names = [name for name, off in zip(self.spec.joint_names, disabled.tolist()) if off]
+                lost = f"board mode {reply.mode.name}" + (f", not enabled: {', '.join(names)}" if names else "")
+                detail = f"{detail}; {lost}" if detail else lost
         if self._last_board_us is not None and reply.board_time_us < self._last_board_us:
             self._time_base_us += 1 << 32
         self._last_board_us = reply.board_time_us

@@ -79,6 +79,8 @@ _FAULT_FIXES = {
     Fault.UNDERVOLTAGE: "charge or replace the battery, or check the supply",
     Fault.MOTOR_FAILED: "a motor's driver stopped it: read the board's own log, then power-cycle",
     Fault.BAD_COMMAND: "the board refused a command for another motor count: check the robot spec's motors",
+    Fault.DISARMED: "the board left ARMED during a run: check the emergency stop and that no other client "
+    "talks to the board",
     Fault.UNKNOWN: "the board set a fault bit this bridge has no name for: compare the board's firmware with "
     "docs/protocol.md",
 }

@@ -83,14 +83,17 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if not 0 < self.rate_hz < math.inf:
             raise ValueError(f"rate_hz: a finite number > 0, got {self.rate_hz}")
-        if self.duration_s is not None and self.duration_s < 0:
-            raise ValueError(f"duration_s: must not be negative, got {self.duration_s}")
-        if self.approach_speed <= 0:
-            raise ValueError(f"approach_speed: must be positive, got {self.approach_speed}")
-        if self.approach_tolerance < 0:
-            raise ValueError(f"approach_tolerance: must not be negative, got {self.approach_tolerance}")
-        if self.miss_window_s <= 0:
-            raise ValueError(f"miss_window_s: must be positive, got {self.miss_window_s}")
+        # Written so that NaN fails every check: a NaN bound would compare false forever and switch its stop off.
+        if self.duration_s is not None and not self.duration_s >= 0:
+            raise ValueError(f"duration_s: a number of seconds >= 0, or None, got {self.duration_s}")
+        for name in ("approach_speed", "stale_after_s", "miss_window_s"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{name}: a finite number > 0, got {getattr(self, name)}")
+        if not 0 <= self.approach_tolerance < math.inf:
+            raise ValueError(f"approach_tolerance: a finite number >= 0, got {self.approach_tolerance}")
+        if self.max_missed is not None and (isinstance(self.max_missed, bool) or not isinstance(self.max_missed, int)
+                                            or self.max_missed < 0):  # fmt: skip
+            raise ValueError(f"max_missed: a whole number >= 0, or None, got {self.max_missed!r}")
         if self.spin_s is not None and not (0 <= self.spin_s < math.inf):
             raise ValueError(f"spin_s: a finite number of seconds >= 0, or None, got {self.spin_s}")
         if self.nap_s is not None and not (0 < self.nap_s < math.inf):
@@ -275,7 +278,13 @@ class ControlLoop:
         """Move in straight joint-space lines from the armed pose to the start pose at ``approach_speed``.
         Returns the last reply and when it arrived, or None if stopped on the way."""
         last = armed
-        q0 = np.clip(armed[0].joint_pos, self.spec.lower, self.spec.upper)
+        # From the pose the motors hold now, even where a joint rests outside its limits (a sagged leg): a start
+        # clipped to the limits would jump such a joint to its limit in one tick. Every target lies between
+        # that pose and the start pose, so none drives a joint further out.
+        q0 = armed[0].joint_pos.astype(np.float64)
+        if not np.isfinite(q0).all():
+            bad = ", ".join(self.spec.joint_names[i] for i in np.flatnonzero(~np.isfinite(q0)))
+            raise SafetyStop(StopReason.NON_FINITE_OBSERVATION, f"joint position of {bad} not finite once armed")
         distance = float(np.max(np.abs(self.spec.start - q0)))
         if distance <= self.config.approach_tolerance:
             return last
@@ -312,12 +321,15 @@ class ControlLoop:
         end = None
         while not self.stop.is_set():
             tick = deadlines.wait()
-            report.missed_deadlines += tick.missed
             if end is None:
                 end = tick.deadline + (self.config.duration_s if self.config.duration_s is not None else math.inf)
                 started = tick.deadline
             if tick.deadline >= end:
+                # Of the deadlines skipped on the way here, those at or past the end were never the run's.
+                beyond = min(tick.missed, int((tick.deadline - end) / deadlines.period + 1e-9))
+                report.missed_deadlines += tick.missed - beyond
                 break
+            report.missed_deadlines += tick.missed
             monitor.check_deadlines(tick.missed)
             requested = self._requested
             if requested is not active:

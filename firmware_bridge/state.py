@@ -26,6 +26,9 @@ class Fault(IntFlag):
     """The board refused a command (for the wrong number of motors)."""
     UNKNOWN = 256
     """Fault bits the board set that this bridge has no name for (a newer firmware's): treated as faults."""
+    DISARMED = 512
+    """The motors stopped following commands while the bridge had them armed: the board left ARMED (an
+    emergency stop, another client's DISARM, a reset), or a motor no longer reports itself enabled."""
 
 
 @dataclass

@@ -315,6 +315,52 @@ def test_the_approach_moves_slowly_from_the_armed_pose_to_the_start_pose(tmp_pat
     assert report.approach_ticks == int(np.ceil(distance / 0.01)) and report.safety_stop is None
 
 
+def test_a_joint_armed_outside_its_limits_is_brought_in_at_the_approach_speed(tmp_path):
+    with virtual_quadruped() as (robot, bus):
+        arm, exchange, sent = bus.arm, bus.exchange, []
+
+        def arm_reading_a_sagged_knee():  # as a knee resting 0.3 rad past its limit would read
+            state = arm()
+            state.joint_pos[1] = SPEC.upper[1] + 0.3
+            return state
+
+        def recording_exchange(targets):
+            sent.append(np.array(targets))
+            return exchange(targets)
+
+        bus.arm, bus.exchange = arm_reading_a_sagged_knee, recording_exchange
+        report = _loop(bus, _policy(tmp_path), duration_s=0.1, approach_speed=0.5).run()
+    assert report.safety_stop is None and len(sent) == report.approach_ticks > 0
+    steps = np.abs(np.diff(np.array(sent)[:, 1], prepend=SPEC.upper[1] + 0.3))
+    # 0.01 rad a tick at 0.5 rad/s and 50 Hz, the first tick included: no jump to the limit.
+    assert steps.max() <= 0.01 + 1e-9 and sent[-1][1] == pytest.approx(SPEC.start[1])
+
+
+def test_deadlines_past_the_end_of_the_run_are_not_counted_as_missed(tmp_path):
+    runtime, calls = _policy(tmp_path), []
+
+    def policy_slow_on_the_last_tick(obs):
+        calls.append(obs)
+        if len(calls) == 10:
+            time.sleep(0.3)  # 15 periods: the next deadline it reaches lies well past the end
+        return runtime(obs)
+
+    with virtual_quadruped() as (robot, bus):
+        report = _loop(bus, policy_slow_on_the_last_tick, duration_s=10 / SPEC.control_rate_hz,
+                       approach_speed=20.0).run()  # fmt: skip
+    assert report.safety_stop is None and report.ticks + report.missed_deadlines == 10
+
+
+def test_a_board_that_leaves_armed_mid_run_stops_the_loop_naming_it(tmp_path):
+    with virtual_quadruped() as (robot, bus):
+        threading.Timer(0.5, robot.disarm, kwargs={"torque_off": False}).start()  # an emergency stop, say
+        report = _loop(bus, _policy(tmp_path), duration_s=3.0, approach_speed=20.0).run()
+        assert robot.mode is BoardMode.DISARMED
+    assert report.stop_reason is StopReason.MOTOR_FAULT and report.safe_state_reached
+    assert "DISARMED (board mode DAMPING, not enabled: front_left_hip" in report.safety_stop
+    assert 5 < report.ticks < 50
+
+
 @pytest.mark.parametrize("nap_s, spin_s, expected_spin_s", [(0.5e-3, None, 1e-3), (None, 3e-4, 3e-4)])
 def test_the_loop_paces_with_its_configured_naps_and_spin(tmp_path, monkeypatch, nap_s, spin_s, expected_spin_s):
     waits = []
@@ -432,3 +478,9 @@ def test_bad_loop_settings_are_refused_with_the_field_name():
     for slack in (0, -1, 1.5, True, 1_000_000_001):
         with pytest.raises(ValueError, match="timer_slack_ns"):
             LoopConfig(rate_hz=50, timer_slack_ns=slack)
+    # NaN compares false with every bound: as a stale limit it would switch the stale-state stop off.
+    for field, bad in [("stale_after_s", math.nan), ("stale_after_s", 0), ("approach_speed", math.nan),
+                       ("duration_s", math.nan), ("miss_window_s", math.inf), ("approach_tolerance", math.nan),
+                       ("max_missed", -1), ("max_missed", 2.5)]:  # fmt: skip
+        with pytest.raises(ValueError, match=field):
+            LoopConfig(rate_hz=50, **{field: bad})

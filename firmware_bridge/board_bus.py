@@ -18,8 +18,8 @@ import zmq
 from firmware_bridge.calibration import Calibration
 from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus, MotorInfo, ReplyLate
 from firmware_bridge.motor_messages import (
-    BoardMode,
     Arm,
+    BoardMode,
     CommandWriter,
     Disarm,
     DisarmMode,
@@ -28,7 +28,9 @@ from firmware_bridge.motor_messages import (
     Info,
     InfoRequest,
     Message,
+    MessageError,
     MotorStatus,
+    POSITION_SCALE,
     State,
     encode_body,
 )
@@ -157,6 +159,7 @@ class BoardBus(MotorBus):
         self._kp, self._kd, self._torque = np.empty(n), np.empty(n), np.zeros(n)
         self._kp[self._slot_of_joint], self._kd[self._slot_of_joint] = spec.kp, spec.kd
         self._commands = CommandWriter(n)
+        self._check_encodable(spec)
         self._seq = 0
         self._stale_replies = 0
         self._timeouts = 0
@@ -168,6 +171,19 @@ class BoardBus(MotorBus):
         self._armed = False
         """Between an ARM and the next DISARM: every state must then show the board ARMED, every motor enabled."""
 
+    def _check_encodable(self, spec: RobotSpec) -> None:
+        """Every target inside a joint's limits must fit the COMMAND's position field once calibrated: else
+        the first one past the field's range would fail a tick mid-run instead of the bus failing to open."""
+        reach = 32767 * POSITION_SCALE
+        ends = np.stack([self._motor_from_joint(spec.lower), self._motor_from_joint(spec.upper)])
+        for j in np.flatnonzero(np.abs(ends).max(axis=0) > reach):
+            raise BusError(
+                f"robot {spec.name}: joint {spec.joint_names[j]}'s limits [{spec.lower[j]:g}, {spec.upper[j]:g}] rad "
+                f"are motor angles [{ends[:, j].min():g}, {ends[:, j].max():g}] rad with its calibration (offset "
+                f"{self._offset[j]:g}, direction {self._direction[j]:+g}); the motor board protocol carries "
+                f"+/-{reach:g} rad"
+            )
+
     def exchange(self, targets: np.ndarray) -> RobotState:
         self.send_command(targets)
         return self.collect_reply()
@@ -178,7 +194,11 @@ class BoardBus(MotorBus):
             raise ValueError(f"targets: expected shape ({self.spec.num_joints},), got {targets.shape}")
         self._motor[self._slot_of_joint] = self._motor_from_joint(targets)
         seq = self._next_seq()
-        self.link.send(self._commands.body(seq, self._motor, self._kp, self._kd, self._torque))
+        try:
+            body = self._commands.body(seq, self._motor, self._kp, self._kd, self._torque)
+        except MessageError as exc:  # a target the wire cannot carry: the loop's bus-error stop, not a crash
+            raise BusError(f"motor board: COMMAND seq {seq} not sent: {exc} (wire slots in motor id order)") from None
+        self.link.send(body)
         self._pending = (seq, time.monotonic() + self.timeout_s)
 
     def collect_reply(self, wait_s: float | None = None) -> RobotState:

@@ -235,6 +235,8 @@ class ControlLoop:
         )
         previous_slack = self._set_timer_slack(report)
         try:
+            if self.stop.is_set():  # Ctrl-C or SIGTERM while the bus opened: the motors are never armed
+                return report
             armed = self._guard(self.bus.arm)
             arrived = clock()
             monitor.check_state(armed, arrived)

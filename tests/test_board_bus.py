@@ -305,6 +305,21 @@ def test_calibration_maps_motor_angles_to_joint_angles_both_ways(tmp_path):
     assert moved[0] == pytest.approx(1.0, abs=0.05)  # motor = direction * joint + offset = 0.75 + 0.25
 
 
+def test_a_calibration_whose_limits_the_wire_cannot_carry_is_refused_when_the_bus_opens():
+    joints = {name: JointCalibration() for name in SPEC.joint_names}
+    joints["front_left_knee"] = JointCalibration(offset=-1.8)  # as a knee calibrated at -3.0 rad would write
+    with _virtual(lockstep=True, watchdog_s=0) as server:
+        with pytest.raises(BusError, match=r"joint front_left_knee's limits \[-2.6, -0.2\] rad are motor angles "
+                                           r"\[-4.4, -2\] rad .* carries \+/-3.2767 rad"):  # fmt: skip
+            with open_bus(SPEC, port=server.path, calibration=Calibration("quadruped", joints)):
+                pass
+        with open_bus(SPEC, port=server.path, timeout_s=0.5) as bus:
+            # A target past the field's range (the approach from a pose outside the limits may ask one) fails as
+            # a bus error, which the loop turns into a safety stop.
+            with pytest.raises(BusError, match=r"COMMAND seq \d+ not sent: position\[1\]: -4.0 is outside"):
+                bus.send_command(np.where(np.arange(8) == 1, -4.0, SPEC.start))
+
+
 def test_calibration_for_another_robot_or_joint_set_is_refused():
     with pytest.raises(ConfigError, match="robot: calibration is for 'claw', the robot spec is 'quadruped'"):
         Calibration("claw", {}).arrays(SPEC)

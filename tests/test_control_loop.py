@@ -283,6 +283,17 @@ def test_setting_stop_ends_the_run_cleanly_in_the_safe_state(tmp_path):
     assert report.safety_stop is None and report.safe_state_reached and report.ticks >= 3
 
 
+def test_a_stop_asked_before_the_loop_runs_never_arms_the_motors(tmp_path):
+    stop = threading.Event()
+    stop.set()  # Ctrl-C while the bus was opening
+    with virtual_quadruped() as (robot, bus):
+        arms, arm = [], robot.arm
+        robot.arm = lambda: arms.append(1) or arm()
+        report = _loop(bus, _policy(tmp_path), stop=stop).run()
+        assert robot.mode is BoardMode.DISARMED
+    assert arms == [] and report.ticks == report.approach_ticks == 0 and report.safe_state_reached
+
+
 def test_the_safe_stop_damps_first_and_switches_the_torque_off_after_the_hold(tmp_path):
     with virtual_quadruped() as (robot, bus):
         received = []

@@ -35,6 +35,12 @@ def _write_atomic(path: Path, data: bytes, fsync: bool) -> None:
             f.flush()
             os.fsync(f.fileno())
     tmp.replace(path)
+    if fsync:  # the rename itself is an entry in the directory: without this a power loss can undo it
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def pack_frames(frames: list[bytes | memoryview]) -> bytes:

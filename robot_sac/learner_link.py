@@ -14,6 +14,7 @@ Anything that does not decode is counted and dropped; the thread never dies of a
 from __future__ import annotations
 
 import copy
+import math
 import queue
 import threading
 import time
@@ -404,7 +405,9 @@ class LearnerLink:
         rec = self._record(hello.robot, hello.spool, routing_id, key, hello.interface_hash)
         if rec is None:
             return
-        rec.running_version = max(rec.running_version, hello.policy_version)
+        # What the robot says it runs now, even an older version than it accepted before (a bridge restarted
+        # with its original file): the newest is then pushed to it again.
+        rec.running_version = hello.policy_version
         self._ack(sock, rec)
         version, sent_at = rec.last_push
         if self._latest_policy is not None and (version != self._latest_policy[0] or
@@ -439,8 +442,10 @@ class LearnerLink:
             return
         expected = rec.received + 1
         if batch.first_seq > expected and batch.lowest_held > expected:
-            # The robot let these go (spool full): wait for them no longer.
+            # The robot let these go (spool full): wait for them no longer. They belong to the episode still open,
+            # or begin the one these rows continue: its return is unknown.
             rec.lost += batch.lowest_held - expected
+            rec.episode_return, rec.episode_rows = math.nan, rec.episode_rows + batch.lowest_held - expected
             rec.received, expected = batch.lowest_held - 1, batch.lowest_held
         if batch.first_seq > expected:
             rec.gaps += 1

@@ -30,6 +30,7 @@ from sim.task import TaskSpec
 
 PERIOD_TOLERANCE = 0.5
 """A row is stored when its ``dt`` is within this fraction of the robot's control period of it."""
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -54,7 +55,8 @@ class Scored:
     fell). Not stored; it ends an episode still open (one whose terminating row could not be scored) and adds
     nothing to any return."""
     non_finite: int = 0
-    """Rows dropped for NaN or infinity anywhere in them."""
+    """Rows dropped for NaN or infinity anywhere in them, or for a reward too large for float32 (readings so
+    large that the reward overflows)."""
     unscorable: int = 0
     """Rows the reward code could not score (a sensor or goal it needs is missing)."""
     off_period: int = 0
@@ -106,6 +108,9 @@ class TransitionScorer:
             try:
                 # The reward first: its errors name the sensor or goal a row lacks.
                 reward, _ = self.reward(transition)
+                if not abs(reward) <= _FLOAT32_MAX:  # huge readings (a glitch, a hostile peer) overflow the buffer
+                    non_finite += 1
+                    continue
                 if self.kind.terminated(state, self.task.criteria):
                     after_termination[i - start] = True
                     continue

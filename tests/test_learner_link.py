@@ -11,12 +11,15 @@ import zmq
 
 from firmware_bridge.learner_uplink import LearnerUplink, UplinkConfig
 from firmware_bridge.learner_wire import (
+    Hello,
     MessageType,
     PolicyResult,
     TransitionLayout,
     decode_ack,
+    decode_policy,
     decode_transitions,
     encode_ack,
+    encode_hello,
     encode_policy_result,
     encode_transitions,
     parse_header,
@@ -84,6 +87,18 @@ def test_duplicates_are_dropped_gaps_refused_and_lost_numbers_skipped(link, deal
     assert [(i.last_seq, len(i.scored)) for i in items] == [(3, 4), (5, 2), (13, 6)]
     # A new spool (a robot whose disk was replaced) numbers from 0 again and is not taken for duplicates.
     assert exchange(dealer, 0, spool="ffee00112233aabb").received == 3
+
+
+def test_rows_a_robot_lost_leave_the_return_of_the_episode_they_belonged_to_unknown(link, dealer):
+    exchange(dealer, 0)  # rows 0-3 of an episode that ends at row 5; the robot's spool let 4-7 go
+    b = batch(LAYOUT, 2, 8, ("valve_angle", "valve_velocity"), interface_hash=HASH, lowest_held=8)
+    b.arrays["time_limit"][1] = 1  # rows 8-9 end the next episode, whose start was lost too
+    dealer.send_multipart(encode_transitions(b, LAYOUT))
+    assert dealer.poll(5000)
+    dealer.recv_multipart()
+    rec = link.robots["claw-1"]
+    # One episode's end and another's start were lost: what is left is not one episode with a known return.
+    assert (rec.lost, rec.episodes, rec.episodes_unscored, rec.episode_returns) == (4, 0, 1, [])
 
 
 def _connect(link):
@@ -230,6 +245,33 @@ def test_a_policy_result_from_another_connection_than_the_robots_is_dropped(link
     assert (record.policy_versions_accepted, record.running_version) == ([7], 7)
 
 
+def test_a_robot_restarted_with_an_older_policy_is_sent_the_newest_again(link, dealer, monkeypatch):
+    monkeypatch.setattr(learner_link, "RESEND_POLICY_AFTER_S", 0.3)
+
+    def hello_and_policies(sock, version):
+        sock.send_multipart(encode_hello(Hello("claw-1", "00aa11bb22cc33dd", 0, 0, version, "", HASH, "claw_turn")))
+        got, end = [], time.monotonic() + 0.6
+        while time.monotonic() < end:
+            if sock.poll(50):
+                frames = sock.recv_multipart()
+                kind, header = parse_header(frames)
+                if kind is MessageType.POLICY:
+                    got.append(decode_policy(header, frames).version)
+        return got
+
+    hello_and_policies(dealer, 3)
+    link.publish(7, b"onnx bytes")
+    assert 7 in hello_and_policies(dealer, 3)
+    dealer.send_multipart(encode_policy_result(PolicyResult("claw-1", 7, "0" * 64, True)))
+    assert hello_and_policies(dealer, 7) == [] and link.robots["claw-1"].running_version == 7
+    restarted = _connect(link)  # the bridge restarted with its original file, version 3
+    try:
+        assert 7 in hello_and_policies(restarted, 3) + hello_and_policies(restarted, 3)
+        assert link.robots["claw-1"].running_version == 3
+    finally:
+        restarted.close()
+
+
 def test_the_versions_pushed_to_a_robot_are_bounded_and_a_version_sent_again_listed_once():
     class Socket:  # stands in for the ROUTER socket: what _push sends, kept
         def __init__(self):
@@ -279,6 +321,14 @@ def test_rows_are_scored_by_the_task_code_and_non_finite_rows_dropped(link, deal
     scored = link.ingest.get(timeout=5).scored
     assert len(scored) == 2 and scored.non_finite == 1
     assert np.all(np.isfinite(scored.reward)) and not np.all(scored.reward == 0)
+
+
+def test_readings_so_large_that_the_reward_overflows_float32_are_dropped_as_non_finite():
+    b = batch(LAYOUT, 3, 0, ("valve_angle", "valve_velocity"), interface_hash=HASH)
+    b.arrays["next_state.joint_current"][1, :] = 1e30  # finite in float32: a glitched reading, or a hostile peer
+    scored = TransitionScorer(TaskSpec.load("claw_turn"), SPEC).score(b)
+    assert (len(scored), scored.non_finite) == (2, 1)
+    assert np.isfinite(scored.reward).all() and np.isnan(scored.row_reward[1])
 
 
 def test_a_row_that_cannot_be_scored_still_ends_its_episode_and_its_return_is_not_recorded():

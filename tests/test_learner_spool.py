@@ -1,5 +1,7 @@
 """The robot's spool: numbering across restarts, bounded size, deletion only of what the learner made durable."""
 
+import os
+
 import pytest
 
 from firmware_bridge.learner_spool import Spool, SpoolError
@@ -53,3 +55,20 @@ def test_a_damaged_batch_file_is_named(tmp_path):
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(SpoolError, match=path.name):
         spool.read(0)
+
+
+
+def test_with_fsync_each_batch_and_its_rename_reach_the_disk(tmp_path, monkeypatch):
+    synced, fsync = [], os.fsync
+
+    def recording_fsync(fd):
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    spool = Spool(tmp_path, fsync=True)
+    synced.clear()
+    spool.add(2, frames)
+    batch = str(tmp_path / "0000000000000000-000002.batch")
+    # Each file's bytes under its temporary name, then the directory that holds its rename.
+    assert synced[:2] == [batch + ".tmp", str(tmp_path)] and synced[-1] == str(tmp_path)

@@ -147,6 +147,21 @@ class Spool:
         self.held -= count
         self._path(first, count).unlink(missing_ok=True)
 
+    def batches(self) -> list[int]:
+        """The first numbers of the batches held, oldest first."""
+        return list(self._firsts)
+
+    def set_aside(self, first: int, folder: str) -> int:
+        """Move the batch starting at ``first`` into ``folder`` under the spool, out of the numbering's way: it
+        is no longer held (``lowest_held`` moves past it, so the learner counts it lost instead of waiting for
+        it) but stays on disk for whoever wants it. Returns its transition count."""
+        count, _ = self._index[first]
+        path = self._path(first, count)
+        (self.directory / folder).mkdir(exist_ok=True)
+        path.replace(self.directory / folder / path.name)
+        self._delete(first)  # its unlink finds the file gone
+        return count
+
     def forget_through(self, seq: int) -> int:
         """Delete every batch whose last number is at most ``seq`` (the learner made them durable); returns
         the number of transitions deleted."""

@@ -29,7 +29,7 @@ import numpy as np
 import zmq
 
 from firmware_bridge import curve_keys
-from firmware_bridge.learner_spool import Spool
+from firmware_bridge.learner_spool import Spool, SpoolError
 from firmware_bridge.learner_wire import (
     MAX_BATCH,
     MAX_HEADER_BYTES,
@@ -139,6 +139,8 @@ class LearnerUplink:
         # Read now, so a missing key file stops the command before the robot moves.
         self._keys = curve_keys.client_keys(config.keys_dir, config.client_name) if config.keys_dir else None
         self.spool = Spool(config.spool_dir, config.spool_max_bytes, config.spool_fsync)
+        self.set_aside: dict[str, int] = self._set_aside_foreign_batches()
+        """Transitions moved out of the spool at start, by the folder (under the spool) they went to."""
         self.refusals: list[tuple[int, list[str]]] = []
         """(version, problems) of every policy refused."""
         self.swaps: list[tuple[int, float]] = []
@@ -162,8 +164,28 @@ class LearnerUplink:
         self._received = -1
         """Highest number the learner said it holds with nothing missing below."""
         self._in_flight: deque[tuple[int, float]] = deque()  # (last seq of a sent batch, when sent)
+        self._last_rewind: tuple[int, float] = (-2, -float("inf"))
+        """(the number acknowledged, when) of the latest rewind on an acknowledgement."""
         self._thread = threading.Thread(target=self._work, name="learner-uplink", daemon=True)
         self._thread.start()
+
+    def _set_aside_foreign_batches(self) -> dict[str, int]:
+        """Batches an earlier run left unacknowledged under another observation interface (the robot spec or
+        task has changed since), or that cannot be read back: no learner of this run takes them, and sent first
+        they would hold back every batch after them (the learner answers each with a gap). They go to a folder
+        of the spool named for their interface; the learner counts their numbers as lost."""
+        moved: dict[str, int] = {}
+        for first in self.spool.batches():
+            try:
+                _, header = parse_header(self.spool.read(first))
+                interface = str(header.get("interface_hash"))
+            except (SpoolError, WireError):
+                interface = None
+            if interface == self.interface_hash:
+                continue
+            folder = "unreadable" if interface is None else f"interface-{interface[:12]}"
+            moved[folder] = moved.get(folder, 0) + self.spool.set_aside(first, folder)
+        return moved
 
     # -- the loop's side --------------------------------------------------------------------------
 
@@ -202,7 +224,7 @@ class LearnerUplink:
 
     def counters(self) -> dict[str, int]:
         return {**self._counts, "spool_held": self.spool.held, "spool_dropped": self.spool.dropped,
-                "policy_version": self.policy_version}  # fmt: skip
+                "spool_set_aside": sum(self.set_aside.values()), "policy_version": self.policy_version}  # fmt: skip
 
     # -- the uplink thread --------------------------------------------------------------------------
 
@@ -418,8 +440,14 @@ class LearnerUplink:
             self._counts["bad_messages"] += 1
             return
         if ack.gap or ack.received < self._received:
-            # A gap, or a learner that restarted from a checkpoint older than what it had acknowledged.
-            self._rewind(ack.received)
+            # A gap, or a learner that restarted from a checkpoint older than what it had acknowledged. Every
+            # batch in flight behind a hole draws its own gap answer: one rewind per hole (and per resend_after_s)
+            # sends the window again once, not once per batch answered.
+            now = time.monotonic()
+            target, when = self._last_rewind
+            if ack.received != target or now - when > self.config.resend_after_s:
+                self._rewind(ack.received)
+                self._last_rewind = (ack.received, now)
         else:
             self._received = ack.received
             while self._in_flight and self._in_flight[0][0] <= ack.received:

@@ -17,6 +17,7 @@ raises ``MotorFault`` naming the motor and its error bits.
 
 from __future__ import annotations
 
+import math
 import select
 import termios
 import time
@@ -28,6 +29,7 @@ from dynamixel_sdk import COMM_RX_TIMEOUT, COMM_SUCCESS, GroupSyncRead, GroupSyn
 from firmware_bridge.calibration import Calibration
 from firmware_bridge.dynamixel_packets import ALERT
 from firmware_bridge.dynamixel_table import (
+    BUS_WATCHDOG_UNIT,
     UNITS,
     XM430,
     HardwareError,
@@ -194,24 +196,38 @@ class DynamixelBus(MotorBus):
             detail = f"unreadable: {exc}"
         return MotorFault(dxl_id, f"dynamixel id {dxl_id} reports a hardware error (HARDWARE_ERROR_STATUS: {detail})")
 
+    @property
+    def watchdog_raw(self) -> int:
+        """BUS_WATCHDOG as ``arm`` sets it, in 20 ms units: the motors' own last line, armed with the torque.
+        After this long without an instruction packet each motor stops where it is, and refuses goals until
+        the next ``arm``. Three control periods, at least 100 ms (as a motor board's): a stall that long also
+        costs the loop more missed deadlines than its default budget allows, so the loop stops itself too."""
+        units = max(0.1, 3.0 / self.spec.control_rate_hz) / BUS_WATCHDOG_UNIT.scale
+        return min(127, math.ceil(round(units, 9)))
+
     def arm(self) -> RobotState:
+        watchdog = self.watchdog_raw
         for i in self.joint_ids:
             if self.read_register(i, XM430.OPERATING_MODE) != OperatingMode.POSITION:
                 self.write_register(i, XM430.TORQUE_ENABLE, 0)  # the mode is in EEPROM: torque must be off
                 self.write_register(i, XM430.OPERATING_MODE, OperatingMode.POSITION)
             if self.read_register(i, XM430.POSITION_P_GAIN) == 0:  # left by a damping step
                 self.write_register(i, XM430.POSITION_P_GAIN, XM430.POSITION_P_GAIN.value.default)
+            # 0 first: it clears a trip left by an earlier session (-1), which holds the goal registers read-only.
+            self.write_register(i, XM430.BUS_WATCHDOG, 0)
+            self.write_register(i, XM430.BUS_WATCHDOG, watchdog)
         for i in self.joint_ids:
             self.write_register(i, XM430.TORQUE_ENABLE, 1)
         return self.read_state()
 
     def damp(self) -> RobotState:
-        """Position P gain 0 on every joint at once (one SYNC_WRITE), torque staying on."""
-        gain = XM430.POSITION_P_GAIN.value
-        writer = GroupSyncWrite(self.port, self.ph, gain.address, gain.size)
-        for i in self.joint_ids:
-            writer.addParam(i, list(encode_raw(XM430.POSITION_P_GAIN, 0)))
-        self._check(writer.txPacket(), 0, "SYNC_WRITE position P gain 0", None)
+        """The bus watchdog off (the damping hold sends nothing), then position P gain 0 on every joint at once
+        (one SYNC_WRITE each), torque staying on."""
+        for reg, what in ((XM430.BUS_WATCHDOG, "bus watchdog off"), (XM430.POSITION_P_GAIN, "position P gain 0")):
+            writer = GroupSyncWrite(self.port, self.ph, reg.value.address, reg.value.size)
+            for i in self.joint_ids:
+                writer.addParam(i, list(encode_raw(reg, 0)))
+            self._check(writer.txPacket(), 0, f"SYNC_WRITE {what}", None)
         return self._sync_read()[0]
 
     def torque_off(self) -> RobotState:

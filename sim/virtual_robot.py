@@ -132,6 +132,14 @@ class VirtualRobot:
             self._state = self.backend.step(self._targets, self.spec.control_period)
         return True
 
+    def feed_watchdog(self) -> None:
+        """Count an instruction that carries no command as news from the host (a Dynamixel's bus watchdog counts
+        every packet); checked first, with the same clock reading, as ``command`` does."""
+        now = self.clock()
+        self.poll(now)
+        if self.mode is BoardMode.ARMED:
+            self._last_command = now
+
     def state(self) -> RobotState:
         """What the sensors report: the physics state with the dynamics' sensor noise and bias."""
         self.poll()

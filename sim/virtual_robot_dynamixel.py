@@ -8,7 +8,10 @@ its targets; torque on for every joint arms it, torque off for any disarms
 it; position P gain 0 on every joint with torque on is damping (the D gain
 alone acts). The passive encoder ids report the valve angle and velocity;
 the robot's per-joint fault drills show in HARDWARE_ERROR_STATUS and so as
-the alert bit of that motor's status packets. Unlike a real motor, ID and
+the alert bit of that motor's status packets. BUS_WATCHDOG, once the host
+sets it on every joint, is the robot's watchdog: when it expires the motors
+stop where they are, torque on, and refuse goals until it is written again
+(the robot's own ``watchdog_s`` does not apply). Unlike a real motor, ID and
 baud rate cannot be changed.
 
 As on real motors, reads answer from the present registers of the latest
@@ -54,7 +57,11 @@ _ALLOWED = {
     XM430.OPERATING_MODE: {m.value for m in OperatingMode},
     XM430.STATUS_RETURN_LEVEL: {0, 1, 2},
     XM430.BAUD_RATE: set(range(7)),
+    XM430.BUS_WATCHDOG: set(range(128)),  # -1 is the motor's own report of a trip
 }
+# While a motor's bus watchdog has tripped, its goal registers are read-only (a write: DATA_RANGE).
+_GOALS = {XM430.GOAL_CURRENT, XM430.GOAL_VELOCITY, XM430.GOAL_POSITION}
+_WATCHDOG_TRIPPED = -1
 # Status Return Level -> the instructions that still get a status packet (2: all of them).
 _ANSWERED_AT_LEVEL = {
     0: {Instruction.PING},
@@ -125,6 +132,8 @@ class XM430Memory:
             raw = decode_raw(reg, data[info.address - address :])
             if reg in _ALLOWED and raw not in _ALLOWED[reg]:
                 return StatusError.DATA_RANGE
+            if reg in _GOALS and self.get(XM430.BUS_WATCHDOG) == _WATCHDOG_TRIPPED:
+                return StatusError.DATA_RANGE
         self.table[address:end] = data
         return StatusError.NONE
 
@@ -147,6 +156,8 @@ class DynamixelChain:
         self._joint_memories = [self.memories[i] for i in self.joint_ids]
         self._sampled = self._joint_memories + [self.memories[i] for i in self.encoder_ids.values()]
         self.parser = PacketParser()
+        # The motors' watchdog is their BUS_WATCHDOG register, off until the host sets it (``_after_write``).
+        robot.watchdog_s = 0.0
         self._torque_was_on = False
         self._pending_goals: np.ndarray | None = None
         self._packets: dict[tuple[int, int, bytes], bytes] = {}
@@ -198,6 +209,7 @@ class DynamixelChain:
             self._sync_read(*self._last_sync_read)  # the host's next tick reads the same block
 
     def _handle(self, packet: Packet) -> list[tuple[float, bytes] | None]:
+        self.robot.feed_watchdog()
         self._sync_with_robot()
         inst, params = packet.instruction, packet.params
         if packet.dxl_id == BROADCAST_ID:
@@ -280,7 +292,12 @@ class DynamixelChain:
             if not any(m.get(XM430.POSITION_P_GAIN) for m in self._joint_memories):
                 self.robot.disarm(torque_off=False)
                 self.sample()
-        if XM430.GOAL_POSITION in touched and all(torque):
+        if XM430.BUS_WATCHDOG in touched:
+            # One watchdog for the robot, fed by every instruction packet: on while every joint has one set, at
+            # the shortest of them.
+            watchdogs = [m.get(XM430.BUS_WATCHDOG) for m in self._joint_memories]
+            self.robot.watchdog_s = min(watchdogs) * UNITS[XM430.BUS_WATCHDOG].scale if min(watchdogs) > 0 else 0.0
+        if XM430.GOAL_POSITION in touched and all(torque) and not self._watchdog_tripped:
             goals = np.array([to_si(XM430.GOAL_POSITION, m.get(XM430.GOAL_POSITION)) for m in self._joint_memories])
             if self.robot.lockstep:
                 self.robot.command(goals)
@@ -288,9 +305,18 @@ class DynamixelChain:
             else:
                 self._pending_goals = goals
 
+    @property
+    def _watchdog_tripped(self) -> bool:
+        return any(m.get(XM430.BUS_WATCHDOG) == _WATCHDOG_TRIPPED for m in self._joint_memories)
+
     def _sync_with_robot(self) -> None:
-        """A watchdog trip inside the robot shows on the wire as torque switched off on every joint."""
-        if self._torque_was_on and self.robot.watchdog_latched:
-            for memory in self._joint_memories:
-                memory.set(XM430.TORQUE_ENABLE, 0)
-            self._torque_was_on = False
+        """A watchdog trip inside the robot is the XM430s' bus watchdog expiring: each motor stops where it is,
+        torque on, BUS_WATCHDOG reads -1 and the goal registers refuse writes until the host writes 0 there."""
+        if not self.robot.watchdog_latched:
+            return
+        self._pending_goals = None
+        self.robot.watchdog_s = 0.0
+        self.robot.arm()  # holding the present pose, as a stopped motor does
+        for memory in self._joint_memories:
+            memory.set(XM430.BUS_WATCHDOG, _WATCHDOG_TRIPPED)
+            memory.set(XM430.GOAL_POSITION, memory.get(XM430.PRESENT_POSITION))

@@ -140,19 +140,37 @@ def test_a_vanished_adapter_is_a_bus_error_and_leaves_the_port_free_for_the_safe
         os.close(slave)
 
 
-def test_watchdog_switches_torque_off_until_torque_is_enabled_again():
-    robot = build_robot(SPEC, MujocoBackend(SPEC), watchdog_s=0.05)
+def test_the_bus_watchdog_the_bridge_arms_stops_the_motors_where_they_are_until_armed_again():
+    robot = build_robot(SPEC, MujocoBackend(SPEC), watchdog_s=0.05)  # the motors' register decides, not this
     with serving(make_server(robot, serial=True)) as server, open_bus(SPEC, port=server.path, timeout_s=0.5) as bus:
+        for i in IDS:  # torque on without the watchdog, as a host that never sets it leaves the motors
+            bus.write_register(i, XM430.TORQUE_ENABLE, 1)
+        time.sleep(0.2)
+        assert robot.counters.watchdog_trips == 0 and robot.mode is BoardMode.ARMED
         bus.arm()
+        # Three control periods of the claw's 10 Hz, in 20 ms units.
+        assert bus.watchdog_raw == 15 and [bus.read_register(i, XM430.BUS_WATCHDOG) for i in IDS] == [15] * len(IDS)
         bus.exchange(SPEC.start)
-        time.sleep(0.15)
-        torque = [bus.read_register(i, XM430.TORQUE_ENABLE) for i in IDS]
-        assert torque == [0] * len(IDS) and robot.counters.watchdog_trips == 1
-        bus.exchange(SPEC.start)
-        assert robot.mode is BoardMode.DISARMED  # goals alone do not re-arm
-        bus.arm()
-        assert robot.mode is BoardMode.ARMED and not robot.watchdog_latched
+        time.sleep(0.45)
+        assert robot.counters.watchdog_trips == 1
+        assert [bus.read_register(i, XM430.BUS_WATCHDOG) for i in IDS] == [-1] * len(IDS)
+        assert [bus.read_register(i, XM430.TORQUE_ENABLE) for i in IDS] == [1] * len(IDS)  # stopped, not limp
+        held = bus.read_state().joint_pos
+        away = np.clip(SPEC.start + 0.4, SPEC.lower, SPEC.upper)
+        for _ in range(5):
+            bus.exchange(away)  # goals refused: it stays where it stopped
+            time.sleep(0.05)
+        np.testing.assert_allclose(bus.read_state().joint_pos, held, atol=0.02)
+        with pytest.raises(BusError, match="WRITE GOAL_POSITION.* refused"):
+            bus.write_register(IDS[0], XM430.GOAL_POSITION, 2048)
+        bus.arm()  # clears the trip and sets the watchdog again
+        for _ in range(10):
+            bus.exchange(away)
+            time.sleep(0.05)
+        assert np.abs(bus.read_state().joint_pos - held).max() > 0.1
         bus.safe_stop()
+        assert [bus.read_register(i, XM430.BUS_WATCHDOG) for i in IDS] == [0] * len(IDS)  # off for the hold
+    assert robot.counters.watchdog_trips == 1
 
 
 def test_random_instruction_packets_never_crash_the_chain_and_it_still_answers():

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--watchdog-ms",
         type=float,
-        help="go safe after this long without a command (0: off; default 100, or 3 control periods if longer)",
+        help="the motor board goes safe after this long without a command (0: off; default 100, or 3 control "
+        "periods if longer); a Dynamixel chain's motors stop on the BUS_WATCHDOG the host sets instead",
     )
     parser.add_argument(
         "--drop-sensor",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import re
+import secrets
 import threading
 import time
 from collections import deque
@@ -129,6 +130,8 @@ class LearnerUplink:
         self.task = builder.task
         self.goals = builder.new_history(goals).goals
         self.interface_hash = builder.interface_hash()
+        self.run_id = secrets.token_hex(8)
+        """Marks this run's batches: the learner ends an episode the previous run left open (it died)."""
         self.layout = TransitionLayout(builder.dim, self.spec.num_joints, self.spec.num_joints)
         self.swap = swap
         self._swap_lock = threading.Lock()
@@ -164,6 +167,10 @@ class LearnerUplink:
         self._received = -1
         """Highest number the learner said it holds with nothing missing below."""
         self._in_flight: deque[tuple[int, float]] = deque()  # (last seq of a sent batch, when sent)
+        self._heard_from_learner = False
+        """Whether an acknowledgement has come since start: till then (or ``resend_after_s``) nothing is sent, so
+        a restarted robot does not resend what the learner already holds."""
+        self._started = time.monotonic()
         self._last_rewind: tuple[int, float] = (-2, -float("inf"))
         """(the number acknowledged, when) of the latest rewind on an acknowledgement."""
         self._thread = threading.Thread(target=self._work, name="learner-uplink", daemon=True)
@@ -370,7 +377,7 @@ class LearnerUplink:
 
         def encode(first_seq: int) -> list:
             batch = TransitionBatch(self.config.robot_id, self.spool.spool_id, first_seq, self.spool.lowest_held,
-                                    self.interface_hash, self.goals, extras, arrays)  # fmt: skip
+                                    self.interface_hash, self.goals, extras, arrays, self.run_id)  # fmt: skip
             return encode_transitions(batch, self.layout)
 
         self.spool.add(len(same), encode)
@@ -393,6 +400,8 @@ class LearnerUplink:
             pass  # no connection yet; the next heartbeat tries again
 
     def _send(self, sock: zmq.Socket, now: float) -> None:
+        if not self._heard_from_learner and now - self._started < self.config.resend_after_s:
+            return  # the answer to the first hello says where to start
         while len(self._in_flight) < self.config.window:
             found = self.spool.batch_from(max(self._cursor, self.spool.lowest_held))
             if found is None:
@@ -450,8 +459,10 @@ class LearnerUplink:
                 self._last_rewind = (ack.received, now)
         else:
             self._received = ack.received
+            self._cursor = max(self._cursor, ack.received + 1)  # what the learner holds is not sent (again)
             while self._in_flight and self._in_flight[0][0] <= ack.received:
                 self._in_flight.popleft()
+        self._heard_from_learner = True
         self._counts["acked"] += self.spool.forget_through(ack.durable)
 
     def _on_policy(self, sock: zmq.Socket, msg) -> None:

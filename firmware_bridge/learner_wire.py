@@ -116,6 +116,9 @@ class TransitionBatch:
     extras: list[str]
     """Names of the columns of ``state.extras`` / ``next_state.extras``."""
     arrays: dict[str, np.ndarray]
+    run: str = ""
+    """The robot program's run that recorded these rows (random per start; "" from robots before it existed): a
+    run that died cannot flag its last episode's end, so the next run's rows must not continue it."""
 
     @property
     def count(self) -> int:
@@ -209,6 +212,7 @@ def encode_transitions(m: TransitionBatch, layout: TransitionLayout) -> list[byt
         MessageType.TRANSITIONS, robot=m.robot, spool=m.spool, first_seq=int(m.first_seq),
         lowest_held=int(m.lowest_held), interface_hash=m.interface_hash,
         goals={k: float(v) for k, v in m.goals.items()}, extras=list(m.extras), arrays=specs,
+        **({"run": m.run} if m.run else {}),
     )
     return [header, *frames]
 
@@ -375,4 +379,5 @@ def decode_transitions(header: dict, frames: list[bytes], layout: TransitionLayo
         robot=_name(header, "robot"), spool=_name(header, "spool"), first_seq=_seq(header, "first_seq"),
         lowest_held=_seq(header, "lowest_held"), interface_hash=_sha(header, "interface_hash"),
         goals=_float_map(header, "goals", MAX_GOALS), extras=list(extras), arrays=arrays,
+        run=_name(header, "run") if "run" in header else "",
     )

@@ -99,6 +99,8 @@ class RobotRecord:
     episode_return: float = 0.0
     episode_rows: int = 0
     """Rows in the episode still open: a row after a termination ends it only if it has some."""
+    run: str = ""
+    """The robot program's run whose rows came last (``TransitionBatch.run``)."""
     routing_id: bytes | None = None
     key: str | None = None
     """The CURVE public key the robot first spoke with; another key claiming this id is refused while this one is
@@ -110,11 +112,11 @@ class RobotRecord:
     _KEPT = ("robot", "spool", "received", "durable", "transitions", "duplicates", "gaps", "lost", "non_finite",
              "unscorable", "off_period", "safety_stops", "after_termination", "policy_versions_sent",
              "policy_versions_accepted", "running_version", "episode_returns", "episodes", "episodes_unscored",
-             "episode_return", "episode_rows", "key")
+             "episode_return", "episode_rows", "run", "key")
 
     _COUNTED = ("transitions", "duplicates", "gaps", "lost", "non_finite", "unscorable", "off_period", "safety_stops",
                 "after_termination", "episode_returns", "episodes", "episodes_unscored", "episode_return",
-                "episode_rows")
+                "episode_rows", "run")
     """What moves with the transitions taken in. A checkpoint saves these as they were when the last batch it
     holds was taken, not as the link has them now: the link may have taken more since, which a restarted
     learner gets again from the robot and must count only once."""
@@ -129,7 +131,7 @@ class RobotRecord:
         return state
 
     _ADDED = {"off_period": 0, "episodes_unscored": 0, "episode_return": 0.0, "key": None, "after_termination": 0,
-              "episode_rows": 0}
+              "episode_rows": 0, "run": ""}
     """Counters added after checkpoints were first written, with the value an older checkpoint means."""
 
     @classmethod
@@ -457,6 +459,13 @@ class LearnerLink:
             self._ack(sock, rec)
             return
         rec.duplicates += skip
+        if batch.run != rec.run:
+            # The robot program started again: an episode its last run left open was cut where it died, with no
+            # flag on its last row, and its return is not a whole episode's.
+            if rec.run and rec.episode_rows:
+                rec.episodes_unscored += 1
+                rec.episode_return, rec.episode_rows = 0.0, 0
+            rec.run = batch.run
         scored = self.scorer.score(batch, start=skip)
         rec.transitions += batch.count - skip
         rec.non_finite += scored.non_finite

@@ -103,6 +103,23 @@ def test_rows_a_robot_lost_leave_the_return_of_the_episode_they_belonged_to_unkn
     assert (rec.lost, rec.episodes, rec.episodes_unscored, rec.episode_returns) == (4, 0, 1, [])
 
 
+def test_a_robot_program_that_died_mid_episode_does_not_merge_it_with_the_next_runs(link, dealer):
+    def send(first, n, run, end):
+        b = batch(LAYOUT, n, first, ("valve_angle", "valve_velocity"), interface_hash=HASH, spool="00aa11bb22cc33dd")
+        b = dataclasses.replace(b, run=run)
+        b.arrays["time_limit"][-1] = end
+        dealer.send_multipart(encode_transitions(b, LAYOUT))
+        assert dealer.poll(5000)
+        dealer.recv_multipart()
+        return link.ingest.get(timeout=5).scored
+
+    send(0, 4, "aaaa0000aaaa0000", 0)  # the run was killed here: its last row carries no end
+    after = send(4, 3, "bbbb1111bbbb1111", 1)  # the next run's first episode, ended by its own flag
+    rec = link.robots["claw-1"]
+    assert (rec.episodes, rec.episodes_unscored) == (1, 1)
+    assert rec.episode_returns == pytest.approx([float(after.row_reward.sum())])
+
+
 def _connect(link):
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.linger = 0
@@ -549,6 +566,25 @@ def test_a_learner_answering_every_batch_with_the_same_gap_draws_one_rewind_per_
     # Each batch in flight draws a gap answer; a rewind on each would resend the window on each, without end.
     assert answered >= 6 and uplink.counters()["rewinds"] <= 4  # (without the bound: thousands)
     fake.sock.close()
+
+
+def test_a_restarted_robot_does_not_resend_what_the_learner_already_holds(link, uplink_to):
+    first = uplink_to(link.endpoint)
+    first.offer(Event(0, "policy", "start"))
+    for i in range(9):
+        first.offer(tick(i, SPEC.num_joints, BUILDER.dim))
+    first.offer(Event(0, "safe_state", "done"))
+    assert link.ingest.get(timeout=5).last_seq == 7
+    first.close()  # no checkpoint yet: the spool keeps all 8, the learner holds them too
+    assert first.spool.held == 8
+    again = uplink_to(link.endpoint)  # the robot program restarted on the same spool
+    again.offer(Event(0, "policy", "start"))
+    for i in range(20, 23):
+        again.offer(tick(i, SPEC.num_joints, BUILDER.dim))
+    again.offer(Event(0, "safe_state", "done"))
+    item = link.ingest.get(timeout=5)
+    assert (item.last_seq, len(item.scored)) == (9, 2)
+    assert link.robots["claw-1"].duplicates == 0 and again.counters()["resent"] == 0
 
 
 def test_unanswered_batches_are_resent_and_only_durable_ones_deleted(uplink_to):

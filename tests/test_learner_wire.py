@@ -1,5 +1,6 @@
 """The robot <-> learner wire format: round trips, golden bytes, and every way a message is refused."""
 
+import dataclasses
 import hashlib
 
 import msgpack
@@ -62,6 +63,12 @@ def test_transitions_round_trip_exactly():
     state = out.state("next_state", 2)
     assert state.extras["valve_velocity"] == pytest.approx(float(b.arrays["next_state.extras"][2, 1]))
     assert state.joint_pos.dtype == np.float64
+    assert out.run == ""  # a robot from before runs were named sends none
+    tagged = roundtrip(encode_transitions(dataclasses.replace(b, run="0123abcd0123abcd"), LAYOUT))
+    assert decode_transitions(parse_header(tagged)[1], tagged, LAYOUT).run == "0123abcd0123abcd"
+    with pytest.raises(WireError, match="run"):
+        bad = header_with(tagged, run="not a name!")
+        decode_transitions(parse_header(bad)[1], bad, LAYOUT)
 
 
 def test_lowest_held_is_patched_without_touching_the_arrays():

@@ -159,7 +159,7 @@ class BoardBus(MotorBus):
         self._kp, self._kd, self._torque = np.empty(n), np.empty(n), np.zeros(n)
         self._kp[self._slot_of_joint], self._kd[self._slot_of_joint] = spec.kp, spec.kd
         self._commands = CommandWriter(n)
-        self._check_encodable(spec)
+        self._check_encodable(self._offset, self._direction)
         self._seq = 0
         self._stale_replies = 0
         self._timeouts = 0
@@ -171,17 +171,20 @@ class BoardBus(MotorBus):
         self._armed = False
         """Between an ARM and the next DISARM: every state must then show the board ARMED, every motor enabled."""
 
-    def _check_encodable(self, spec: RobotSpec) -> None:
+    def set_calibration(self, calibration: Calibration) -> None:
+        self._check_encodable(*calibration.arrays(self.spec))
+        super().set_calibration(calibration)
+
+    def _check_encodable(self, offset: np.ndarray, direction: np.ndarray) -> None:
         """Every target inside a joint's limits must fit the COMMAND's position field once calibrated: else
-        the first one past the field's range would fail a tick mid-run instead of the bus failing to open."""
-        reach = 32767 * POSITION_SCALE
-        ends = np.stack([self._motor_from_joint(spec.lower), self._motor_from_joint(spec.upper)])
+        the first one past the field's range would fail a tick mid-run instead of the calibration failing now."""
+        spec, reach = self.spec, 32767 * POSITION_SCALE
+        ends = np.stack([direction * spec.lower + offset, direction * spec.upper + offset])
         for j in np.flatnonzero(np.abs(ends).max(axis=0) > reach):
             raise BusError(
                 f"robot {spec.name}: joint {spec.joint_names[j]}'s limits [{spec.lower[j]:g}, {spec.upper[j]:g}] rad "
                 f"are motor angles [{ends[:, j].min():g}, {ends[:, j].max():g}] rad with its calibration (offset "
-                f"{self._offset[j]:g}, direction {self._direction[j]:+g}); the motor board protocol carries "
-                f"+/-{reach:g} rad"
+                f"{offset[j]:g}, direction {direction[j]:+g}); the motor board protocol carries +/-{reach:g} rad"
             )
 
     def exchange(self, targets: np.ndarray) -> RobotState:

@@ -86,9 +86,11 @@ class LoopConfig:
         # Written so that NaN fails every check: a NaN bound would compare false forever and switch its stop off.
         if self.duration_s is not None and not self.duration_s >= 0:
             raise ValueError(f"duration_s: a number of seconds >= 0, or None, got {self.duration_s}")
-        for name in ("approach_speed", "stale_after_s", "miss_window_s"):
+        for name in ("approach_speed", "miss_window_s"):
             if not 0 < getattr(self, name) < math.inf:
                 raise ValueError(f"{name}: a finite number > 0, got {getattr(self, name)}")
+        if not 0 <= self.stale_after_s < math.inf:  # 0: the least the loop allows, two periods
+            raise ValueError(f"stale_after_s: a finite number >= 0, got {self.stale_after_s}")
         if not 0 <= self.approach_tolerance < math.inf:
             raise ValueError(f"approach_tolerance: a finite number >= 0, got {self.approach_tolerance}")
         if self.max_missed is not None and (isinstance(self.max_missed, bool) or not isinstance(self.max_missed, int)

@@ -40,7 +40,7 @@ from firmware_bridge.dynamixel_table import (
 )
 from firmware_bridge.motor_bus import BusError, BusTimeout, MotorBus, MotorFault, MotorInfo
 from firmware_bridge.spec import RobotSpec
-from firmware_bridge.state import RobotState
+from firmware_bridge.state import Fault, RobotState
 from firmware_bridge.typed_yaml import ConfigError
 
 # Passive encoders the spec may name in ``bus.extra_ids``, and the RobotState extras they fill.
@@ -48,6 +48,11 @@ ENCODER_EXTRAS = {"valve_encoder": ("valve_angle", "valve_velocity")}
 READ_START = XM430.PRESENT_CURRENT.value.address
 READ_LENGTH = XM430.PRESENT_POSITION.value.address + XM430.PRESENT_POSITION.value.size - READ_START
 # The block read every tick, as one numpy record per motor.
+WATCHDOG_CHECK_S = 0.5
+"""How often ``read_state`` also reads the joints' BUS_WATCHDOG while they are armed. A trip (a stall longer than
+the watchdog that the loop's missed-deadline budget let pass) stops the motors, and they refuse goals without a
+word on the wire: seen here it is a ``Fault.DISARMED`` in the state. One SYNC_READ of a byte per joint, about 1 ms
+on a 1 Mbaud line, every half second."""
 _PRESENT = np.dtype([("current", "<i2"), ("velocity", "<i4"), ("position", "<i4")])
 assert _PRESENT.itemsize == READ_LENGTH
 _POSITION, _VELOCITY, _CURRENT = (UNITS[r] for r in (XM430.PRESENT_POSITION, XM430.PRESENT_VELOCITY,
@@ -133,6 +138,12 @@ class DynamixelBus(MotorBus):
         self._reader = GroupSyncRead(port, self.ph, READ_START, READ_LENGTH)
         for i in self._read_ids:
             self._reader.addParam(i)
+        watchdog = XM430.BUS_WATCHDOG.value
+        self._watchdog_reader = GroupSyncRead(port, self.ph, watchdog.address, watchdog.size)
+        for i in self.joint_ids:
+            self._watchdog_reader.addParam(i)
+        self._next_watchdog_check: float | None = None
+        """While armed, when ``read_state`` next reads the bus watchdogs; None when not armed."""
         self._timeouts = 0
         self._errors = 0
 
@@ -158,7 +169,27 @@ class DynamixelBus(MotorBus):
         state, alerted = self._sync_read()
         if alerted:
             raise self._motor_fault(alerted[0])
+        if self._next_watchdog_check is not None and state.timestamp >= self._next_watchdog_check:
+            self._next_watchdog_check = state.timestamp + WATCHDOG_CHECK_S
+            tripped = self._tripped_watchdogs()
+            if tripped:
+                state.faults |= Fault.DISARMED
+                state.fault_detail = (f"bus watchdog tripped on {', '.join(tripped)}: no instruction reached them "
+                                      f"for {self.watchdog_raw * BUS_WATCHDOG_UNIT.scale * 1e3:.0f} ms, and they "
+                                      "stopped")  # fmt: skip
         return state
+
+    def _tripped_watchdogs(self) -> list[str]:
+        """The joints whose BUS_WATCHDOG reads -1."""
+        what = "SYNC_READ bus watchdog"
+        self._check(self._watchdog_reader.txPacket(), 0, what, None)
+        tripped = []
+        for name, dxl_id in zip(self.spec.joint_names, self.joint_ids):
+            data, result, error = self.ph.readRx(self.port, dxl_id, XM430.BUS_WATCHDOG.value.size)
+            self._check(result, error, what, dxl_id)
+            if decode_raw(XM430.BUS_WATCHDOG, bytes(data)) < 0:
+                tripped.append(name)
+        return tripped
 
     def _sync_read(self) -> tuple[RobotState, list[int]]:
         """The state, and the ids whose status packets carried the hardware alert bit."""
@@ -218,11 +249,13 @@ class DynamixelBus(MotorBus):
             self.write_register(i, XM430.BUS_WATCHDOG, watchdog)
         for i in self.joint_ids:
             self.write_register(i, XM430.TORQUE_ENABLE, 1)
+        self._next_watchdog_check = time.monotonic() + WATCHDOG_CHECK_S
         return self.read_state()
 
     def damp(self) -> RobotState:
         """The bus watchdog off (the damping hold sends nothing), then position P gain 0 on every joint at once
         (one SYNC_WRITE each), torque staying on."""
+        self._next_watchdog_check = None
         for reg, what in ((XM430.BUS_WATCHDOG, "bus watchdog off"), (XM430.POSITION_P_GAIN, "position P gain 0")):
             writer = GroupSyncWrite(self.port, self.ph, reg.value.address, reg.value.size)
             for i in self.joint_ids:
@@ -233,6 +266,7 @@ class DynamixelBus(MotorBus):
     def torque_off(self) -> RobotState:
         """Torque off on every joint, trying all of them before reporting the first failure; a motor with a
         hardware error still takes it."""
+        self._next_watchdog_check = None
         failure = None
         for i in self.joint_ids:
             try:

@@ -36,11 +36,15 @@ def _write_atomic(path: Path, data: bytes, fsync: bool) -> None:
             os.fsync(f.fileno())
     tmp.replace(path)
     if fsync:  # the rename itself is an entry in the directory: without this a power loss can undo it
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def pack_frames(frames: list[bytes | memoryview]) -> bytes:
@@ -79,7 +83,8 @@ class Spool:
         self.max_bytes = int(max_bytes)
         self.fsync = fsync
         self.dropped = 0
-        """Transitions deleted unsent or unacknowledged because the spool was full."""
+        """Transitions deleted unsent or unacknowledged because the spool was full, or set aside beyond
+        ``max_bytes``."""
         meta_path = self.directory / "meta.json"
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
@@ -159,8 +164,27 @@ class Spool:
         path = self._path(first, count)
         (self.directory / folder).mkdir(exist_ok=True)
         path.replace(self.directory / folder / path.name)
+        if self.fsync:
+            _sync_directory(self.directory / folder)
+            _sync_directory(self.directory)
         self._delete(first)  # its unlink finds the file gone
+        self._bound_set_aside()
         return count
+
+    def _bound_set_aside(self) -> None:
+        """What is set aside is bounded by ``max_bytes`` too, apart from what is held: the oldest goes first, and
+        is counted dropped."""
+        kept = sorted(
+            (p.stat().st_mtime, p) for folder in self.directory.iterdir() if folder.is_dir()
+            for p in folder.iterdir() if _BATCH.match(p.name)
+        )  # fmt: skip
+        total = sum(p.stat().st_size for _, p in kept)
+        for _, p in kept:
+            if total <= self.max_bytes:
+                break
+            total -= p.stat().st_size
+            self.dropped += int(_BATCH.match(p.name).group(2))
+            p.unlink()
 
     def forget_through(self, seq: int) -> int:
         """Delete every batch whose last number is at most ``seq`` (the learner made them durable); returns

@@ -314,6 +314,10 @@ def test_a_calibration_whose_limits_the_wire_cannot_carry_is_refused_when_the_bu
             with open_bus(SPEC, port=server.path, calibration=Calibration("quadruped", joints)):
                 pass
         with open_bus(SPEC, port=server.path, timeout_s=0.5) as bus:
+            # Nor does one set on an open bus (what `firmware-bridge check --calibrate` does) take effect.
+            with pytest.raises(BusError, match="joint front_left_knee's limits"):
+                bus.set_calibration(Calibration("quadruped", joints))
+            assert bus.calibration == Calibration.identity(SPEC)
             # A target past the field's range (the approach from a pose outside the limits may ask one) fails as
             # a bus error, which the loop turns into a safety stop.
             with pytest.raises(BusError, match=r"COMMAND seq \d+ not sent: position\[1\]: -4.0 is outside"):

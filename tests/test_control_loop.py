@@ -490,7 +490,8 @@ def test_bad_loop_settings_are_refused_with_the_field_name():
         with pytest.raises(ValueError, match="timer_slack_ns"):
             LoopConfig(rate_hz=50, timer_slack_ns=slack)
     # NaN compares false with every bound: as a stale limit it would switch the stale-state stop off.
-    for field, bad in [("stale_after_s", math.nan), ("stale_after_s", 0), ("approach_speed", math.nan),
+    LoopConfig(rate_hz=50, stale_after_s=0)  # the least allowed: two periods
+    for field, bad in [("stale_after_s", math.nan), ("stale_after_s", -1), ("approach_speed", math.nan),
                        ("duration_s", math.nan), ("miss_window_s", math.inf), ("approach_tolerance", math.nan),
                        ("max_missed", -1), ("max_missed", 2.5)]:  # fmt: skip
         with pytest.raises(ValueError, match=field):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from firmware_bridge.learner_spool import Spool, SpoolError
+from firmware_bridge.learner_spool import Spool, SpoolError, pack_frames
 
 
 def frames(first):
@@ -72,3 +72,21 @@ def test_with_fsync_each_batch_and_its_rename_reach_the_disk(tmp_path, monkeypat
     batch = str(tmp_path / "0000000000000000-000002.batch")
     # Each file's bytes under its temporary name, then the directory that holds its rename.
     assert synced[:2] == [batch + ".tmp", str(tmp_path)] and synced[-1] == str(tmp_path)
+
+
+def test_batches_set_aside_leave_the_numbering_and_stay_bounded_on_disk(tmp_path):
+    one = len(pack_frames(frames(0)))  # one batch's bytes
+    spool = Spool(tmp_path, max_bytes=3 * one + one // 2, fsync=False)
+    for _ in range(3):
+        spool.add(5, frames)
+    assert [spool.set_aside(first, "interface-aaaa") for first in (0, 5)] == [5, 5]
+    assert (spool.batches(), spool.lowest_held, spool.held) == ([10], 10, 5)
+    spool.add(5, frames)
+    spool.add(5, frames)
+    # What is set aside is bounded apart from what is held: a fourth batch set aside pushes the oldest out.
+    spool.set_aside(10, "interface-aaaa")
+    spool.set_aside(15, "interface-bbbb")
+    assert (spool.batches(), spool.dropped) == ([20], 5)
+    left = sorted(p.name for d in tmp_path.iterdir() if d.is_dir() for p in d.iterdir())
+    assert [name[:16] for name in left] == ["0000000000000005", "0000000000000010", "0000000000000015"]
+    assert Spool(tmp_path, fsync=False).batches() == [20]  # a restart does not take them back

@@ -15,6 +15,7 @@ from firmware_bridge.dynamixel_table import XM430, XM430_MODEL_NUMBER, decode_ra
 from firmware_bridge.motor_bus import BusError, BusTimeout, MotorFault
 from firmware_bridge.motor_messages import BoardMode, MotorStatus
 from firmware_bridge.spec import RobotSpec
+from firmware_bridge.state import Fault
 from firmware_bridge.typed_yaml import load_yaml
 from sim.mujoco_backend import MujocoBackend
 from sim.virtual_robot_dynamixel import DynamixelChain
@@ -150,12 +151,16 @@ def test_the_bus_watchdog_the_bridge_arms_stops_the_motors_where_they_are_until_
         bus.arm()
         # Three control periods of the claw's 10 Hz, in 20 ms units.
         assert bus.watchdog_raw == 15 and [bus.read_register(i, XM430.BUS_WATCHDOG) for i in IDS] == [15] * len(IDS)
+        assert not bus.read_state().faults
         bus.exchange(SPEC.start)
-        time.sleep(0.45)
+        time.sleep(0.6)
         assert robot.counters.watchdog_trips == 1
         assert [bus.read_register(i, XM430.BUS_WATCHDOG) for i in IDS] == [-1] * len(IDS)
         assert [bus.read_register(i, XM430.TORQUE_ENABLE) for i in IDS] == [1] * len(IDS)  # stopped, not limp
-        held = bus.read_state().joint_pos
+        stopped = bus.read_state()  # the bus reads the watchdogs every half second while armed
+        assert stopped.faults == Fault.DISARMED and "bus watchdog tripped on " + SPEC.joint_names[0] in \
+            stopped.fault_detail
+        held = stopped.joint_pos
         away = np.clip(SPEC.start + 0.4, SPEC.lower, SPEC.upper)
         for _ in range(5):
             bus.exchange(away)  # goals refused: it stays where it stopped
@@ -265,6 +270,36 @@ def test_the_loop_stops_on_a_motor_fault_alert_and_ends_safe(tmp_path):
     assert report.stop_reason is StopReason.MOTOR_FAULT
     assert "dynamixel id 31 reports a hardware error (HARDWARE_ERROR_STATUS: OVERHEATING)" in report.safety_stop
     assert 5 <= report.ticks <= 8 and report.safe_state_reached
+
+
+def test_a_stall_that_trips_the_motors_bus_watchdog_stops_the_loop_naming_it(tmp_path):
+    from firmware_bridge.action import ActionMapper
+    from firmware_bridge.control_loop import ControlLoop, LoopConfig
+    from firmware_bridge.observation import ObservationBuilder
+    from firmware_bridge.policy_runtime import PolicyRuntime
+    from firmware_bridge.safety import StopReason
+    from firmware_bridge.task import TaskInterface
+    from policy_files import write_policy
+
+    task = TaskInterface.load("claw_turn")
+    runtime = PolicyRuntime(write_policy(tmp_path / "claw.onnx", SPEC, task), SPEC, task)
+    calls = []
+
+    def policy_that_stalls_once(obs):
+        calls.append(1)
+        if len(calls) == 5:
+            time.sleep(0.36)  # past the 300 ms watchdog, within the loop's budget of missed deadlines
+        return runtime(obs)
+
+    robot = build_robot(SPEC, MujocoBackend(SPEC))
+    with serving(make_server(robot, serial=True)) as server, open_bus(SPEC, port=server.path, timeout_s=0.5) as bus:
+        config = LoopConfig(rate_hz=SPEC.control_rate_hz, duration_s=3.0)
+        report = ControlLoop(bus, ObservationBuilder(SPEC, task), ActionMapper(SPEC), policy_that_stalls_once, 1,
+                             config).run()  # fmt: skip
+        assert robot.mode is BoardMode.DISARMED
+    assert robot.counters.watchdog_trips == 1 and report.stop_reason is StopReason.MOTOR_FAULT
+    assert "DISARMED (bus watchdog tripped on" in report.safety_stop and report.safe_state_reached
+    assert report.ticks <= 12  # five before the stall, the trip seen within the half-second check after it
 
 
 def test_at_the_claws_rate_each_tick_observes_the_joints_read_at_its_start_not_a_period_ago(tmp_path):

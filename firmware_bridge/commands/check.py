@@ -59,9 +59,15 @@ def run(args: argparse.Namespace) -> int:
                 if args.calibrate:
                     bus.set_calibration(Calibration.identity(spec))
                     new = bringup.calibrate(spec, bus.read_state().joint_pos, args.reversed)
-                    new.save(args.calibrate)
-                    bus.set_calibration(new)
-                    findings.append(bringup.Finding("ok", "calibration", f"wrote {args.calibrate}"))
+                    try:
+                        bus.set_calibration(new)  # the bus refuses one its wire cannot carry
+                    except BusError as exc:
+                        findings.append(bringup.Finding("fail", "calibration", f"{args.calibrate} not written: {exc}",
+                                                        "hold the robot in the spec's start pose, and check how each "
+                                                        "motor is mounted"))  # fmt: skip
+                    else:
+                        new.save(args.calibrate)
+                        findings.append(bringup.Finding("ok", "calibration", f"wrote {args.calibrate}"))
                 state = bus.read_state()
                 summary["joint_pos"] = dict(zip(spec.joint_names, state.joint_pos.round(4).tolist()))
                 findings += bringup.check_limits(spec, state.joint_pos)

@@ -121,8 +121,14 @@ def check_baud(spec: RobotSpec, baud: int) -> list[Finding]:
 
 
 def check_dynamixel_settings(bus: DynamixelBus) -> list[Finding]:
-    """Return delay time (the factory's 500 us per motor per read) and each motor's baud rate."""
+    """Return delay time (the factory's 500 us per motor per read), each motor's baud rate, and a bus watchdog an
+    earlier session left tripped."""
     out = []
+    tripped = [i for i in bus.joint_ids if bus.read_register(i, XM430.BUS_WATCHDOG) < 0]
+    if tripped:
+        text = f"id {', '.join(map(str, tripped))}: bus watchdog tripped (BUS_WATCHDOG -1): goals are refused"
+        fix = "an earlier session stopped sending without a safe stop; `firmware-bridge run` clears it when it arms"
+        out.append(Finding("warn", "bus watchdog", text, fix))
     for dxl_id in bus.joint_ids + list(bus.encoder_ids.values()):
         delay = bus.read_register(dxl_id, XM430.RETURN_DELAY_TIME)
         if delay > 0:

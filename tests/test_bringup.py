@@ -115,6 +115,16 @@ def test_low_baud_and_return_delay_on_a_dynamixel_warn(capsys):
     assert len(warnings) == 2
 
 
+def test_a_bus_watchdog_an_earlier_session_left_tripped_warns(capsys):
+    with _serve(CLAW, lockstep=True, watchdog_s=0) as server:
+        for dxl_id in (11, 12):  # as a session killed mid-run leaves its motors
+            server.endpoint.chain.memories[dxl_id].set(XM430.BUS_WATCHDOG, -1)
+        code, report = _check(capsys, "--robot", "claw", "--port", server.path)
+    warnings = {f["message"]: f["fix"] for f in report["findings"] if f["level"] == "warn"}
+    assert code == 0
+    assert "clears it when it arms" in warnings["id 11, 12: bus watchdog tripped (BUS_WATCHDOG -1): goals are refused"]
+
+
 def test_calibrate_writes_offsets_that_read_the_held_pose_as_the_start_pose(capsys, tmp_path):
     out = tmp_path / "quadruped_cal.yaml"
     with _serve(QUADRUPED, lockstep=True, watchdog_s=0) as server:

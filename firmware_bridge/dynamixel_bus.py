@@ -47,12 +47,12 @@ from firmware_bridge.typed_yaml import ConfigError
 ENCODER_EXTRAS = {"valve_encoder": ("valve_angle", "valve_velocity")}
 READ_START = XM430.PRESENT_CURRENT.value.address
 READ_LENGTH = XM430.PRESENT_POSITION.value.address + XM430.PRESENT_POSITION.value.size - READ_START
-# The block read every tick, as one numpy record per motor.
 WATCHDOG_CHECK_S = 0.5
 """How often ``read_state`` also reads the joints' BUS_WATCHDOG while they are armed. A trip (a stall longer than
 the watchdog that the loop's missed-deadline budget let pass) stops the motors, and they refuse goals without a
 word on the wire: seen here it is a ``Fault.DISARMED`` in the state. One SYNC_READ of a byte per joint, about 1 ms
 on a 1 Mbaud line, every half second."""
+# The block read every tick, as one numpy record per motor.
 _PRESENT = np.dtype([("current", "<i2"), ("velocity", "<i4"), ("position", "<i4")])
 assert _PRESENT.itemsize == READ_LENGTH
 _POSITION, _VELOCITY, _CURRENT = (UNITS[r] for r in (XM430.PRESENT_POSITION, XM430.PRESENT_VELOCITY,
@@ -231,8 +231,8 @@ class DynamixelBus(MotorBus):
     def watchdog_raw(self) -> int:
         """BUS_WATCHDOG as ``arm`` sets it, in 20 ms units: the motors' own last line, armed with the torque.
         After this long without an instruction packet each motor stops where it is, and refuses goals until
-        the next ``arm``. Three control periods, at least 100 ms (as a motor board's): a stall that long also
-        costs the loop more missed deadlines than its default budget allows, so the loop stops itself too."""
+        the next ``arm``. Three control periods, at least 100 ms (as a motor board's). A stall that long can still
+        fit the loop's missed-deadline budget; ``read_state`` then sees the trip (``WATCHDOG_CHECK_S``)."""
         units = max(0.1, 3.0 / self.spec.control_rate_hz) / BUS_WATCHDOG_UNIT.scale
         return min(127, math.ceil(round(units, 9)))
 

@@ -314,13 +314,15 @@ class BoardBus(MotorBus):
             detail = self._motor_fault_detail(reply.status[j])
         if board & _MOTOR_FAULT and not faults & _ANY_MOTOR_FAULT:
             faults |= _MOTOR_FAILED
-        if self._armed:
+        # One reduction on the fast path (0.6 us; every tick at up to 1 kHz comes through here): all enabled?
+        if self._armed and (
+            reply.mode is not BoardMode.ARMED or not int(np.bitwise_and.reduce(reply.status)) & _ENABLED
+        ):
+            faults |= _DISARMED
             disabled = (reply.status[j] & _ENABLED) == 0
-            if reply.mode is not BoardMode.ARMED or disabled.any():
-                faults |= _DISARMED
-                names = [name for name, off in zip(self.spec.joint_names, disabled.tolist()) if off]
-                lost = f"board mode {reply.mode.name}" + (f", not enabled: {', '.join(names)}" if names else "")
-                detail = f"{detail}; {lost}" if detail else lost
+            names = [name for name, off in zip(self.spec.joint_names, disabled.tolist()) if off]
+            lost = f"board mode {reply.mode.name}" + (f", not enabled: {', '.join(names)}" if names else "")
+            detail = f"{detail}; {lost}" if detail else lost
         if self._last_board_us is not None and reply.board_time_us < self._last_board_us:
             self._time_base_us += 1 << 32
         self._last_board_us = reply.board_time_us

@@ -19,6 +19,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+from firmware_bridge.durable_files import durable_flush, sync_directory
+
 _MAGIC = b"RSSPOOL1"
 _BATCH = re.compile(r"^(\d{16})-(\d{6})\.batch$")
 
@@ -32,19 +34,10 @@ def _write_atomic(path: Path, data: bytes, fsync: bool) -> None:
     with open(tmp, "wb") as f:
         f.write(data)
         if fsync:
-            f.flush()
-            os.fsync(f.fileno())
+            durable_flush(f)
     tmp.replace(path)
     if fsync:  # the rename itself is an entry in the directory: without this a power loss can undo it
-        _sync_directory(path.parent)
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        sync_directory(path.parent)
 
 
 def pack_frames(frames: list[bytes | memoryview]) -> bytes:
@@ -165,8 +158,8 @@ class Spool:
         (self.directory / folder).mkdir(exist_ok=True)
         path.replace(self.directory / folder / path.name)
         if self.fsync:
-            _sync_directory(self.directory / folder)
-            _sync_directory(self.directory)
+            sync_directory(self.directory / folder)
+            sync_directory(self.directory)
         self._delete(first)  # its unlink finds the file gone
         self._bound_set_aside()
         return count

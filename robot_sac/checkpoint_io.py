@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robot_sac.replay import durable_flush, sync_directory
+from firmware_bridge.durable_files import durable_flush, sync_directory
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

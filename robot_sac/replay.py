@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from firmware_bridge.durable_files import durable_flush, sync_directory
 
 
 @dataclass
@@ -168,19 +169,3 @@ def _stored_shape(data: np.lib.npyio.NpzFile, name: str) -> tuple[int, ...]:
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, _ = read_header(f)
     return shape
-
-
-def durable_flush(f) -> None:
-    """Flush an open file to the disk itself, not just the page cache: what a checkpoint promises (the learner
-    tells robots to delete what it covers) must survive a power loss, not only a killed process."""
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def sync_directory(directory: Path) -> None:
-    """Make a rename inside ``directory`` durable (the directory entry is data of its own)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -470,6 +470,14 @@ class FakeLearner:
         return out
 
 
+def offer_episode(uplink, ticks):
+    """What the loop hands an uplink in one policy phase: its start, one tick per index, its end."""
+    uplink.offer(Event(0, "policy", "start"))
+    for i in ticks:
+        uplink.offer(tick(i, SPEC.num_joints, BUILDER.dim))
+    uplink.offer(Event(0, "safe_state", "done"))
+
+
 @pytest.fixture
 def uplink_to(tmp_path):
     made = []
@@ -539,10 +547,7 @@ def test_batches_left_under_another_interface_are_set_aside_and_hold_nothing_bac
     assert uplink.set_aside == {"interface-ffffffffffff": 8, "unreadable": 4}
     assert len(list((tmp_path / "spool" / "interface-ffffffffffff").glob("*.batch"))) == 2
     assert (uplink.spool.lowest_held, uplink.counters()["spool_set_aside"]) == (12, 12)
-    uplink.offer(Event(0, "policy", "start"))
-    for i in range(5):
-        uplink.offer(tick(i, SPEC.num_joints, BUILDER.dim))
-    uplink.offer(Event(0, "safe_state", "done"))
+    offer_episode(uplink, range(5))
     item = link.ingest.get(timeout=5)
     # This run's rows arrive at once; the learner counts the numbers set aside as lost.
     assert (item.last_seq, len(item.scored), link.robots["claw-1"].lost) == (15, 4, 12)
@@ -552,10 +557,7 @@ def test_batches_left_under_another_interface_are_set_aside_and_hold_nothing_bac
 def test_a_learner_answering_every_batch_with_the_same_gap_draws_one_rewind_per_resend_interval(uplink_to):
     fake = FakeLearner()
     uplink = uplink_to(fake.endpoint, batch_size=2, resend_after_s=1.0)
-    uplink.offer(Event(0, "policy", "start"))
-    for i in range(13):
-        uplink.offer(tick(i, SPEC.num_joints, BUILDER.dim))
-    uplink.offer(Event(0, "safe_state", "done"))
+    offer_episode(uplink, range(13))
     answered, end = 0, time.monotonic() + 1.5
     while time.monotonic() < end:  # the learner misses number 0 for good, and says so to every batch
         if fake.sock.poll(20):
@@ -570,18 +572,12 @@ def test_a_learner_answering_every_batch_with_the_same_gap_draws_one_rewind_per_
 
 def test_a_restarted_robot_does_not_resend_what_the_learner_already_holds(link, uplink_to):
     first = uplink_to(link.endpoint)
-    first.offer(Event(0, "policy", "start"))
-    for i in range(9):
-        first.offer(tick(i, SPEC.num_joints, BUILDER.dim))
-    first.offer(Event(0, "safe_state", "done"))
+    offer_episode(first, range(9))
     assert link.ingest.get(timeout=5).last_seq == 7
     first.close()  # no checkpoint yet: the spool keeps all 8, the learner holds them too
     assert first.spool.held == 8
     again = uplink_to(link.endpoint)  # the robot program restarted on the same spool
-    again.offer(Event(0, "policy", "start"))
-    for i in range(20, 23):
-        again.offer(tick(i, SPEC.num_joints, BUILDER.dim))
-    again.offer(Event(0, "safe_state", "done"))
+    offer_episode(again, range(20, 23))
     item = link.ingest.get(timeout=5)
     assert (item.last_seq, len(item.scored)) == (9, 2)
     assert link.robots["claw-1"].duplicates == 0 and again.counters()["resent"] == 0
@@ -590,10 +586,7 @@ def test_a_restarted_robot_does_not_resend_what_the_learner_already_holds(link, 
 def test_unanswered_batches_are_resent_and_only_durable_ones_deleted(uplink_to):
     fake = FakeLearner()
     uplink = uplink_to(fake.endpoint, batch_size=4, resend_after_s=0.5)
-    uplink.offer(Event(0, "policy", "start"))
-    for i in range(9):
-        uplink.offer(tick(i, SPEC.num_joints, BUILDER.dim))
-    uplink.offer(Event(0, "safe_state", "done"))
+    offer_episode(uplink, range(9))
     first = fake.batches(1.5)
     # 8 transitions in two batches of the batch size, never answered: both come again.
     sent = [(b.first_seq, b.count) for _, b in first]
@@ -622,10 +615,7 @@ def test_several_robots_are_counted_apart_and_each_gets_the_policy(link, tmp_pat
                               heartbeat_s=0.2)  # fmt: skip
         made.append(LearnerUplink(config, BUILDER, policy))
     for k, uplink in enumerate(made):
-        uplink.offer(Event(0, "policy", "start"))
-        for i in range(10 + 5 * k):
-            uplink.offer(tick(i, SPEC.num_joints, BUILDER.dim))
-        uplink.offer(Event(0, "safe_state", "done"))
+        offer_episode(uplink, range(10 + 5 * k))
     counts = lambda: {name: r.transitions for name, r in link.robots.items()}  # noqa: E731
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and counts() != {"claw-a": 9, "claw-b": 14}:
